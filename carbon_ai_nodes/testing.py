@@ -1,0 +1,174 @@
+"""Helpers to run nodes as real processes over real DDS and observe them: used by the tests, the benchmarks
+and the runner. Nothing here mocks ROS: processes talk through Fast DDS on this host only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
+
+
+def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
+    """Environment variables that keep DDS traffic on this host and in a domain of its own.
+
+    Both spellings of "localhost only" are set: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (Jazzy and newer) and
+    ``ROS_LOCALHOST_ONLY`` (Humble), since each distro reads its own.
+    """
+    if domain_id is None:
+        domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
+    env = {
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    distro = os.environ.get("ROS_DISTRO", "")
+    if distro and distro[0] < "j":  # Humble / Iron predate ROS_AUTOMATIC_DISCOVERY_RANGE
+        env["ROS_LOCALHOST_ONLY"] = "1"
+    return env
+
+
+def _format_param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_param(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value or "''"  # an empty value would not parse
+    return repr(value)
+
+
+class NodeProcess:
+    """One carbon_ai node (``python -m carbon_ai_nodes.nodes.<module>``) as a separate process.
+
+    Output goes to files (never a pipe that could fill and block the node). Use as a context manager;
+    :meth:`stop` sends SIGTERM (or the given signal) and returns the exit status.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        params_file: str | Path | None = None,
+        namespace: str = "",
+        remaps: Mapping[str, str] | None = None,
+        node_name: str | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        ros_args: list[str] = []
+        if node_name:
+            ros_args += ["-r", f"__node:={node_name}"]
+        if namespace:
+            ros_args += ["-r", f"__ns:={namespace}"]
+        for src, dst in (remaps or {}).items():
+            ros_args += ["-r", f"{src}:={dst}"]
+        if params_file:
+            ros_args += ["--params-file", str(params_file)]
+        for key, value in (params or {}).items():
+            ros_args += ["-p", f"{key}:={_format_param(value)}"]
+        self.argv = [sys.executable, "-m", f"carbon_ai_nodes.nodes.{module}", *extra_args]
+        if ros_args:
+            self.argv += ["--ros-args", *ros_args]
+        self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
+        self.log_path = Path(self._out.name)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
+
+    @property
+    def output(self) -> str:
+        """Everything the process printed so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def poll(self) -> int | None:
+        """Exit status, or None while running."""
+        return self.proc.poll()
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the process to exit by itself; raises subprocess.TimeoutExpired."""
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+        """Send ``sig`` and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Probe:
+    """A test-side rclpy node with its own executor: publish, collect messages, wait for conditions.
+
+    Needs ``rclpy.init()`` done by the caller (the tests' session fixture does it).
+    """
+
+    def __init__(self, name: str = "probe") -> None:
+        self.node = rclpy.create_node(f"{name}_{os.getpid()}_{random.randint(0, 1 << 30)}")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def collect(self, msg_type: Any, topic: str, qos: QoSProfile) -> list[Any]:
+        """Subscribe and return the list every received message is appended to."""
+        received: list[Any] = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+        """A plain publisher on ``topic``."""
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def spin_for(self, seconds: float) -> None:
+        """Process callbacks for ``seconds`` (use only to let time pass, never to wait for an event)."""
+        end = time.monotonic() + seconds
+        while (remaining := end - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
+
+    def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Process callbacks until ``predicate()`` holds or ``timeout_s`` passes; returns the predicate."""
+        end = time.monotonic() + timeout_s
+        while not predicate():
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return bool(predicate())
+            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
+        return True
+
+    def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout_s: float = 10.0) -> bool:
+        """Wait until ``publisher`` has matched ``count`` subscriptions (discovery is asynchronous)."""
+        return self.spin_until(lambda: publisher.get_subscription_count() >= count, timeout_s)
+
+    def wait_for_publishers(self, topic: str, count: int = 1, timeout_s: float = 10.0) -> bool:
+        """Wait until ``topic`` has ``count`` publishers in the graph."""
+        return self.spin_until(lambda: self.node.count_publishers(topic) >= count, timeout_s)
+
+    def close(self) -> None:
+        """Destroy the node."""
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
