@@ -311,7 +311,10 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
     node could not be configured (the reason was logged as one line naming the parameter).
     """
     try:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except TypeError:  # an rclpy without signal_handler_options: our handlers below replace its own
+            rclpy.init(args=args)
     except Exception as exc:  # noqa: BLE001 - rcl reports bad --ros-args as a generic RCLError
         print(f"could not start: {exc} (check the --ros-args)", file=sys.stderr)
         return 2
