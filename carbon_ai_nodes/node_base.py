@@ -34,7 +34,7 @@ from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
 from carbon_ai_nodes import qos, ros_params
-from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.errors import ConfigError, ParameterError
 from carbon_ai_nodes.core.health import HealthMonitor
 from carbon_ai_nodes.core.params import ParamSet, param
 
@@ -225,14 +225,21 @@ class CarbonNode(LifecycleNode, Generic[P]):
             params = ros_params.load(self, self.params_type)
             self.params = params
             self.configure(params)
+        except ParameterError as exc:
+            return self._refuse_configure(f"parameter {exc}")
         except ConfigError as exc:
-            self.config_error = f"parameter {exc}" if not str(exc).startswith("parameter") else str(exc)
-            self.get_logger().error(self.config_error)
-            self._destroy_entities()
-            self.params = None
-            return TransitionCallbackReturn.FAILURE
+            return self._refuse_configure(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not crash
+            return self._refuse_configure(f"configure failed: {type(exc).__name__}: {exc}")
         self.config_error = None
         return TransitionCallbackReturn.SUCCESS
+
+    def _refuse_configure(self, reason: str) -> TransitionCallbackReturn:
+        self.config_error = reason
+        self.get_logger().error(reason)
+        self._destroy_entities()
+        self.params = None
+        return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable outputs and timers."""
