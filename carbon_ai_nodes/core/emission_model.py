@@ -1,0 +1,321 @@
+"""Physics emission model: road load -> tractive power -> engine (Willans line) -> fuel -> CO2.
+
+Road vehicles: tractive force ``F = a + b*v + c*v^2 + m*a_x + m*g*sin(atan(grade))`` (coast-down form with
+the test mass), wheel power ``P_w = F*v``. The engine delivers ``P_b = P_w/eta_dt + P_acc`` and burns fuel
+power ``P_f = (P_b + P_fric)/eta_i`` (Willans line: a fixed indicated efficiency plus a friction offset that
+grows with displacement and engine speed, so a big engine at light load is inefficient). When the wheels
+need no power above a low speed the engine is motored with fuel cut off; at standstill it idles.
+A cold engine burns more (extra fraction that fades as the coolant warms). Electric drives convert battery
+energy to CO2 with a grid intensity (regeneration credits braking energy). Machines (excavator, kiln,
+compressor) use their fuel map against shaft power = engine load x rated power.
+
+Two entry points give identical numbers: :func:`physics_rates` (one state, pure Python: microseconds, for the
+inference path) and :func:`cycle_rates` (numpy arrays, for drive cycles, fitting and planners).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
+
+G_MPS2 = 9.80665
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2.0 (Ubuntu 22.04 / Humble) has only trapz
+
+# Fuel properties per litre (CNG counted in litres of gasoline equivalent, as CarbonEstimate states).
+# CO2: U.S. EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle" (EPA-420-F-18-008):
+#   8,887 g CO2/gal gasoline, 10,180 g CO2/gal diesel -> /3.78541 L/gal.
+# CNG: IPCC 2006 default for natural gas 56,100 kg CO2/TJ, times the gasoline litre's energy.
+# Lower heating values: gasoline ~32.0 MJ/L, diesel ~35.8 MJ/L (U.S. DOE AFDC fuel properties table).
+GASOLINE_LHV_MJ_PER_L = 32.0
+FUEL_LHV_MJ_PER_L = {"gasoline": GASOLINE_LHV_MJ_PER_L, "diesel": 35.8, "cng": GASOLINE_LHV_MJ_PER_L}
+FUEL_CO2_G_PER_L = {
+    "gasoline": 8887.0 / 3.78541,
+    "diesel": 10180.0 / 3.78541,
+    "cng": 56.1 * GASOLINE_LHV_MJ_PER_L,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EmissionConstants:
+    """Engine-model constants shared by all profiles (fitted once on EPA 2022 data; see tools/train_residual.py).
+
+    indicated_efficiency: Willans slope (fuel power -> indicated power) for gasoline; diesel and CNG scale it.
+    fmep_kpa: friction mean effective pressure, kPa (friction power = fmep * displacement * rpm / 120).
+    idle_rpm, rpm_per_mps, max_cruise_rpm: engine-speed proxy when the state carries no measured rpm.
+    accessory_kw: accessory load when the profile gives none, kW.
+    cold_extra: extra fuel fraction of a fully cold engine (20 C); warmup_tau_s: coolant warm-up time constant.
+    fuel_cut_min_speed_mps: below this speed a coasting engine idles instead of cutting fuel.
+    regen_efficiency: fraction of braking power an electric drive returns to the battery.
+    """
+
+    # Fitted by ``tools/train_residual.py --fit-physics`` on the EPA 2022 HWFE + FTP-75 tests of the
+    # manufacturers not held out (conventional gasoline): 7.6 % / 9.7 % MAPE on the held-out ones.
+    indicated_efficiency: float = 0.4529
+    fmep_kpa: float = 241.4
+    idle_rpm: float = 750.0
+    rpm_per_mps: float = 10.0
+    max_cruise_rpm: float = 2600.0
+    accessory_kw: float = 1.414
+    cold_extra: float = 2.0
+    warmup_tau_s: float = 200.0
+    warm_coolant_c: float = 90.0
+    fuel_cut_min_speed_mps: float = 2.0
+    regen_efficiency: float = 0.6
+    diesel_efficiency_ratio: float = 1.18
+    cng_efficiency_ratio: float = 0.95
+
+
+DEFAULT_CONSTANTS = EmissionConstants()
+
+
+@dataclasses.dataclass  # not frozen: built once per message on the hot path, where frozen init costs
+class Rates:
+    """Instantaneous emission rates: CO2 (g/s; negative only for an electric drive regenerating),
+    fuel (L/h; 0 for electric), tractive or shaft power demand (kW; negative when braking)."""
+
+    co2_g_s: float
+    fuel_lph: float
+    power_kw: float
+    fuel_cut: bool = False
+
+
+def _eta_i(profile: VehicleProfile, k: EmissionConstants) -> float:
+    if profile.fuel == "diesel":
+        return k.indicated_efficiency * k.diesel_efficiency_ratio
+    if profile.fuel == "cng":
+        return k.indicated_efficiency * k.cng_efficiency_ratio
+    return k.indicated_efficiency
+
+
+def _accessory_kw(profile: VehicleProfile, k: EmissionConstants) -> float:
+    return k.accessory_kw if profile.accessory_power_kw is None else profile.accessory_power_kw
+
+
+def _rpm_cap(profile: VehicleProfile, k: EmissionConstants) -> float:
+    # Heavy diesels cruise far lower (1,200-1,500 rpm) than car engines.
+    return min(k.max_cruise_rpm, 1500.0) if profile.fuel == "diesel" else k.max_cruise_rpm
+
+
+def cold_fraction(coolant_temp_c: float, k: EmissionConstants = DEFAULT_CONSTANTS) -> float:
+    """How cold the engine is: 0 when warm (>= warm_coolant_c), 1 at 20 C, NaN (unknown) counts as warm."""
+    if not math.isfinite(coolant_temp_c):
+        return 0.0
+    return min(1.5, max(0.0, (k.warm_coolant_c - coolant_temp_c) / (k.warm_coolant_c - 20.0)))
+
+
+def coolant_after_start_c(t_s: np.ndarray | float, ambient_c: float = 22.0,
+                          k: EmissionConstants = DEFAULT_CONSTANTS) -> np.ndarray | float:
+    """Coolant temperature (C) ``t_s`` seconds after a cold start at ``ambient_c`` (first-order warm-up)."""
+    return k.warm_coolant_c - (k.warm_coolant_c - ambient_c) * np.exp(-np.asarray(t_s) / k.warmup_tau_s)
+
+
+def physics_rates(profile: VehicleProfile, speed_mps: float, accel_mps2: float, grade: float, payload_kg: float,
+                  *, engine_load_pct: float = math.nan, engine_speed_rpm: float = math.nan,
+                  coolant_temp_c: float = math.nan, grid_gco2_per_kwh: float = math.nan,
+                  constants: EmissionConstants = DEFAULT_CONSTANTS) -> Rates:
+    """Instantaneous CO2 (g/s), fuel (L/h) and power (kW) of one state.
+
+    speed_mps >= 0, accel_mps2 (longitudinal), grade (rise/run), payload_kg (added to the test mass; NaN = 0).
+    Optional measurements refine it: engine_speed_rpm (friction), coolant_temp_c (cold start),
+    engine_load_pct (machines), grid_gco2_per_kwh (electric; NaN = the profile's value).
+    """
+    k = constants
+    payload = payload_kg if math.isfinite(payload_kg) else 0.0
+    grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
+    p_acc = _accessory_kw(profile, k)
+    if profile.kind == "machine":
+        load = min(max(engine_load_pct, 0.0), 100.0) if math.isfinite(engine_load_pct) else 0.0
+        power_kw = load / 100.0 * profile.rated_power_kw
+        if profile.is_electric:
+            return Rates(power_kw * grid / 3600.0, 0.0, power_kw)
+        fuel_lph = float(np.interp(power_kw, profile.fuel_map_power_kw, profile.fuel_map_fuel_lph))
+        return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, power_kw)
+
+    v = max(speed_mps, 0.0)
+    mass = profile.mass_kg + payload
+    sin_t = grade / math.sqrt(1.0 + grade * grade)
+    force_n = (profile.a_n + profile.b_n_per_mps * v + profile.c_n_per_mps2 * v * v if v > 0.0 else 0.0) \
+        + mass * accel_mps2 + mass * G_MPS2 * sin_t
+    wheel_kw = force_n * v / 1000.0
+    eta_dt = profile.drivetrain_efficiency
+    if profile.is_electric:
+        batt_kw = (wheel_kw / eta_dt if wheel_kw > 0 else wheel_kw * eta_dt * k.regen_efficiency) + p_acc
+        return Rates(batt_kw * grid / 3600.0, 0.0, wheel_kw)
+
+    if math.isfinite(engine_speed_rpm) and engine_speed_rpm > 0:
+        rpm = engine_speed_rpm
+    else:
+        rpm = min(k.idle_rpm + k.rpm_per_mps * v, _rpm_cap(profile, k))
+    fric_kw = k.fmep_kpa * profile.displacement_l * 1e-3 * rpm / 120.0
+    eta_i = _eta_i(profile, k)
+    cut = False
+    if v < 0.1 and profile.idle_fuel_lph is not None:
+        fuel_lph = profile.idle_fuel_lph
+    elif wheel_kw <= 0.0 and v >= k.fuel_cut_min_speed_mps and profile.fuel_cut:
+        fuel_lph, cut = 0.0, True
+    else:
+        brake_kw = min(max(wheel_kw, 0.0) / eta_dt + p_acc, profile.rated_power_kw)
+        fuel_lph = (brake_kw + fric_kw) / eta_i * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
+    fuel_lph *= 1.0 + k.cold_extra * cold_fraction(coolant_temp_c, k)
+    return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, wheel_kw, cut)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleRates:
+    """Per-sample rates over a cycle (numpy arrays, same length as the inputs)."""
+
+    co2_g_s: np.ndarray
+    fuel_lph: np.ndarray
+    power_kw: np.ndarray
+
+
+def cycle_rates(profile: VehicleProfile, speed_mps: np.ndarray, accel_mps2: np.ndarray, grade: np.ndarray,
+                payload_kg: float = 0.0, *, coolant_temp_c: np.ndarray | float = math.nan,
+                constants: EmissionConstants = DEFAULT_CONSTANTS) -> CycleRates:
+    """Vectorised :func:`physics_rates` for road vehicles (same equations; machines go through the scalar path)."""
+    k = constants
+    v = np.maximum(np.asarray(speed_mps, float), 0.0)
+    a = np.asarray(accel_mps2, float)
+    gr = np.broadcast_to(np.asarray(grade, float), v.shape)
+    if profile.kind == "machine":
+        rows = [physics_rates(profile, 0.0, 0.0, 0.0, payload_kg, constants=k) for _ in v]
+        return CycleRates(*(np.array([getattr(r, f) for r in rows]) for f in ("co2_g_s", "fuel_lph", "power_kw")))
+    mass = profile.mass_kg + (payload_kg if math.isfinite(payload_kg) else 0.0)
+    road = np.where(v > 0, profile.a_n + profile.b_n_per_mps * v + profile.c_n_per_mps2 * v * v, 0.0)
+    force = road + mass * a + mass * G_MPS2 * gr / np.sqrt(1.0 + gr * gr)
+    wheel_kw = force * v / 1000.0
+    eta_dt = profile.drivetrain_efficiency
+    p_acc = _accessory_kw(profile, k)
+    if profile.is_electric:
+        batt = np.where(wheel_kw > 0, wheel_kw / eta_dt, wheel_kw * eta_dt * k.regen_efficiency) + p_acc
+        return CycleRates(batt * profile.grid_gco2_per_kwh / 3600.0, np.zeros_like(v), wheel_kw)
+    rpm = np.minimum(k.idle_rpm + k.rpm_per_mps * v, _rpm_cap(profile, k))
+    fric_kw = k.fmep_kpa * profile.displacement_l * 1e-3 * rpm / 120.0
+    brake_kw = np.minimum(np.maximum(wheel_kw, 0.0) / eta_dt + p_acc, profile.rated_power_kw)
+    fuel = (brake_kw + fric_kw) / _eta_i(profile, k) * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
+    if profile.fuel_cut:
+        fuel = np.where((wheel_kw <= 0.0) & (v >= k.fuel_cut_min_speed_mps), 0.0, fuel)
+    if profile.idle_fuel_lph is not None:
+        fuel = np.where(v < 0.1, profile.idle_fuel_lph, fuel)
+    cool = np.broadcast_to(np.asarray(coolant_temp_c, float), v.shape)
+    cold = np.where(np.isfinite(cool),
+                    np.clip((k.warm_coolant_c - cool) / (k.warm_coolant_c - 20.0), 0.0, 1.5), 0.0)
+    fuel = fuel * (1.0 + k.cold_extra * cold)
+    return CycleRates(fuel * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel, wheel_kw)
+
+
+def cruise_co2_g_per_m(profile: VehicleProfile, speed_mps: float, grade: float, payload_kg: float,
+                       constants: EmissionConstants = DEFAULT_CONSTANTS) -> float:
+    """Steady-cruise CO2 per metre (g/m) at ``speed_mps`` on ``grade`` with ``payload_kg``: the planner's arc cost.
+
+    Downhill stretches where the engine is motored cost nothing (fuel cut); at speed 0 the cost per metre is
+    undefined, so speeds are floored at 0.5 m/s.
+    """
+    v = max(speed_mps, 0.5)
+    r = physics_rates(profile, v, 0.0, grade, payload_kg, engine_load_pct=50.0, constants=constants)
+    return r.co2_g_s / v
+
+
+# --------------------------------------------------------------------------------------------- drive cycles
+@dataclasses.dataclass(frozen=True)
+class DriveCycle:
+    """A speed trace sampled at ``time_s`` (s, increasing): speed_mps and grade (rise/run)."""
+
+    name: str
+    time_s: np.ndarray
+    speed_mps: np.ndarray
+    grade: np.ndarray
+
+    def slice_s(self, start_s: float, end_s: float, name: str = "") -> DriveCycle:
+        """The samples with start_s <= t < end_s, time re-based to start at 0."""
+        m = (self.time_s >= start_s) & (self.time_s < end_s)
+        return DriveCycle(name or self.name, self.time_s[m] - start_s, self.speed_mps[m], self.grade[m])
+
+    @property
+    def accel_mps2(self) -> np.ndarray:
+        """Acceleration by central differences (forward/backward at the ends), m/s^2."""
+        if len(self.time_s) < 2:
+            return np.zeros_like(self.speed_mps)
+        return np.gradient(self.speed_mps, self.time_s)
+
+    @property
+    def distance_m(self) -> float:
+        """Distance driven (trapezoidal), m."""
+        return float(_trapezoid(self.speed_mps, self.time_s)) if len(self.time_s) > 1 else 0.0
+
+
+def load_cycle(path: str, name: str = "") -> DriveCycle:
+    """Read ``time_s,speed_mps[,grade]`` CSV; raises ConfigError on a malformed file."""
+    import csv
+    from pathlib import Path
+
+    from carbon_ai_nodes.core.errors import ConfigError
+
+    p = Path(path)
+    try:
+        with p.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            if "time_s" not in cols or "speed_mps" not in cols:
+                raise ConfigError(f"{p}: a drive cycle needs columns time_s,speed_mps[,grade]; found {cols}")
+            rows = list(reader)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read drive cycle ({exc.strerror or exc})") from None
+    try:
+        t = np.array([float(r["time_s"]) for r in rows])
+        v = np.array([float(r["speed_mps"]) for r in rows])
+        g = np.array([float(r.get("grade") or 0.0) for r in rows])
+    except ValueError as exc:
+        raise ConfigError(f"{p}: non-numeric value in drive cycle ({exc})") from None
+    if len(t) < 2 or not np.all(np.isfinite(t) & np.isfinite(v) & np.isfinite(g)):
+        raise ConfigError(f"{p}: a drive cycle needs at least two finite rows")
+    if np.any(np.diff(t) <= 0) or np.any(v < 0):
+        raise ConfigError(f"{p}: time_s must increase strictly and speed_mps be >= 0")
+    return DriveCycle(name or p.stem, t, v, g)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleResult:
+    """Totals of a profile over a cycle: CO2 (g), fuel (L), distance (m), plus the per-sample CO2 rate."""
+
+    co2_g: float
+    fuel_l: float
+    distance_m: float
+    co2_g_s: np.ndarray
+
+    @property
+    def co2_g_per_km(self) -> float:
+        """CO2 per km (g/km); NaN for a zero-distance cycle."""
+        return self.co2_g / (self.distance_m / 1000.0) if self.distance_m > 0 else math.nan
+
+
+def cycle_totals(time_s: np.ndarray, co2_g_s: np.ndarray, fuel_lph: np.ndarray, distance_m: float) -> CycleResult:
+    """Integrate rates sampled at ``time_s`` (rectangle rule: each rate holds until the next sample)."""
+    dt = np.diff(time_s, append=time_s[-1] + (time_s[-1] - time_s[-2] if len(time_s) > 1 else 1.0))
+    return CycleResult(float(np.sum(co2_g_s * dt)), float(np.sum(fuel_lph * dt) / 3600.0), distance_m, co2_g_s)
+
+
+def run_cycle(profile: VehicleProfile, cycle: DriveCycle, *, cold_start: bool = False, payload_kg: float = 0.0,
+              start_offset_s: float = 0.0, constants: EmissionConstants = DEFAULT_CONSTANTS) -> CycleResult:
+    """Physics totals of a drive cycle; ``cold_start`` starts the engine cold at ``t = -start_offset_s``."""
+    cool = coolant_after_start_c(cycle.time_s + start_offset_s, k=constants) if cold_start else math.nan
+    r = cycle_rates(profile, cycle.speed_mps, cycle.accel_mps2, cycle.grade, payload_kg,
+                    coolant_temp_c=cool, constants=constants)
+    return cycle_totals(cycle.time_s, r.co2_g_s, r.fuel_lph, cycle.distance_m)
+
+
+FTP_BAG1_S = 505.0  # EPA FTP-75: bag 1 = first 505 s of UDDS (cold), bag 2 = the rest, bag 3 = first 505 s hot
+
+
+def ftp75_weighted_g_per_mi(bag_co2_g: Sequence[float], bag_distance_m: Sequence[float]) -> float:
+    """EPA FTP-75 weighted CO2 (g/mi) from bag totals (cold transient, stabilised, hot transient).
+
+    40 CFR 600.113: weighted = 0.43*(Yc+Ys)/(Dc+Ds) + 0.57*(Yh+Ys)/(Dh+Ds).
+    """
+    (yc, ys, yh), (dc, ds, dh) = bag_co2_g, [d / 1609.344 for d in bag_distance_m]
+    return 0.43 * (yc + ys) / (dc + ds) + 0.57 * (yh + ys) / (dh + ds)

@@ -1,0 +1,152 @@
+"""EPA 2022 certification data as training/validation groups for the emission model.
+
+Each EPA test becomes a *group*: the samples of its drive cycle for that vehicle, a per-sample weight that
+turns per-sample CO2 (g/s) into the test's reported figure (g/mi), and the measured value. HWFE is one warm
+HWFET run; FTP-75 is cold bag 1 (UDDS 0-505 s), bag 2 (UDDS 505 s-end), hot bag 3 (UDDS 0-505 s) weighted
+0.43/0.57 (40 CFR 600.113), which is linear in the per-sample CO2, so a per-sample model can be fitted to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+
+from carbon_ai_nodes.core.emission_model import (
+    DEFAULT_CONSTANTS,
+    FTP_BAG1_S,
+    DriveCycle,
+    EmissionConstants,
+    coolant_after_start_c,
+    cycle_rates,
+    load_cycle,
+)
+from carbon_ai_nodes.core.residual_features import feature_matrix
+from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
+
+LBF_N = 4.4482216
+MPH_MPS = 0.44704
+LB_KG = 0.45359237
+HP_KW = 0.745699872
+M_PER_MI = 1609.344
+
+HWFE = "HWFE"
+FTP = ("Federal fuel 2-day exhaust (w/can load)", "Federal fuel 3-day exhaust")
+GASOLINE = "Tier 2 Cert Gasoline"
+HYBRID = re.compile(r"hybrid|\bhev\b|fhev|phev|\bhev|plug-in|e-?tron|energi", re.I)
+# Manufacturers held out from every fit (about a third of the tests, makers of both cars and trucks).
+TEST_MANUFACTURERS = ("GM", "Hyundai", "Honda", "Jaguar Land Rover L")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpaTest:
+    """One EPA test of a conventional gasoline vehicle."""
+
+    manufacturer: str
+    model: str
+    test: str  # "HWFE" | "FTP"
+    profile: VehicleProfile
+    measured_g_per_mi: float
+
+
+def profile_from_row(row: dict[str, str]) -> VehicleProfile:
+    """A VehicleProfile from an EPA row (coast-down targets converted from lbf, mph to N, m/s)."""
+    return VehicleProfile(
+        name=f"{row['Represented Test Veh Make']} {row['Represented Test Veh Model']}".strip(),
+        mass_kg=float(row["Equivalent Test Weight (lbs.)"]) * LB_KG,
+        a_n=float(row["Target Coef A (lbf)"]) * LBF_N,
+        b_n_per_mps=float(row["Target Coef B (lbf/mph)"]) * LBF_N / MPH_MPS,
+        c_n_per_mps2=float(row["Target Coef C (lbf/mph**2)"]) * LBF_N / MPH_MPS**2,
+        fuel="gasoline",
+        rated_power_kw=float(row["Rated Horsepower"]) * HP_KW,
+        displacement_l=float(row["Test Veh Displacement (L)"]),
+    )
+
+
+def load_tests(csv_path: str | Path) -> list[EpaTest]:
+    """HWFE and FTP-75 tests of conventional (non-hybrid) vehicles on certification gasoline."""
+    out = []
+    with open(csv_path, newline="", encoding="latin-1") as fh:
+        for row in csv.DictReader(fh):
+            proc = row["Test Procedure Description"]
+            if row["Test Fuel Type Description"] != GASOLINE or (proc != HWFE and proc not in FTP):
+                continue
+            if HYBRID.search(row["Represented Test Veh Model"]) or row["Vehicle Manufacturer Name"].startswith("Karma"):
+                continue
+            try:
+                profile = profile_from_row(row)
+                co2 = float(row["CO2 (g/mi)"])
+            except (ValueError, Exception):  # noqa: BLE001 - a row with a missing number is skipped
+                continue
+            if not co2 > 0:
+                continue
+            out.append(EpaTest(row["Vehicle Manufacturer Name"], row["Represented Test Veh Model"],
+                               "HWFE" if proc == HWFE else "FTP", profile, co2))
+    return out
+
+
+def is_test_manufacturer(t: EpaTest) -> bool:
+    """True for tests held out from fitting."""
+    return t.manufacturer in TEST_MANUFACTURERS
+
+
+@dataclasses.dataclass(frozen=True)
+class CyclePlan:
+    """The cycle samples of one EPA test procedure: speed/accel/grade/coolant and g/mi weights."""
+
+    speed_mps: np.ndarray
+    accel_mps2: np.ndarray
+    grade: np.ndarray
+    coolant_c: np.ndarray
+    weight_per_mi: np.ndarray  # sum(co2_g_s * weight) = reported g/mi
+
+
+def cycle_plans(cycles_dir: str | Path, k: EmissionConstants = DEFAULT_CONSTANTS) -> dict[str, CyclePlan]:
+    """HWFE and FTP-75 sample plans from the shared drive cycles (1 Hz; dt = 1 s)."""
+    d = Path(cycles_dir)
+    hw = load_cycle(str(d / "hwfet.csv"))
+    udds = load_cycle(str(d / "udds.csv"))
+    plans = {"HWFE": _plan([hw], [np.full(len(hw.time_s), np.nan)], [1.0 / (hw.distance_m / M_PER_MI)])}
+    bag1 = udds.slice_s(0, FTP_BAG1_S)
+    bag2 = udds.slice_s(FTP_BAG1_S, 1e9)
+    bag3 = bag1
+    dc, ds, dh = (b.distance_m / M_PER_MI for b in (bag1, bag2, bag3))
+    cold = coolant_after_start_c(bag1.time_s, k=k)
+    plans["FTP"] = _plan(
+        [bag1, bag2, bag3],
+        [cold, np.full(len(bag2.time_s), np.nan), np.full(len(bag3.time_s), np.nan)],
+        [0.43 / (dc + ds), 0.43 / (dc + ds) + 0.57 / (dh + ds), 0.57 / (dh + ds)],
+    )
+    return plans
+
+
+def _plan(parts: list[DriveCycle], coolant: list[np.ndarray], weights: list[float]) -> CyclePlan:
+    dt = [np.diff(p.time_s, append=p.time_s[-1] + 1.0) for p in parts]
+    return CyclePlan(
+        np.concatenate([p.speed_mps for p in parts]),
+        np.concatenate([p.accel_mps2 for p in parts]),
+        np.concatenate([p.grade for p in parts]),
+        np.concatenate(coolant),
+        np.concatenate([w * d for w, d in zip(weights, dt, strict=False)]),
+    )
+
+
+def physics_g_per_mi(t: EpaTest, plan: CyclePlan, k: EmissionConstants = DEFAULT_CONSTANTS) -> tuple[float, np.ndarray]:
+    """Physics prediction of the test's reported CO2 (g/mi) and the per-sample CO2 rates (g/s)."""
+    r = cycle_rates(t.profile, plan.speed_mps, plan.accel_mps2, plan.grade, coolant_temp_c=plan.coolant_c,
+                    constants=k)
+    return float(np.sum(r.co2_g_s * plan.weight_per_mi)), r.co2_g_s
+
+
+def features(t: EpaTest, plan: CyclePlan, k: EmissionConstants = DEFAULT_CONSTANTS) -> np.ndarray:
+    """Residual features of every sample of the test."""
+    return feature_matrix(t.profile, plan.speed_mps, plan.accel_mps2, plan.grade,
+                          coolant_temp_c=plan.coolant_c, constants=k)
+
+
+def mape(pred: np.ndarray, meas: np.ndarray) -> float:
+    """Mean absolute percentage error, %."""
+    return float(np.mean(np.abs(np.asarray(pred) - meas) / meas) * 100.0)

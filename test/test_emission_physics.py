@@ -1,0 +1,150 @@
+"""Emission physics core against hand-computed cases, and vehicle-profile validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from carbon_ai_nodes.core.emission_model import (
+    FUEL_CO2_G_PER_L,
+    EmissionConstants,
+    cruise_co2_g_per_m,
+    cycle_rates,
+    ftp75_weighted_g_per_mi,
+    physics_rates,
+)
+from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profiles
+
+# Round constants so every expected value below can be done by hand.
+K = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, idle_rpm=1200.0, rpm_per_mps=0.0,
+                      accessory_kw=1.0, cold_extra=0.5, fuel_cut_min_speed_mps=2.0)
+CAR = VehicleProfile(name="hand car", mass_kg=1500.0, a_n=150.0, b_n_per_mps=0.0, c_n_per_mps2=0.5,
+                     fuel="gasoline", rated_power_kw=100.0, displacement_l=2.0, drivetrain_efficiency=0.9)
+GASOLINE_G_PER_L = 8887.0 / 3.78541
+FRICTION_KW = 200.0 * 2.0e-3 * 1200.0 / 120.0  # fmep * displacement * rpm / 120 = 4.0 kW
+
+
+def fuel_lph(fuel_power_kw: float) -> float:
+    return fuel_power_kw * 3600.0 / 32000.0  # 32.0 MJ/L gasoline
+
+
+def test_steady_cruise_by_hand():
+    r = physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=K)
+    wheel_kw = (150.0 + 0.5 * 20.0**2) * 20.0 / 1000.0  # 7.0 kW
+    fuel = fuel_lph((wheel_kw / 0.9 + 1.0 + FRICTION_KW) / 0.4)  # 3.59375 L/h
+    assert r.power_kw == pytest.approx(7.0)
+    assert r.fuel_lph == pytest.approx(fuel) and fuel == pytest.approx(3.59375, rel=1e-4)
+    assert r.co2_g_s == pytest.approx(fuel * GASOLINE_G_PER_L / 3600.0)
+    assert r.co2_g_s == pytest.approx(2.3436, rel=1e-3)
+
+
+def test_hill_climb_adds_m_g_sin_theta():
+    flat = physics_rates(CAR, 10.0, 0.0, 0.0, 0.0, constants=K)
+    hill = physics_rates(CAR, 10.0, 0.0, 0.06, 0.0, constants=K)
+    climb_n = 1500.0 * 9.80665 * 0.06 / math.sqrt(1 + 0.06**2)  # 881.0 N
+    assert hill.power_kw - flat.power_kw == pytest.approx(climb_n * 10.0 / 1000.0)
+    assert hill.fuel_lph - flat.fuel_lph == pytest.approx(fuel_lph(climb_n * 10.0 / 1000.0 / 0.9 / 0.4))
+    # payload: 500 kg more on the same hill costs proportionally more climbing power
+    loaded = physics_rates(CAR, 10.0, 0.0, 0.06, 500.0, constants=K)
+    assert loaded.power_kw - hill.power_kw == pytest.approx(500.0 * 9.80665 * 0.06 / math.sqrt(1.0036) * 10 / 1000)
+
+
+def test_idle_burns_accessory_and_friction_or_the_profile_idle_rate():
+    r = physics_rates(CAR, 0.0, 0.0, 0.0, 0.0, constants=K)
+    assert r.power_kw == 0.0
+    assert r.fuel_lph == pytest.approx(fuel_lph((1.0 + FRICTION_KW) / 0.4))  # 1.40625 L/h
+    van = VehicleProfile(**{**CAR.__dict__, "idle_fuel_lph": 0.9})
+    assert physics_rates(van, 0.0, 0.0, 0.0, 0.0, constants=K).fuel_lph == pytest.approx(0.9)
+
+
+def test_fuel_cut_on_deceleration_and_idle_below_cut_speed():
+    r = physics_rates(CAR, 20.0, -1.0, 0.0, 0.0, constants=K)
+    assert r.fuel_cut and r.fuel_lph == 0.0 and r.co2_g_s == 0.0
+    assert r.power_kw == pytest.approx((350.0 - 1500.0) * 20.0 / 1000.0)
+    slow = physics_rates(CAR, 1.0, -1.0, 0.0, 0.0, constants=K)  # below fuel_cut_min_speed: engine idles
+    assert not slow.fuel_cut and slow.fuel_lph == pytest.approx(fuel_lph((1.0 + FRICTION_KW) / 0.4))
+    no_cut = VehicleProfile(**{**CAR.__dict__, "fuel_cut": False})
+    assert physics_rates(no_cut, 20.0, -1.0, 0.0, 0.0, constants=K).fuel_lph > 0
+
+
+def test_cold_engine_burns_more_and_warm_or_unknown_does_not():
+    warm = physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, coolant_temp_c=90.0, constants=K)
+    cold = physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, coolant_temp_c=20.0, constants=K)
+    unknown = physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=K)
+    assert warm.fuel_lph == pytest.approx(unknown.fuel_lph)
+    assert cold.fuel_lph == pytest.approx(1.5 * warm.fuel_lph)
+
+
+def test_fuel_types_and_electric_grid_conversion():
+    diesel = VehicleProfile(**{**CAR.__dict__, "fuel": "diesel"})
+    r = physics_rates(diesel, 20.0, 0.0, 0.0, 0.0, constants=K)
+    assert r.co2_g_s == pytest.approx(r.fuel_lph * 10180.0 / 3.78541 / 3600.0)
+    assert FUEL_CO2_G_PER_L["diesel"] > FUEL_CO2_G_PER_L["gasoline"] > FUEL_CO2_G_PER_L["cng"]
+    ev = VehicleProfile(**{**CAR.__dict__, "fuel": "electric", "displacement_l": 0.0})
+    r = physics_rates(ev, 20.0, 0.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=K)
+    assert r.fuel_lph == 0.0
+    assert r.co2_g_s == pytest.approx((7.0 / 0.9 + 1.0) * 500.0 / 3600.0)
+    regen = physics_rates(ev, 20.0, -1.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=K)
+    assert regen.co2_g_s < 0  # braking energy returns to the battery
+
+
+def test_machine_uses_its_fuel_map():
+    exc = load_profiles(REPO / "config" / "vehicles" / "excavator.yaml")[0]
+    r = physics_rates(exc, 0.0, 0.0, 0.0, 0.0, engine_load_pct=50.0)
+    assert r.power_kw == pytest.approx(60.0)
+    assert r.fuel_lph == pytest.approx(15.5)
+    kiln = load_profiles(REPO / "config" / "vehicles" / "factory_load.yaml")[0]
+    assert physics_rates(kiln, 0, 0, 0, 0, engine_load_pct=40.0).co2_g_s == pytest.approx(100.0 * 400 / 3600)
+
+
+def test_cruise_cost_and_vectorised_path_agree_with_scalar():
+    assert cruise_co2_g_per_m(CAR, 20.0, 0.0, 0.0, K) == pytest.approx(
+        physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=K).co2_g_s / 20.0)
+    assert cruise_co2_g_per_m(CAR, 20.0, 0.03, 0.0, K) > cruise_co2_g_per_m(CAR, 20.0, 0.0, 0.0, K)
+    rng = np.random.default_rng(1)
+    v, a, g = rng.uniform(0, 35, 300), rng.uniform(-3, 3, 300), rng.uniform(-0.08, 0.08, 300)
+    v[:20] = 0.0
+    cool = rng.uniform(10, 95, 300)
+    for prof in (CAR, load_profiles(REPO / "config" / "vehicles" / "class8_truck.yaml")[0]):
+        vec = cycle_rates(prof, v, a, g, 1000.0, coolant_temp_c=cool)
+        for i in range(0, 300, 7):
+            s = physics_rates(prof, v[i], a[i], g[i], 1000.0, coolant_temp_c=cool[i])
+            assert vec.co2_g_s[i] == pytest.approx(s.co2_g_s, rel=1e-9, abs=1e-12)
+
+
+def test_ftp75_weighting_as_epa():
+    # equal g/mi in every bag -> weighted equals that figure
+    assert ftp75_weighted_g_per_mi([300 * 3.6, 300 * 3.9, 300 * 3.6],
+                                   [3.6 * 1609.344, 3.9 * 1609.344, 3.6 * 1609.344]) == pytest.approx(300.0)
+
+
+def test_every_shipped_profile_loads():
+    files = sorted((REPO / "config" / "vehicles").glob("*.yaml"))
+    names = {p.name for f in files for p in load_profiles(f)}
+    assert {"delivery van", "class-8 truck", "haul truck", "factory load", "example sedan"} <= names
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: x\nmass_kg: -3\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: gasoline\n"
+     "rated_power_kw: 90\ndisplacement_l: 1.6\n", "x.mass_kg=-3: must be a number > 0"),
+    ("name: x\nmass_kg: 1000\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: kerosene\n"
+     "rated_power_kw: 90\ndisplacement_l: 1.6\n", "x.fuel='kerosene': must be one of"),
+    ("name: x\nmass_kg: 1000\nfuel: gasoline\nrated_power_kw: 90\ndisplacement_l: 1.6\n", "road_load: required"),
+    ("name: x\nmass_kg: 1000\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: gasoline\n"
+     "rated_power_kw: 90\ndisplacement_l: 1.6\nwheels: 4\n", "wheels: unknown key"),
+    ("- name: ok\n  mass_kg: 1000\n  road_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\n  fuel: gasoline\n"
+     "  rated_power_kw: 90\n  displacement_l: 1.6\n- name: bad\n  mass_kg: 1000\n  fuel: gasoline\n"
+     "  rated_power_kw: .nan\n  road_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\n",
+     "[1]: bad.rated_power_kw=nan"),
+    ("name: [unclosed", "not valid YAML"),
+])
+def test_bad_profiles_are_refused_naming_the_key(tmp_path, text, expected):
+    f = tmp_path / "v.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_profiles(f)
+    assert expected in str(info.value)

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Train the learned CO2 residual (the "cloud" side) and export it to ONNX with a model card.
+
+Data sources:
+  --epa CSV --cycles DIR      EPA certification tests (cycle totals; the shipped model)
+  --telemetry CSV --vehicle Y logged VehicleState + measured fuel rate, one row per sample: columns
+                              speed_mps,accel_mps2,grade,payload_kg,coolant_temp_c,fuel_rate_lph
+Reproduce the shipped model (about 3-4 min on 2 CPU cores):
+  python tools/train_residual.py --epa ../shared/data/epa_2022_test_cars_a_to_l.csv \
+      --cycles ../shared/data/cycles --out carbon_ai_nodes/models/co2_residual_v1.onnx
+It checks parity between the numpy model and ONNX Runtime on the training features before writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from carbon_ai_nodes.core.emission_model import (
+    DEFAULT_CONSTANTS,
+    FUEL_CO2_G_PER_L,
+    EmissionConstants,
+    cycle_rates,
+)
+from carbon_ai_nodes.core.residual_features import (
+    FEATURES,
+    INPUT_NAME,
+    MAX_CORRECTION,
+    OUTPUT_NAME,
+    FeatureRanges,
+    feature_matrix,
+)
+from carbon_ai_nodes.core.vehicle_profile import load_profile
+from carbon_ai_nodes.training import epa, mlp
+
+PARITY_ATOL = 1e-4
+# Features the training data held constant (EPA cycles are flat: grade = 0) carry no information; when the
+# fitted model also ignores them (first-layer weights below IGNORED_WEIGHT) their out-of-distribution range
+# is the physics' valid range instead of the single training value, so a 2 % slope does not switch the
+# model off. Grade itself still reaches the model through wheel_power_kw_per_t, which stays range-checked.
+IGNORED_WEIGHT = 1e-3
+PHYSICS_RANGE = {"grade": (-0.10, 0.10)}
+
+
+def relax_ignored(ranges: FeatureRanges, model: mlp.Mlp, x: np.ndarray) -> FeatureRanges:
+    """Widen the ranges of constant, ignored features to PHYSICS_RANGE."""
+    low, high = list(ranges.low), list(ranges.high)
+    weight = np.abs(model.weights[0]).max(axis=1) / model.std
+    for i, name in enumerate(FEATURES):
+        if name in PHYSICS_RANGE and np.ptp(x[:, i]) == 0 and weight[i] < IGNORED_WEIGHT:
+            low[i], high[i] = PHYSICS_RANGE[name]
+            log(f"{name}: constant in training and ignored by the model; OOD range {PHYSICS_RANGE[name]}")
+    return FeatureRanges(tuple(low), tuple(high))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fit_physics(tests: list[epa.EpaTest], cycles: Path) -> EmissionConstants:
+    """Least-squares fit of the shared engine constants on relative CO2 error."""
+    from scipy.optimize import least_squares
+
+    names = ["indicated_efficiency", "fmep_kpa", "accessory_kw", "rpm_per_mps", "cold_extra"]
+    meas = np.array([t.measured_g_per_mi for t in tests])
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        k = dataclasses.replace(DEFAULT_CONSTANTS, **dict(zip(names, x, strict=False)))
+        plans = epa.cycle_plans(cycles, k)
+        return np.array([epa.physics_g_per_mi(t, plans[t.test], k)[0] for t in tests]) / meas - 1.0
+
+    x0 = [getattr(DEFAULT_CONSTANTS, n) for n in names]
+    r = least_squares(residuals, x0, bounds=([0.2, 30, 0, 10, 0], [0.5, 400, 5, 100, 2]),
+                      x_scale=[0.05, 30, 0.5, 10, 0.2], verbose=0)
+    k = dataclasses.replace(DEFAULT_CONSTANTS, **dict(zip(names, r.x, strict=False)))
+    log("physics constants: " + ", ".join(f"{n}={getattr(k, n):.4g}" for n in names))
+    return k
+
+
+def epa_groups(tests: list[epa.EpaTest], cycles: Path, k: EmissionConstants):
+    plans = epa.cycle_plans(cycles, k)
+    xs, bases, groups, targets, phys = [], [], [], [], []
+    for i, t in enumerate(tests):
+        plan = plans[t.test]
+        p, rate = epa.physics_g_per_mi(t, plan, k)
+        xs.append(epa.features(t, plan, k))
+        bases.append(rate * plan.weight_per_mi)
+        groups.append(np.full(len(rate), i))
+        targets.append(t.measured_g_per_mi)
+        phys.append(p)
+    return np.concatenate(xs), np.concatenate(bases), np.concatenate(groups), np.array(targets), np.array(phys)
+
+
+def telemetry_groups(csv_path: Path, vehicle: Path, k: EmissionConstants):
+    """One group per logged sample: target = measured CO2 rate from the fuel rate."""
+    import csv
+
+    profile = load_profile(vehicle)
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    col = {c: np.array([float(r.get(c) or "nan") for r in rows]) for c in
+           ("speed_mps", "accel_mps2", "grade", "payload_kg", "coolant_temp_c", "fuel_rate_lph")}
+    ok = np.isfinite(col["speed_mps"]) & np.isfinite(col["accel_mps2"]) & np.isfinite(col["fuel_rate_lph"])
+    col = {c: v[ok] for c, v in col.items()}
+    payload = float(np.nanmedian(col["payload_kg"])) if np.any(np.isfinite(col["payload_kg"])) else 0.0
+    grade = np.nan_to_num(col["grade"])
+    rates = cycle_rates(profile, col["speed_mps"], col["accel_mps2"], grade, payload,
+                        coolant_temp_c=col["coolant_temp_c"], constants=k)
+    target = col["fuel_rate_lph"] * FUEL_CO2_G_PER_L.get(profile.fuel, 0.0) / 3600.0
+    keep = (rates.co2_g_s > 0.05) & (target > 0.05)
+    x = feature_matrix(profile, col["speed_mps"], col["accel_mps2"], grade, payload, col["coolant_temp_c"], k)[keep]
+    n = int(keep.sum())
+    return x, rates.co2_g_s[keep], np.arange(n), target[keep], rates.co2_g_s[keep]
+
+
+def model_card_markdown(card: dict, command: str) -> str:
+    """The human-readable model card (the .json beside it is the machine-readable one)."""
+    lines = [f"# Model card: {card['model']}", "",
+             "A learned correction to the physics CO2 model of carbon_ai (carbon_ai_nodes/core/emission_model.py).",
+             f"The estimate is {card['output']['meaning']}.", "",
+             f"- sha256: `{card['sha256']}` ({card['bytes']} bytes)",
+             f"- architecture: {card['architecture']} (normalisation baked into the graph; ONNX opset 17)",
+             f"- input `{card['input']['name']}` float32 [batch, {len(card['input']['features'])}], "
+             f"output `{card['output']['name']}` float32 [batch, 1]",
+             f"- ONNX Runtime vs numpy parity: max abs difference {card['onnx_parity_max_abs']:.1e}",
+             f"- training data: {card['training_data']}",
+             f"- reproduce: `python tools/train_residual.py {command}`", "",
+             "## Inputs and their training range (outside = out of distribution: physics is used)", "",
+             "| feature | low | high |", "|---|---|---|"]
+    for name, lo, hi in zip(card["input"]["features"], card["input"]["feature_low"], card["input"]["feature_high"],
+                            strict=True):
+        lines.append(f"| `{name}` | {lo:.4g} | {hi:.4g} |")
+    lines += ["", "## Error (mean absolute percentage error of CO2 per test)", "",
+              "| split | test | tests | physics only | physics + residual |", "|---|---|---|---|---|"]
+    for split, by_test in card["error"].items():
+        for test, e in by_test.items():
+            lines.append(f"| {split} | {test} | {e['tests']} | {e['physics_mape_pct']:.2f} % | "
+                         f"{e['model_mape_pct']:.2f} % |")
+    lines += ["", "## Limits", "",
+              "- Fitted on light-duty gasoline vehicles on flat chassis-dynamometer cycles: other fuels, machines and "
+              "heavy vehicles are flagged out of distribution and get the physics value.",
+              "- The error figures are per certification test (cycle totals), not per second.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epa", type=Path)
+    ap.add_argument("--cycles", type=Path)
+    ap.add_argument("--telemetry", type=Path)
+    ap.add_argument("--vehicle", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help="output .onnx (model card written beside it)")
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--l2", type=float, default=1e-3)
+    ap.add_argument("--max-iter", type=int, default=300)
+    ap.add_argument("--fit-physics", action="store_true", help="refit the shared engine constants first")
+    args = ap.parse_args(argv)
+    k = DEFAULT_CONSTANTS
+    evals = {}
+    if args.epa:
+        if not args.cycles:
+            ap.error("--epa needs --cycles")
+        tests = epa.load_tests(args.epa)
+        train = [t for t in tests if not epa.is_test_manufacturer(t)]
+        held = [t for t in tests if epa.is_test_manufacturer(t)]
+        log(f"EPA: {len(train)} training tests, {len(held)} held-out tests ({', '.join(epa.TEST_MANUFACTURERS)})")
+        if args.fit_physics:
+            k = fit_physics(train, args.cycles)
+        x, base, group, target, phys = epa_groups(train, args.cycles, k)
+        xh, baseh, grouph, targeth, physh = epa_groups(held, args.cycles, k)
+        source = (f"EPA 2022 certification tests A-L, conventional gasoline, HWFE + FTP-75; {len(train)} tests of "
+                  f"manufacturers other than {', '.join(epa.TEST_MANUFACTURERS)}")
+    elif args.telemetry and args.vehicle:
+        x, base, group, target, phys = telemetry_groups(args.telemetry, args.vehicle, k)
+        held = None
+        source = f"logged telemetry {args.telemetry.name} ({len(target)} samples) with profile {args.vehicle.name}"
+    else:
+        ap.error("give --epa/--cycles or --telemetry/--vehicle")
+    log(f"training on {x.shape[0]} samples x {x.shape[1]} features, hidden={args.hidden}")
+    model = mlp.fit_grouped(x, base, group, target, hidden=(args.hidden,), l2=args.l2, max_iter=args.max_iter,
+                            progress=lambda i, loss: log(f"  iteration {i}: loss {loss:.5f}"))
+
+    def score(tests_, x_, base_, group_, target_, phys_):
+        r = np.clip(model.predict(x_), -MAX_CORRECTION, MAX_CORRECTION)
+        pred = np.bincount(group_, weights=base_ * (1 + r), minlength=len(target_))
+        out = {}
+        for name in ("HWFE", "FTP") if tests_ else ("samples",):
+            sel = np.array([t.test == name for t in tests_]) if tests_ else np.ones(len(target_), bool)
+            if sel.any():
+                out[name] = {"physics_mape_pct": round(epa.mape(phys_[sel], target_[sel]), 2),
+                             "model_mape_pct": round(epa.mape(pred[sel], target_[sel]), 2), "tests": int(sel.sum())}
+        return out
+
+    if args.epa:
+        evals["train"] = score(train, x, base, group, target, phys)
+        evals["held_out_manufacturers"] = score(held, xh, baseh, grouph, targeth, physh)
+    else:
+        evals["train"] = score(None, x, base, group, target, phys)
+    log("error: " + json.dumps(evals))
+
+    ranges = relax_ignored(FeatureRanges.from_data(x), model, x)
+    meta = {"features": json.dumps(list(FEATURES)), "feature_low": json.dumps(list(ranges.low)),
+            "feature_high": json.dumps(list(ranges.high)), "max_correction": str(MAX_CORRECTION),
+            "training_data": source}
+    blob = mlp.to_onnx(model, INPUT_NAME, OUTPUT_NAME, metadata=meta)
+
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    idx = np.random.default_rng(0).choice(len(x), size=min(20000, len(x)), replace=False)
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: x[idx].astype(np.float32)})[0][:, 0]
+    ref = model.predict(x[idx])
+    worst = float(np.max(np.abs(got - ref)))
+    if worst > PARITY_ATOL:
+        log(f"ONNX parity FAILED: max |onnx - numpy| = {worst:.2e} > {PARITY_ATOL}")
+        return 1
+    log(f"ONNX parity ok: max |onnx - numpy| = {worst:.2e} over {len(idx)} samples")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    card = {"model": args.out.name, "sha256": digest, "input": {"name": INPUT_NAME, "shape": ["batch", len(FEATURES)],
+            "dtype": "float32", "features": list(FEATURES), "feature_low": list(ranges.low),
+            "feature_high": list(ranges.high)},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", 1],
+                       "meaning": f"relative correction r: co2 = physics * (1 + clip(r, +-{MAX_CORRECTION}))"},
+            "architecture": f"normalise -> Linear({len(FEATURES)},{args.hidden}) -> ReLU -> Linear({args.hidden},1)",
+            "training_data": source, "physics_constants": dataclasses.asdict(k), "error": evals,
+            "onnx_parity_max_abs": worst, "bytes": len(blob)}
+    args.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(model_card_markdown(card, " ".join(sys.argv[1:] if argv is None else argv)))
+    log(f"wrote {args.out} ({len(blob)} bytes, sha256 {digest[:12]}), model card .json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
