@@ -1,0 +1,251 @@
+"""planner: carbon-aware fleet routing (service ``plan_route``) and flexible-load scheduling against the grid
+forecast (``grid_intensity``), on OR-Tools and HiGHS.
+
+Publishes ``route_plan`` (RoutePlan) and ``load_schedule`` (LoadSchedule), both reliable + transient local,
+and ``route_path`` (nav_msgs/Path) and ``route_markers`` (MarkerArray, arcs coloured by CO2 per metre) for
+rviz. A ``plan_route`` request for the same fleet as the current plan whose stops differ (stops added or
+removed) is a replan: warm-started from the current plan and answered within ``replan_deadline_s`` with
+the best plan found by then.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import uuid
+
+from nav_msgs.msg import Path
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from carbon_ai_msgs.msg import CarbonEstimate, GridIntensity, LoadSchedule, RoutePlan, VehicleState
+from carbon_ai_msgs.srv import PlanRoute
+from carbon_ai_nodes import qos
+from carbon_ai_nodes.conversions import planning as conv
+from carbon_ai_nodes.core.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
+from carbon_ai_nodes.core.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
+from carbon_ai_nodes.core.routing_model import (
+    REPLAN_SOLVER_SHARE,
+    PlannerParams,
+    RoutePlanResult,
+    RoutingProblem,
+    arc_costs,
+    default_co2_model,
+    plan_routes,
+    repair_routes,
+)
+from carbon_ai_nodes.node_base import CarbonNode, run_node
+
+
+class Planner(CarbonNode[PlannerParams]):
+    """Route plans on request, load schedules on each new grid forecast."""
+
+    def __init__(self) -> None:
+        super().__init__("planner", PlannerParams)
+        self.solver = None
+        self.co2_model = None
+        self.problem: RoutingProblem | None = None
+        self.plan: RoutePlanResult | None = None
+        self.baseline_routes: list[list[int]] = []
+        self.jobs = None
+        self._last_forecast: tuple | None = None
+        self.co2_correction = math.nan
+        self.last_state_s = math.nan
+        self.plans_made = 0
+        self.replans = 0
+        self.last_solve_ms = math.nan
+        # The service lives as long as the node; requests are refused unless active.
+        self._srv = self.create_service(PlanRoute, "plan_route", self._on_plan_route)
+
+    def configure(self, params: PlannerParams) -> None:
+        from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+
+        self.solver = OrToolsRoutingSolver()
+        self.co2_model = _co2_model(params.vehicle_profiles)
+        self.jobs = load_jobs_file(params.load_jobs_file) if params.load_jobs_file else None
+        self._plan_pub = self.publisher(RoutePlan, "route_plan", qos.latched())
+        self._schedule_pub = self.publisher(LoadSchedule, "load_schedule", qos.latched())
+        self._path_pub = self.publisher(Path, "route_path", qos.latched())
+        self._marker_pub = self.publisher(MarkerArray, "route_markers", qos.latched())
+        self.subscription(VehicleState, "vehicle_state", self._on_state, qos.command(),
+                          input_name="vehicle_state", timeout_s=params.state_timeout_s)
+        self.subscription(CarbonEstimate, "carbon_estimate", self._on_estimate, qos.command(),
+                          input_name="carbon_estimate")
+        self.subscription(GridIntensity, "grid_intensity", self._on_grid, qos.latched(),
+                          input_name="grid_intensity")
+        self.timer(1.0, self.poll_watchdog, name="watchdog")
+
+    def params_changed(self, old: PlannerParams, new: PlannerParams) -> None:
+        if new.vehicle_profiles != old.vehicle_profiles:
+            try:
+                self.co2_model = _co2_model(new.vehicle_profiles)
+            except CarbonAIError as exc:
+                self.get_logger().error(f"{exc}; keeping the previous vehicle profiles")
+        if new.load_jobs_file != old.load_jobs_file:
+            try:
+                self.jobs = load_jobs_file(new.load_jobs_file) if new.load_jobs_file else None
+            except CarbonAIError as exc:
+                self.get_logger().error(f"planner.load_jobs_file: {exc}; keeping the previous jobs")
+            self._last_forecast = None
+
+    def diagnostics_values(self) -> dict[str, str]:
+        return {
+            "plans": str(self.plans_made), "replans": str(self.replans),
+            "last_solve_ms": f"{self.last_solve_ms:.1f}",
+            "co2_model_correction": f"{self.co2_correction:.3f}",
+            "current_plan_stops": str(self.problem.n if self.problem else 0),
+        }
+
+    # ------------------------------------------------------------------ routing
+    def _header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.frame_id)
+
+    def _on_plan_route(self, request: PlanRoute.Request, response: PlanRoute.Response) -> PlanRoute.Response:
+        if not self.is_active or self.params is None:
+            response.success = False
+            response.message = "planner is not active"
+            return response
+        t0 = time.monotonic()
+        p = self.params
+        try:
+            if len(request.stops) > p.max_stops:
+                raise SolverError(f"{len(request.stops)} stops: more than planner.max_stops ({p.max_stops})")
+            if request.objective and request.objective not in ("distance", "time", "co2"):
+                raise SolverError(f"objective={request.objective!r}: must be distance, time or co2")
+            if not math.isfinite(request.time_limit_s):
+                raise SolverError(f"time_limit_s={request.time_limit_s!r}: must be finite")
+            problem = conv.request_to_problem(list(request.stops), list(request.vehicles),
+                                              request.objective or p.objective, default_speed_mps=13.9,
+                                              allow_dropping=request.allow_dropping)
+            costs = arc_costs(problem, self.co2_model)
+            replan = self._is_replan(problem)
+            if replan:
+                old_ids = [s.stop_id for s in self.problem.stops]
+                initial = repair_routes(problem, costs, self.plan.customer_routes(), old_ids)
+                baseline = repair_routes(problem, costs, self.baseline_routes, old_ids)
+                limit = p.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
+            else:
+                initial = baseline = None
+                limit = request.time_limit_s if request.time_limit_s > 0 else p.time_limit_s
+            plan, base_routes = plan_routes(problem, self.solver, costs, time_limit_s=max(limit, 0.01),
+                                            initial_routes=initial, baseline_routes=baseline, is_replan=replan)
+        except SolverError as exc:
+            self.reject("plan_route", "invalid_request", str(exc))
+            response.success = False
+            response.message = str(exc)
+            response.plan = conv.plan_to_msg(_error_plan(str(exc)), None, "", self._header())
+            return response
+        self.accept("plan_route")
+        plan_id = uuid.uuid4().hex[:12]
+        header = self._header()
+        msg = conv.plan_to_msg(plan, problem, plan_id, header)
+        if plan.status != "infeasible":
+            self.problem, self.plan, self.baseline_routes = problem, plan, base_routes
+            self._plan_pub.publish(msg)
+            self._path_pub.publish(conv.plan_to_path(plan, problem, header))
+            self._marker_pub.publish(conv.plan_to_markers(plan, problem, header))
+        self.plans_made += 1
+        self.replans += int(replan)
+        self.last_solve_ms = (time.monotonic() - t0) * 1000.0
+        response.success = plan.status != "infeasible"
+        response.message = plan.message or (
+            f"{plan.status}: {plan.co2_g / 1000:.3f} kg CO2 vs {plan.baseline_co2_g / 1000:.3f} kg for the "
+            f"shortest plan, {plan.distance_m:.0f} m" + (" (replan)" if replan else ""))
+        response.plan = msg
+        return response
+
+    def _is_replan(self, problem: RoutingProblem) -> bool:
+        """Same fleet as the current plan, and its stops changed by additions/removals only."""
+        if self.problem is None or self.plan is None:
+            return False
+        if [v.vehicle_id for v in problem.vehicles] != [v.vehicle_id for v in self.problem.vehicles]:
+            return False
+        old = {s.stop_id for s in self.problem.stops}
+        return len(old & {s.stop_id for s in problem.stops}) > 0 and problem.objective == self.problem.objective
+
+    # ------------------------------------------------------------------ inputs
+    def _on_state(self, msg: VehicleState) -> None:
+        for name in ("speed_mps", "payload_kg"):
+            v = getattr(msg, name)
+            if not math.isfinite(v) or v < 0:
+                self.reject("vehicle_state", "nan" if math.isnan(v) else "out_of_range", f"{name}={v}")
+                return
+        self.last_state_s = self.now_s()
+        self.accept("vehicle_state")
+
+    def _on_estimate(self, msg: CarbonEstimate) -> None:
+        model, physics = msg.co2_rate_g_s, msg.physics_co2_rate_g_s
+        if not (math.isfinite(model) and math.isfinite(physics)) or model < 0 or physics < 0:
+            self.reject("carbon_estimate", "nan", f"co2_rate_g_s={model}, physics={physics}")
+            return
+        self.accept("carbon_estimate")
+        if physics > 0.1 and not msg.is_out_of_distribution:
+            # How far the learned model sits from the physics the planner's arc costs use (diagnostic).
+            ratio = model / physics
+            self.co2_correction = ratio if math.isnan(self.co2_correction) else (
+                0.98 * self.co2_correction + 0.02 * ratio)
+
+    def _on_grid(self, msg: GridIntensity) -> None:
+        try:
+            start_s, step_s, values = conv.forecast_from_msg(msg)
+        except InputRejectedError as exc:
+            self.reject("grid_intensity", exc.reason, exc.detail)
+            return
+        self.accept("grid_intensity")
+        if self.jobs is None:
+            return
+        key = (step_s, tuple(values))
+        if key == self._last_forecast:
+            return  # same forecast re-sent: the schedule stands
+        self._last_forecast = key
+        assets, jobs = self.jobs
+        try:
+            problem = ScheduleProblem(tuple(assets), tuple(jobs), tuple(values), step_s,
+                                      self.params.site_power_cap_kw)
+            result = solve_schedule(problem, self.params.schedule_time_limit_s)
+        except SolverError as exc:
+            self.reject("grid_intensity", "unschedulable", str(exc))
+            return
+        self._schedule_pub.publish(conv.schedule_to_msg(result, problem, uuid.uuid4().hex[:12], self._header(),
+                                                        start_s))
+
+
+def _resolve(path: str) -> str:
+    """A relative path as given if it exists here, else inside the installed package share (launch runs
+    nodes from anywhere); ConfigError naming the parameter when neither exists."""
+    if os.path.isabs(path) or os.path.exists(path):
+        if not os.path.exists(path):
+            raise ConfigError(f"planner.vehicle_profiles: {path} does not exist")
+        return path
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = os.path.join(get_package_share_directory("carbon_ai_nodes"), path)
+    except Exception:  # noqa: BLE001 - no ament index (plain checkout): only the working directory counts
+        shared = ""
+    if shared and os.path.exists(shared):
+        return shared
+    raise ConfigError(f"planner.vehicle_profiles: {path} not found (relative to {os.getcwd()} or the package share)")
+
+
+def _co2_model(paths: tuple[str, ...]):
+    try:
+        return default_co2_model([_resolve(p) for p in paths])
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith("planner.") else f"planner.vehicle_profiles: {msg}") from None
+
+
+def _error_plan(message: str) -> RoutePlanResult:
+    return RoutePlanResult("", (), (), math.nan, 0.0, 0.0, 0.0, status="error", message=message)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ros2 run carbon_ai_nodes planner``."""
+    sys.exit(run_node(Planner, args))
+
+
+if __name__ == "__main__":
+    main()

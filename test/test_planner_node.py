@@ -1,0 +1,153 @@
+"""The planner node as its own process over real DDS: route requests, warm-started replans, the load
+schedule on a grid forecast, rviz outputs, and refusal of bad requests, forecasts and parameters."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from builtin_interfaces.msg import Time
+from conftest import REPO
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point
+from nav_msgs.msg import Path
+from visualization_msgs.msg import MarkerArray
+
+from carbon_ai_msgs.msg import GridIntensity, LoadSchedule, RoutePlan, RouteStop, VehicleSpec
+from carbon_ai_msgs.srv import PlanRoute
+from carbon_ai_nodes import qos
+from carbon_ai_nodes.testing import NodeProcess
+
+JOBS = str(REPO / "config" / "planner_loads_example.yaml")
+
+
+def _request(n_customers: int, objective: str = "co2", extra: tuple[str, float, float] | None = None):
+    req = PlanRoute.Request(objective=objective, time_limit_s=0.5)
+    req.stops.append(RouteStop(stop_id="depot", position=Point(x=0.0, y=0.0)))
+    for i in range(n_customers):
+        angle = 2 * math.pi * i / n_customers
+        req.stops.append(RouteStop(stop_id=f"c{i}", position=Point(x=800 * math.cos(angle), y=500 * math.sin(angle)),
+                                   demand_kg=-float(100 + 37 * (i % 5)), service_time_s=60.0))
+    if extra:
+        req.stops.append(RouteStop(stop_id=extra[0], position=Point(x=extra[1], y=extra[2]), demand_kg=-50.0))
+    for k in range(3):
+        req.vehicles.append(VehicleSpec(vehicle_id=f"van{k}", profile="delivery_van", capacity_kg=1500.0,
+                                        start_stop_id="depot", end_stop_id="depot", max_speed_mps=12.0,
+                                        empty_mass_kg=math.nan))
+    return req
+
+
+def _call(probe, client, request, timeout_s=30.0):
+    assert client.wait_for_service(timeout_sec=timeout_s)
+    future = client.call_async(request)
+    assert probe.spin_until(future.done, timeout_s)
+    return future.result()
+
+
+@pytest.mark.slow
+def test_route_requests_replans_and_rviz_outputs(probe):
+    plans = probe.collect(RoutePlan, "/fleet/route_plan", qos.latched())
+    paths = probe.collect(Path, "/fleet/route_path", qos.latched())
+    markers = probe.collect(MarkerArray, "/fleet/route_markers", qos.latched())
+    with NodeProcess("planner", namespace="/fleet", params={"replan_deadline_s": 0.3}) as node:
+        client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
+        first = _call(probe, client, _request(20))
+        assert first.success, (first.message, node.output)
+        plan = first.plan
+        assert plan.status in (RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_OPTIMAL)
+        served = sorted(s.stop_id for r in plan.routes for s in r.stops if s.stop_id != "depot")
+        assert served == sorted(f"c{i}" for i in range(20))
+        assert all(r.stops[0].stop_id == "depot" and r.stops[-1].stop_id == "depot" for r in plan.routes)
+        assert all(max(s.load_after_kg for s in r.stops) <= 1500.0 + 1e-6 for r in plan.routes)
+        assert plan.expected_co2_kg > 0 and plan.baseline_co2_kg > 0
+        assert plan.expected_co2_kg <= plan.baseline_co2_kg * 1.02  # CO2 plan no worse than the shortest's
+        assert probe.spin_until(lambda: plans and paths and markers, timeout_s=20), node.output
+        assert plans[-1].plan_id == plan.plan_id
+        assert len(paths[-1].poses) >= 3 and paths[-1].header.frame_id == "map"
+        lines = [m for m in markers[-1].markers if m.ns == "route_co2" and m.type == m.LINE_LIST]
+        assert lines and all(len(m.colors) == len(m.points) for m in lines)
+
+        # A stop is added: warm-started replan within the deadline (measured inside the node).
+        t0 = time.monotonic()
+        second = _call(probe, client, _request(20, extra=("late", 100.0, 50.0)))
+        roundtrip_s = time.monotonic() - t0
+        assert second.success, second.message
+        assert "(replan)" in second.message
+        assert second.plan.solve_time_ms <= 0.3 * 1000.0, second.plan.solve_time_ms
+        assert roundtrip_s < 5.0  # service round trip over DDS on a loaded 2-core machine
+        assert any(s.stop_id == "late" for r in second.plan.routes for s in r.stops)
+        assert probe.spin_until(lambda: plans[-1].plan_id == second.plan.plan_id, timeout_s=20)
+
+        # Malformed request: refused with the field named; the node keeps serving.
+        bad = _request(3)
+        bad.stops[1].position.x = math.nan
+        refused = _call(probe, client, bad)
+        assert not refused.success and "x_m=nan" in refused.message
+        unknown = _request(3)
+        unknown.vehicles[0].start_stop_id = "nowhere"
+        refused = _call(probe, client, unknown)
+        assert not refused.success and "start_stop_id='nowhere'" in refused.message
+        again = _call(probe, client, _request(5, objective="distance"))
+        assert again.success
+        assert node.stop() == 0
+        assert "Traceback" not in node.output
+
+
+def _forecast(values, stamp_s=100.0):
+    msg = GridIntensity(region="test", gco2_per_kwh=values[0], forecast_step_s=3600.0,
+                        forecast_gco2_per_kwh=list(values))
+    msg.forecast_start = Time(sec=int(stamp_s))
+    return msg
+
+
+@pytest.mark.slow
+def test_load_schedule_follows_the_forecast_and_bad_forecasts_are_rejected(probe):
+    schedules = probe.collect(LoadSchedule, "/site/load_schedule", qos.latched())
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+    pub = probe.publisher(GridIntensity, "/site/grid_intensity", qos.latched())
+    with NodeProcess("planner", namespace="/site", params={
+        "load_jobs_file": JOBS, "site_power_cap_kw": 250.0, "diagnostics_period_s": 0.3,
+    }) as node:
+        assert probe.wait_for_subscribers(pub, timeout_s=20), node.output
+        def rejected_nan() -> bool:
+            return any(kv.key == "rejected.grid_intensity.nan" and kv.value != "0"
+                       for a in diags for st in a.status if st.hardware_id == "/site/planner" for kv in st.values)
+
+        # A forecast with a NaN is rejected and counted (depth-1 latched topics keep only the newest
+        # message, so the good forecast goes out after the rejection shows on /diagnostics).
+        bad = _forecast([300.0] * 24)
+        bad.forecast_gco2_per_kwh[3] = math.nan
+        pub.publish(bad)
+        assert probe.spin_until(rejected_nan, timeout_s=20), node.output
+        assert not schedules
+        pub.publish(_forecast([450.0] * 9 + [80.0] * 7 + [450.0] * 8))
+        assert probe.spin_until(lambda: schedules, timeout_s=30), node.output
+        s = schedules[-1]
+        assert s.status == LoadSchedule.STATUS_OPTIMAL
+        assert s.expected_co2_kg < 0.7 * s.baseline_co2_kg
+        assert s.slot_s == 3600.0 and s.start.sec == 100
+        assert {a.asset_id for a in s.assets} == {"depot_charger_1", "depot_charger_2", "air_compressor"}
+        total = [sum(a.power_kw[t] for a in s.assets) for t in range(24)]
+        assert max(total) <= 250.0 + 1e-6
+        assert node.stop() == 0
+
+
+def test_bad_parameter_refuses_to_start():
+    with NodeProcess("planner", params={"replan_deadline_s": -1.0}) as node:
+        assert node.wait(timeout_s=30) == 1
+        lines = [line for line in node.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "planner.replan_deadline_s=-1.0: must be > 0.0" in lines[0]
+
+
+def test_missing_jobs_file_refuses_to_start():
+    with NodeProcess("planner", params={"load_jobs_file": "/nonexistent/jobs.yaml"}) as node:
+        assert node.wait(timeout_s=30) == 1
+        assert "/nonexistent/jobs.yaml" in node.output
+
+
+def test_missing_vehicle_profiles_name_the_parameter():
+    with NodeProcess("planner", params={"vehicle_profiles": ["/nonexistent/vehicles"]}) as node:
+        assert node.wait(timeout_s=30) == 1
+        lines = [line for line in node.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "planner.vehicle_profiles: /nonexistent/vehicles does not exist" in lines[0]
