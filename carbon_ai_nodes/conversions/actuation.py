@@ -1,0 +1,155 @@
+"""Actuator bridge messages <-> safety-envelope dataclasses, with input validation.
+
+Every reader raises :class:`InputRejectedError` with a short reason key (``nan``, ``out_of_range``,
+``stale``, ``future_stamp``, ``out_of_order``, ``other_asset``, ``no_route_for_asset``, ...) that the node
+counts on /diagnostics. Writers never emit NaN or inf.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist
+
+from carbon_ai_msgs.msg import (
+    ActuatorCommand,
+    ActuatorStatus,
+    CarbonEstimate,
+    LoadSchedule,
+    ManualOverride,
+    RoutePlan,
+    VehicleState,
+)
+from carbon_ai_nodes.conversions.time import to_seconds, to_time
+from carbon_ai_nodes.core.actuation_targets import PowerSchedule, RouteTrack
+from carbon_ai_nodes.core.errors import InputRejectedError
+from carbon_ai_nodes.core.safety_envelope import Command, Mode, Setpoint
+
+_USABLE_PLAN = (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)
+
+
+def check_stamp(stamp_s: float, now_s: float, last_stamp_s: float | None, max_age_s: float) -> float:
+    """Refuse a message stamp that is too old, from the future, or older than the last accepted one (s)."""
+    if max_age_s > 0:
+        age_s = now_s - stamp_s
+        if age_s > max_age_s:
+            raise InputRejectedError("stale", f"stamp {age_s:.2f} s old > {max_age_s:g} s")
+        if age_s < -max_age_s:
+            raise InputRejectedError("future_stamp", f"stamp {-age_s:.2f} s ahead of the clock")
+    if last_stamp_s is not None and stamp_s < last_stamp_s:
+        raise InputRejectedError("out_of_order", f"stamp {last_stamp_s - stamp_s:.3f} s before the last one")
+    return stamp_s
+
+
+def _check_asset(msg_asset: str, asset_id: str) -> None:
+    if asset_id and msg_asset and msg_asset != asset_id:
+        raise InputRejectedError("other_asset", f"{msg_asset!r} is not {asset_id!r}")
+
+
+def _finite(name: str, *values: float) -> None:
+    for v in values:
+        if math.isnan(v):
+            raise InputRejectedError("nan", name)
+        if math.isinf(v):
+            raise InputRejectedError("inf", name)
+
+
+def vehicle_position(msg: VehicleState, asset_id: str) -> tuple[float, float, float]:
+    """(stamp_s, east_m, north_m) of a VehicleState for this asset; position and speed must be finite."""
+    _check_asset(msg.asset_id, asset_id)
+    _finite("vehicle_state position/speed", msg.east_m, msg.north_m, msg.speed_mps)
+    if abs(msg.speed_mps) > 150.0:
+        raise InputRejectedError("out_of_range", f"speed_mps={msg.speed_mps}")
+    return to_seconds(msg.header.stamp), msg.east_m, msg.north_m
+
+
+def co2_rate(msg: CarbonEstimate, asset_id: str) -> tuple[float, float]:
+    """(stamp_s, co2_rate_g_s) of a CarbonEstimate for this asset; the rate must be finite and >= 0."""
+    _check_asset(msg.asset_id, asset_id)
+    _finite("co2_rate_g_s", msg.co2_rate_g_s)
+    if msg.co2_rate_g_s < 0:
+        raise InputRejectedError("out_of_range", f"co2_rate_g_s={msg.co2_rate_g_s}")
+    return to_seconds(msg.header.stamp), msg.co2_rate_g_s
+
+
+def route_track(msg: RoutePlan, vehicle_id: str) -> RouteTrack:
+    """This vehicle's route of a RoutePlan (the only route if ``vehicle_id`` is empty)."""
+    if msg.status not in _USABLE_PLAN:
+        raise InputRejectedError("plan_status", f"status {msg.status}: {msg.status_message}")
+    routes = [r for r in msg.routes if r.vehicle_id == vehicle_id] if vehicle_id else list(msg.routes)
+    if len(routes) != 1:
+        raise InputRejectedError("no_route_for_asset", f"{len(routes)} routes match {vehicle_id!r}")
+    stops = routes[0].stops
+    if not stops:
+        raise InputRejectedError("empty_route", msg.plan_id)
+    east = np.array([s.position.x for s in stops], dtype=float)
+    north = np.array([s.position.y for s in stops], dtype=float)
+    if not (np.all(np.isfinite(east)) and np.all(np.isfinite(north))):
+        raise InputRejectedError("nan", "stop position")
+    speed = np.array([s.arc_speed_mps for s in stops], dtype=float)
+    speed[~np.isfinite(speed) | (speed <= 0)] = math.nan  # no usable advice on that arc
+    return RouteTrack(msg.plan_id, east, north, speed)
+
+
+def power_schedule(msg: LoadSchedule, asset_id: str) -> PowerSchedule:
+    """This asset's power slots of a LoadSchedule (the only asset if ``asset_id`` is empty)."""
+    if msg.status not in _USABLE_PLAN:
+        raise InputRejectedError("plan_status", f"status {msg.status}: {msg.status_message}")
+    assets = [a for a in msg.assets if a.asset_id == asset_id] if asset_id else list(msg.assets)
+    if len(assets) != 1:
+        raise InputRejectedError("no_schedule_for_asset", f"{len(assets)} schedules match {asset_id!r}")
+    _finite("slot_s", msg.slot_s)
+    if msg.slot_s <= 0:
+        raise InputRejectedError("out_of_range", f"slot_s={msg.slot_s}")
+    power = tuple(float(v) for v in assets[0].power_kw)
+    _finite("power_kw", *power)
+    return PowerSchedule(msg.plan_id, to_seconds(msg.start), msg.slot_s, power)
+
+
+def manual_override(msg: ManualOverride) -> tuple[float, bool, Setpoint]:
+    """(stamp_s, active, setpoint); NaN fields mean "the safe value", inf is refused."""
+    values = (msg.speed_limit_mps, msg.engine_load_limit_pct, msg.power_setpoint_kw)
+    if any(math.isinf(v) for v in values):
+        raise InputRejectedError("inf", "manual_override setpoint")
+    return to_seconds(msg.header.stamp), msg.active, Setpoint(*values)
+
+
+def _finite_out(value: float) -> float:
+    # The envelope already guarantees this; a message leaving the node must never carry NaN/inf regardless.
+    return value if math.isfinite(value) else 0.0
+
+
+def actuator_command(cmd: Command, stamp: Time, asset_id: str) -> ActuatorCommand:
+    """The ActuatorCommand of one envelope step."""
+    msg = ActuatorCommand(
+        asset_id=asset_id,
+        mode=int(cmd.mode),
+        speed_limit_mps=_finite_out(cmd.setpoint.speed_limit_mps),
+        engine_load_limit_pct=_finite_out(cmd.setpoint.engine_load_limit_pct),
+        power_setpoint_kw=_finite_out(cmd.setpoint.power_setpoint_kw),
+        plan_id=cmd.plan_id,
+        reason=cmd.reason,
+    )
+    msg.header.stamp = stamp
+    return msg
+
+
+def speed_cap_twist(cmd: Command) -> Twist:
+    """geometry_msgs/Twist speed cap for autonomy stacks: linear.x = the speed limit (m/s), 0 in ESTOP."""
+    twist = Twist()
+    twist.linear.x = 0.0 if cmd.mode == Mode.ESTOP else _finite_out(cmd.setpoint.speed_limit_mps)
+    return twist
+
+
+def actuator_status(cmd: Command, stamp: Time, asset_id: str, since_s: float, stale: list[str],
+                    invalid: list[str], estop_latched: bool) -> ActuatorStatus:
+    """The bridge's mode and why."""
+    msg = ActuatorStatus(
+        asset_id=asset_id, mode=int(cmd.mode), mode_name=cmd.mode.name, reason=cmd.reason,
+        stale_inputs=stale, invalid_inputs=invalid, estop_latched=estop_latched,
+    )
+    msg.header.stamp = stamp
+    msg.since = to_time(since_s)
+    return msg
