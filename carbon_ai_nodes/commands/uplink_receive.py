@@ -1,0 +1,154 @@
+"""Subscribe to carbon summaries at an MQTT broker and append each one, once, to a JSON-lines file.
+
+Duplicates (same asset and sequence, e.g. resent after a reconnect) are dropped, also across runs: the output
+file is read back at start. Malformed messages are counted and skipped. With a fixed --client-id the broker
+keeps the subscription while the receiver is away (persistent session, QoS 1), so nothing is missed.
+Use it to check a vehicle's link end to end, or as the receiving end in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "receive uplink summaries from an MQTT broker into a JSON-lines file (deduplicated)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Broker, TLS, topic prefix, output file and stop conditions."""
+    parser.add_argument("--host", default="localhost", help="broker host (default localhost)")
+    parser.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    parser.add_argument("--prefix", default="cai/v1", help="topic prefix of the bridges (default cai/v1)")
+    parser.add_argument("--out", required=True, help="JSON-lines file to append summaries to")
+    parser.add_argument("--client-id", default="", help="fixed id: the broker keeps a persistent session")
+    parser.add_argument("--tls-ca", default="", help="CA file: connect with TLS")
+    parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
+    parser.add_argument("--tls-key", default="", help="client key for mutual TLS")
+    parser.add_argument("--username", default="")
+    parser.add_argument("--password-file", default="")
+    parser.add_argument("--count", type=int, default=0, help="exit after this many new summaries (0 = run on)")
+    parser.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds (0 = run on)")
+    parser.add_argument("--plot", default="", help="at exit, plot CO2 per window of each asset to this PNG")
+
+
+class Receiver:
+    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps and malformed messages."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.seen: dict[str, set[int]] = {}
+        self.last_seq: dict[str, int] = {}
+        self.new = self.duplicates = self.malformed = self.gaps = 0
+        if out.exists():
+            for line in out.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._mark(rec["asset_id"], int(rec["sequence"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self._file = out.open("a")
+
+    def _mark(self, asset: str, seq: int) -> None:
+        self.seen.setdefault(asset, set()).add(seq)
+        self.last_seq[asset] = max(self.last_seq.get(asset, 0), seq)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message; never raises for bad input."""
+        from carbon_ai_nodes.core.errors import InputRejectedError
+        from carbon_ai_nodes.core.summary_codec import asset_from_topic, decode_batch
+
+        try:
+            summaries = decode_batch(asset_from_topic(topic), payload)
+        except InputRejectedError as exc:
+            self.malformed += 1
+            print(f"uplink-receive: ignored malformed message on {topic[:80]!r}: {exc}", file=sys.stderr)
+            return
+        for s in summaries:
+            if s.sequence in self.seen.get(s.asset_id, ()):
+                self.duplicates += 1
+                continue
+            if s.sequence > self.last_seq.get(s.asset_id, 0) + 1 and s.asset_id in self.last_seq:
+                self.gaps += 1
+            self._mark(s.asset_id, s.sequence)
+            self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
+            self.new += 1
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the output file."""
+        self._file.close()
+
+
+def plot(out: Path, png: str) -> None:
+    """CO2 per window over time, one line per asset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for line in out.read_text().splitlines():
+        rec = json.loads(line)
+        series.setdefault(rec["asset_id"], []).append((rec["window_start_s"], rec["co2_kg"]))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for asset, points in sorted(series.items()):
+        points.sort()
+        t0 = points[0][0]
+        ax.plot([(t - t0) / 60.0 for t, _ in points], [c for _, c in points], label=asset)
+    ax.set_xlabel("time since first window (min)")
+    ax.set_ylabel("CO2 per window (kg)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, subscribe, write until --count/--timeout or Ctrl-C."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from carbon_ai_nodes.adapters.mqtt_link import tls_context
+    from carbon_ai_nodes.core.errors import ConfigError
+
+    receiver = Receiver(Path(args.out))
+    topic = f"{args.prefix.rstrip('/')}/+/s"
+    persistent = bool(args.client_id)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                         protocol=mqtt.MQTTv311, clean_session=not persistent)
+    if args.tls_ca:
+        client.tls_set_context(tls_context(args.tls_ca, args.tls_cert, args.tls_key))
+    if args.username:
+        password = Path(args.password_file).read_text().strip() if args.password_file else None
+        client.username_pw_set(args.username, password)
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            print(f"uplink-receive: broker refused: {reason_code}", file=sys.stderr)
+            return
+        c.subscribe(topic, qos=1)
+        print(f"uplink-receive: subscribed to {topic} at {args.host}:{args.port}", file=sys.stderr, flush=True)
+
+    client.on_connect = on_connect
+    client.on_message = lambda c, u, msg: receiver.handle(msg.topic, msg.payload)
+    client.reconnect_delay_set(0.2, 2.0)
+    try:
+        client.connect(args.host, args.port, keepalive=30)
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to {args.host}:{args.port}: {exc}") from exc
+    client.loop_start()
+    end = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
+    try:
+        while time.monotonic() < end and not (args.count and receiver.new >= args.count):
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        receiver.close()
+    print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
+          f"{receiver.gaps} gaps, {receiver.malformed} malformed -> {args.out}", file=sys.stderr)
+    if args.plot and receiver.out.exists() and receiver.out.stat().st_size:
+        plot(receiver.out, args.plot)
+    return 0

@@ -1,0 +1,222 @@
+"""uplink_bridge: windowed CarbonSummary of one asset, stored durably, published locally and sent over MQTT.
+
+Subscribes ``carbon_estimate`` and ``vehicle_state`` (reliable). Each closed window becomes a summary with
+the asset's next sequence number, committed (fsynced) to the SQLite queue before anything else happens, then
+published on ``carbon_summary`` (reliable, transient local) and sent upstream by the MQTT link thread, which
+deletes it from the queue on PUBACK. /diagnostics carries the link state, queue depth, oldest unsent age and
+bytes sent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
+from carbon_ai_nodes import qos
+from carbon_ai_nodes.adapters.mqtt_link import LinkConfig, MqttUplink
+from carbon_ai_nodes.conversions.uplink import carbon_summary, estimate_sample, state_sample
+from carbon_ai_nodes.core.durable_queue import DurableQueue, QueueLimits, QueueStats
+from carbon_ai_nodes.core.errors import ConfigError, InputRejectedError
+from carbon_ai_nodes.core.health import ERROR, OK, WARN
+from carbon_ai_nodes.core.summary_codec import ASSET_ID_RE, Summary
+from carbon_ai_nodes.core.summary_window import SummaryWindow, WindowTotals
+from carbon_ai_nodes.core.uplink_params import UplinkBridgeParams
+from carbon_ai_nodes.node_base import CarbonNode, run_node
+
+_RUNTIME_LINK_KEYS = ("bandwidth_limit_bytes_s", "batch_linger_s", "batch_max", "max_inflight",
+                      "backoff_min_s", "backoff_max_s")
+
+
+class UplinkBridge(CarbonNode[UplinkBridgeParams]):
+    """Window -> durable queue -> local topic + MQTT; reports the link and the queue on /diagnostics."""
+
+    def __init__(self) -> None:
+        super().__init__("uplink_bridge", UplinkBridgeParams)
+        self.queue: DurableQueue | None = None
+        self.link: MqttUplink | None = None
+        self.window: SummaryWindow | None = None
+        self.asset_id = ""
+        self.produced = 0
+        self._last_loss = 0
+
+    def configure(self, params: UplinkBridgeParams) -> None:
+        asset = params.asset_id or self.get_namespace().strip("/").replace("/", "_")
+        if not ASSET_ID_RE.match(asset):
+            raise ConfigError(f"uplink_bridge.asset_id={params.asset_id!r}: set it, or start the node in a "
+                              "namespace naming the vehicle (e.g. /truck1)")
+        self.asset_id = asset
+        path = params.queue_path or os.path.join(
+            os.path.expanduser(os.environ.get("ROS_HOME", "~/.ros")), "carbon_ai", f"uplink_{asset}.sqlite3")
+        limits = QueueLimits(params.queue_max_bytes, params.queue_ttl_s, params.queue_full_policy)
+        self.queue = DurableQueue(path, limits)
+        # A restart continues after the last window it produced, so no window is summarised twice.
+        not_before_s = self.queue.get_marker(f"window_end/{asset}", -math.inf)
+        self.window = SummaryWindow(params.window_s, params.max_hold_s, params.grace_s, not_before_s=not_before_s)
+        if params.mqtt_host:
+            password = ""
+            if params.password_file:
+                try:
+                    with open(params.password_file) as f:
+                        password = f.read().strip()
+                except OSError as exc:
+                    raise ConfigError(f"uplink_bridge.password_file={params.password_file!r}: {exc.strerror}") \
+                        from exc
+            config = LinkConfig(
+                host=params.mqtt_host, port=params.mqtt_port, asset_id=asset, client_id=params.client_id,
+                topic_prefix=params.topic_prefix, protocol=params.mqtt_protocol, tls_ca_file=params.tls_ca_file,
+                tls_cert_file=params.tls_cert_file, tls_key_file=params.tls_key_file, username=params.username,
+                password=password, keepalive_s=params.keepalive_s,
+                **{k: getattr(params, k) for k in _RUNTIME_LINK_KEYS},
+            )
+            self.link = MqttUplink(config, lambda: DurableQueue(path, limits, sender=True))
+        self._pub = self.publisher(CarbonSummary, "carbon_summary", qos.latched(depth=10))
+        self.subscription(CarbonEstimate, "carbon_estimate", self._on_estimate, qos.command(),
+                          input_name="carbon_estimate", timeout_s=params.input_timeout_s)
+        self.subscription(VehicleState, "vehicle_state", self._on_state, qos.command(),
+                          input_name="vehicle_state", timeout_s=params.input_timeout_s)
+        self.timer(params.status_period_s, self._tick, name="tick")
+        self.get_logger().info(
+            f"asset {asset}: queue {path} (next sequence {self.queue.next_sequence(asset)}), uplink "
+            + (f"{'mqtts' if params.tls_ca_file else 'mqtt'}://{params.mqtt_host}:{params.mqtt_port}"
+               if params.mqtt_host else "disabled (mqtt_host empty)"))
+
+    def activate(self) -> None:
+        if self.link is not None:
+            self.link.start()
+
+    def deactivate(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+
+    def cleanup(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+
+    def params_changed(self, old: UplinkBridgeParams, new: UplinkBridgeParams) -> None:
+        if self.link is not None:
+            self.link.retune(**{k: getattr(new, k) for k in _RUNTIME_LINK_KEYS})
+
+    # ----------------------------------------------------------------- inputs
+    def _check_stamp(self, stamp_s: float) -> None:
+        now_s = self.now_s()
+        if now_s - stamp_s > self.params.max_age_s:
+            raise InputRejectedError("stale", f"stamp {now_s - stamp_s:.1f} s old")
+        if stamp_s - now_s > self.params.max_future_s:
+            raise InputRejectedError("future", f"stamp {stamp_s - now_s:.1f} s ahead of the clock")
+
+    def _foreign(self, name: str, asset_id: str) -> bool:
+        if asset_id and asset_id != self.asset_id:
+            self.reject(name, "wrong_asset", f"{asset_id!r} is not {self.asset_id!r}")
+            return True
+        return False
+
+    def _on_estimate(self, msg: CarbonEstimate) -> None:
+        if self._foreign("carbon_estimate", msg.asset_id):
+            return
+        try:
+            sample = estimate_sample(msg)
+            self._check_stamp(sample.stamp_s)
+            closed = self.window.add_estimate(sample)
+        except InputRejectedError as exc:
+            self.reject("carbon_estimate", exc.reason, exc.detail)
+            return
+        self.accept("carbon_estimate")
+        self._produce(closed)
+
+    def _on_state(self, msg: VehicleState) -> None:
+        if self._foreign("vehicle_state", msg.asset_id):
+            return
+        try:
+            sample = state_sample(msg)
+            self._check_stamp(sample.stamp_s)
+            closed = self.window.add_state(sample)
+        except InputRejectedError as exc:
+            self.reject("vehicle_state", exc.reason, exc.detail)
+            return
+        self.accept("vehicle_state")
+        self._produce(closed)
+
+    def _tick(self) -> None:
+        self.poll_watchdog()
+        self._produce(self.window.flush(self.now_s()))
+
+    # ----------------------------------------------------------------- output
+    def _produce(self, closed: list[WindowTotals]) -> None:
+        for w in closed:
+            draft = Summary(
+                asset_id=self.asset_id, sequence=0, window_start_s=w.start_s, window_end_s=w.end_s,
+                co2_kg=w.co2_kg, fuel_l=w.fuel_l, distance_km=w.distance_km, idle_s=w.idle_s,
+                avoided_co2_kg=w.avoided_co2_kg, estimate_count=w.estimate_count,
+                worst_latency_us=w.worst_latency_us,
+            )
+            result = self.queue.produce(draft, markers={f"window_end/{self.asset_id}": w.end_s})
+            self.produced += 1
+            if not result.stored:
+                self.get_logger().warning(
+                    f"queue full (refuse_newest): summary {result.summary.sequence} not stored for upload",
+                    throttle_duration_sec=60.0)
+            elif result.dropped_oldest:
+                self.get_logger().warning(
+                    f"queue full (drop_oldest): dropped the {result.dropped_oldest} oldest unsent summaries",
+                    throttle_duration_sec=60.0)
+            self._pub.publish(carbon_summary(result.summary, self.get_clock().now().to_msg()))
+        if closed and self.link is not None:
+            self.link.wake()
+
+    def diagnostics_values(self) -> dict[str, str]:
+        if self.queue is None:
+            return {}
+        q: QueueStats = self.queue.stats()
+        oldest_age_s = 0.0 if math.isnan(q.oldest_created_s) else max(0.0, time.time() - q.oldest_created_s)
+        values = {
+            "asset_id": self.asset_id,
+            "summaries_produced": str(self.produced),
+            "next_sequence": str(self.queue.next_sequence(self.asset_id)),
+            "queue.depth": str(q.depth),
+            "queue.oldest_unsent_age_s": f"{oldest_age_s:.1f}",
+            "queue.stored_bytes": str(q.stored_bytes),
+            "queue.dropped_full": str(q.dropped_full),
+            "queue.refused_full": str(q.refused_full),
+            "queue.expired": str(q.expired),
+            "queue.full_policy": self.queue.limits.full_policy,
+        }
+        level, message = OK, ""
+        loss = q.dropped_full + q.refused_full + q.expired
+        if loss > self._last_loss:
+            level, message = WARN, (f"queue full ({self.queue.limits.full_policy}): {q.dropped_full} dropped, "
+                                    f"{q.refused_full} refused, {q.expired} expired")
+            self._last_loss = loss
+        if self.link is None:
+            values["link.state"] = "disabled"
+        else:
+            s = self.link.stats()
+            values.update({
+                "link.state": s.state, "link.protocol": s.protocol, "link.last_error": s.last_error,
+                "link.error_kind": s.error_kind, "link.bytes_sent": str(s.bytes_sent),
+                "link.messages_sent": str(s.messages_sent), "link.summaries_acked": str(s.summaries_acked),
+                "link.inflight": str(s.inflight), "link.connects": str(s.connects),
+                "link.connect_failures": str(s.connect_failures),
+            })
+            if s.state != "connected" and s.error_kind in ("tls_verify", "tls_client_cert", "refused",
+                                                           "publish_refused"):
+                level, message = ERROR, f"uplink refused: {s.last_error}; {q.depth} summaries kept"
+            elif s.state != "connected" and q.depth and level == OK:
+                level, message = WARN, f"uplink offline ({s.last_error or s.state}); {q.depth} summaries queued"
+        self.health.set_status(level, message)
+        return values
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ros2 run carbon_ai_nodes uplink_bridge``."""
+    sys.exit(run_node(UplinkBridge, args))
+
+
+if __name__ == "__main__":
+    main()

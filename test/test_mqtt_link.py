@@ -1,0 +1,221 @@
+"""The MQTT link against a real mosquitto: delivery and PUBACK-driven deletion, TLS and mutual TLS, refused
+certificates (clear error, data kept), bandwidth cap, back-off, and the receiver's handling of hostile input."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt_broker import MosquittoBroker, make_pki
+from paho.mqtt.enums import CallbackAPIVersion
+
+from carbon_ai_nodes.adapters.mqtt_link import Backoff, LinkConfig, MqttUplink, TokenBucket
+from carbon_ai_nodes.commands.uplink_receive import Receiver
+from carbon_ai_nodes.core.durable_queue import DurableQueue
+from carbon_ai_nodes.core.summary_codec import Summary, encode_batch
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def wait_for(predicate, timeout_s=30.0):
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)  # polling a condition with a deadline
+    return True
+
+
+def fill(path, n, asset="truck1"):
+    q = DurableQueue(path)
+    for i in range(n):
+        q.produce(Summary(asset, 0, 1e9 + 10 * i, 1e9 + 10 * (i + 1), 0.05, 0.02, 0.3, 1.0, 0.001, 100, 2000))
+    return q
+
+
+class Subscriber:
+    """A paho client feeding the receiver's dedup logic; ``status`` records the retained status messages."""
+
+    def __init__(self, broker, out, pki=None, cert=False):
+        self.receiver = Receiver(out)
+        self.status: list[bytes] = []
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if pki:
+            from carbon_ai_nodes.adapters.mqtt_link import tls_context
+            self.client.tls_set_context(tls_context(pki["ca"], *((pki["client_cert"], pki["client_key"])
+                                                                 if cert else ())))
+        self.client.on_message = self._on_message
+        self.subscribed = False
+        self.client.on_subscribe = lambda *a: setattr(self, "subscribed", True)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.subscribe([("cai/v1/+/s", 1), ("cai/v1/+/status", 1)])
+        self.client.loop_start()
+        assert wait_for(lambda: self.subscribed)
+
+    def _on_message(self, client, userdata, msg):
+        if msg.topic.endswith("/status"):
+            self.status.append(msg.payload)
+        else:
+            self.receiver.handle(msg.topic, msg.payload)
+
+    def sequences(self):
+        return sorted(self.receiver.seen.get("truck1", ()))
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+        self.receiver.close()
+
+
+def link_for(broker, path, **kw):
+    cfg = LinkConfig(host="127.0.0.1", port=broker.port, asset_id="truck1", batch_linger_s=0.0, batch_max=10,
+                     backoff_min_s=0.2, backoff_max_s=1.0, **kw)
+    return MqttUplink(cfg, lambda: DurableQueue(path))
+
+
+@pytest.mark.parametrize(("protocol", "expected"), [("auto", "5"), ("3.1.1", "3.1.1")])
+def test_queued_summaries_arrive_once_and_leave_the_queue_on_puback(tmp_path, protocol, expected):
+    q = fill(tmp_path / "q.db", 35)
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        sub = Subscriber(broker, tmp_path / "out.jsonl")
+        link = link_for(broker, tmp_path / "q.db", protocol=protocol)
+        link.start()
+        try:
+            assert wait_for(lambda: len(sub.sequences()) == 35), sub.sequences()
+            assert wait_for(lambda: q.stats().depth == 0)
+            stats = link.stats()
+            assert stats.state == "connected" and stats.protocol == expected
+            assert stats.summaries_acked == 35 and stats.messages_sent == 4  # batches of 10
+            assert 35 * 14 < stats.bytes_sent < 35 * 40
+            assert wait_for(lambda: sub.status[-1:] == [b"online"])
+        finally:
+            link.stop()
+        assert wait_for(lambda: sub.status[-1:] == [b"offline"])  # goodbye on a clean stop
+        assert sub.sequences() == list(range(1, 36)) and sub.receiver.duplicates == 0
+        sub.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_mutual_tls_delivers(tmp_path, pki):
+    fill(tmp_path / "q.db", 5)
+    with MosquittoBroker(tmp_path / "broker", pki=pki, require_cert=True) as broker:
+        sub = Subscriber(broker, tmp_path / "out.jsonl", pki=pki, cert=True)
+        link = link_for(broker, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
+                        tls_key_file=pki["client_key"])
+        link.start()
+        try:
+            assert wait_for(lambda: len(sub.sequences()) == 5), (link.stats(), broker.log())
+        finally:
+            link.stop()
+            sub.close()
+
+
+@pytest.mark.parametrize(("case", "kind", "words"), [
+    ("wrong_ca", "tls_verify", "certificate"),
+    ("rogue_client_cert", "tls_client_cert", "tls"),
+    ("no_client_cert", "tls_client_cert", "tls"),
+])
+def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki, case, kind, words):
+    q = fill(tmp_path / "q.db", 5)
+    tls = {
+        "wrong_ca": dict(tls_ca_file=pki["rogue_ca"], tls_cert_file=pki["client_cert"],
+                         tls_key_file=pki["client_key"]),
+        "rogue_client_cert": dict(tls_ca_file=pki["ca"], tls_cert_file=pki["rogue_client_cert"],
+                                  tls_key_file=pki["rogue_client_key"]),
+        "no_client_cert": dict(tls_ca_file=pki["ca"]),
+    }[case]
+    with MosquittoBroker(tmp_path / "broker", pki=pki, require_cert=True) as broker:
+        link = link_for(broker, tmp_path / "q.db", **tls)
+        link.start()
+        try:
+            assert wait_for(lambda: link.stats().connect_failures >= 2)
+            stats = link.stats()
+        finally:
+            link.stop()
+    assert stats.state != "connected" and stats.summaries_acked == 0
+    assert stats.error_kind == kind, stats
+    assert words in stats.last_error.lower(), stats.last_error
+    assert q.stats().depth == 5  # nothing lost
+
+
+def test_bandwidth_cap_paces_the_catch_up(tmp_path):
+    fill(tmp_path / "q.db", 300)
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        sub = Subscriber(broker, tmp_path / "out.jsonl")
+        link = link_for(broker, tmp_path / "q.db", bandwidth_limit_bytes_s=2000.0)
+        link.retune(batch_max=1)
+        start = time.monotonic()
+        link.start()
+        try:
+            assert wait_for(lambda: len(sub.sequences()) == 300, timeout_s=60)
+            elapsed = time.monotonic() - start
+            sent = link.stats().bytes_sent
+        finally:
+            link.stop()
+            sub.close()
+    assert sent > 4096 + 3 * 2000  # the test is meaningful only well beyond the burst
+    assert elapsed >= 0.9 * (sent - 4096) / 2000.0, (elapsed, sent)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
+    b = Backoff(1.0, 8.0, random.Random(1))
+    delays = [b.next_delay_s() for _ in range(6)]
+    for n, d in enumerate(delays):
+        cap = min(8.0, 2.0 ** n)
+        assert cap / 2 <= d <= cap
+    assert len({round(d, 6) for d in delays}) == 6  # jittered
+    b.reset()
+    assert 0.5 <= b.next_delay_s() <= 1.0
+
+
+def test_token_bucket_allows_the_burst_then_the_rate():
+    bucket = TokenBucket(1000.0, 1000.0, now_s=0.0)
+    assert bucket.take(1000, 0.0)
+    assert not bucket.take(100, 0.05)
+    assert bucket.take(100, 0.2)
+    assert TokenBucket(0.0, 0.0, 0.0).take(10**9, 0.0)  # 0 = no cap
+
+
+def test_receiver_ignores_and_counts_hostile_messages(tmp_path):
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        out = tmp_path / "out.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+             str(broker.port), "--out", str(out), "--count", "3", "--timeout", "60"],
+            stderr=subprocess.PIPE, text=True)
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            good = [Summary("truck1", i, 1e9 + 10 * i, 1e9 + 10 * i + 10, 0.1, 0.0, 0.0, 0.0, 0.0, 1, 1)
+                    for i in (1, 2, 3)]
+            # wait until the receiver's subscription exists: a retained-free probe message is not possible,
+            # so resend the first good batch until it shows up in the file
+            assert wait_for(lambda: (pub.publish("cai/v1/truck1/s", encode_batch(good[:1]), qos=1),
+                                     out.exists() and out.read_text().count("\n") >= 1)[1])
+            hostile = [
+                ("cai/v1/truck1/s", b""), ("cai/v1/truck1/s", b"\x00" * 5000), ("cai/v1/truck1/s", b"\x01\xff"),
+                ("cai/v1/truck1/s", b'{"sequence": 99}'), ("cai/v1/bad$id/s", encode_batch(good[1:2])),
+                ("cai/v1/" + "x" * 300 + "/s", encode_batch(good[1:2])),
+                ("cai/v1/truck1/s", encode_batch(good[:1])),  # a duplicate
+            ]
+            for topic, payload in hostile:
+                pub.publish(topic, payload, qos=1).wait_for_publish(10)
+            pub.publish("cai/v1/truck1/s", encode_batch(good[1:]), qos=1).wait_for_publish(10)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            pub.loop_stop()
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and '"sequence":3' in lines[-1]
+    assert "6 malformed" in err and "duplicates dropped" in err, err
+    assert "Traceback" not in err

@@ -1,0 +1,36 @@
+"""`carbon-ai uplink-receive` bookkeeping: dedup across restarts of the receiver, gap counting, the plot."""
+
+from __future__ import annotations
+
+import json
+
+from carbon_ai_nodes.commands.uplink_receive import Receiver, plot
+from carbon_ai_nodes.core.summary_codec import Summary, encode_batch
+
+
+def batch(*seqs):
+    return encode_batch([Summary("van2", s, 1e9 + 10 * s, 1e9 + 10 * s + 10, 0.1 * s, 0.0, 0.0, 0.0, 0.0, 1, 1)
+                         for s in seqs])
+
+
+def test_duplicates_are_dropped_also_after_a_restart_and_gaps_counted(tmp_path):
+    out = tmp_path / "rx.jsonl"
+    r = Receiver(out)
+    r.handle("cai/v1/van2/s", batch(1, 2, 3))
+    r.handle("cai/v1/van2/s", batch(2, 3))
+    r.close()
+    assert (r.new, r.duplicates) == (3, 2)
+    r = Receiver(out)  # a restarted receiver reads what it already has
+    r.handle("cai/v1/van2/s", batch(3, 4, 7))
+    r.close()
+    assert (r.new, r.duplicates, r.gaps) == (2, 1, 1)
+    assert [json.loads(line)["sequence"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, 7]
+
+
+def test_plot_writes_a_png(tmp_path):
+    out = tmp_path / "rx.jsonl"
+    r = Receiver(out)
+    r.handle("cai/v1/van2/s", batch(*range(1, 20)))
+    r.close()
+    plot(out, str(tmp_path / "co2.png"))
+    assert (tmp_path / "co2.png").read_bytes()[:4] == b"\x89PNG"
