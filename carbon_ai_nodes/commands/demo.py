@@ -1,0 +1,304 @@
+"""The main job in one command: run a scenario closed-loop (simulated vehicles, the real node graph as
+separate processes) twice, with carbon optimisation on and then off (the scenario's ``baseline_params``), and
+write a report: CO2 and fuel per vehicle and in total, the saving, latency per stage, the inference backend,
+and PNG plots (CO2 rate over time for both runs; the routes coloured by CO2 per metre).
+
+Nodes missing from this build are skipped and named in the report; the simulator's ground truth is what CO2
+and fuel are measured with, so the numbers stay meaningful whatever runs."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a scenario with and without carbon optimisation and write a report with plots"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``carbon-ai demo``."""
+    parser.add_argument("--scenario", default="haul_truck_fleet", help="scenario name or YAML path")
+    parser.add_argument("--duration", type=float, default=30.0, metavar="S",
+                        help="recorded seconds per run (default 30)")
+    parser.add_argument("--out", default="carbon_ai_demo", help="output directory (default ./carbon_ai_demo)")
+    parser.add_argument("--vehicles", type=int, default=0, metavar="N", help="simulate only the first N vehicles")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
+                        help="how long to wait for every simulator to publish")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run both passes, then write report.md, report.json and the PNGs; prints where they are."""
+    import dataclasses
+    import json
+    import os
+    from pathlib import Path
+
+    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.core.errors import ConfigError
+    from carbon_ai_nodes.core.scenario import load_scenario
+    from carbon_ai_nodes.testing import isolated_ros_env
+
+    if not args.duration > 0:
+        raise ConfigError(f"--duration={args.duration}: must be > 0")
+    scenario = load_scenario(args.scenario)
+    if args.vehicles > 0:
+        scenario = dataclasses.replace(scenario, vehicles=scenario.vehicles[: args.vehicles])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # a domain of our own: the demo must not hear (or disturb) other graphs on this machine
+    if "CARBON_AI_KEEP_DOMAIN" not in os.environ:
+        os.environ.update(isolated_ros_env())
+    import rclpy
+
+    rclpy.init()
+    try:
+        recordings = []
+        for label, baseline in (("optimised", False), ("baseline", True)):
+            print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
+                  f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
+            recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
+                                      args.startup_timeout, label))
+    finally:
+        rclpy.try_shutdown()
+    runs = [rec.result() for rec in recordings]
+    latency = {}
+    for stage in ("vehicle_state", "carbon_estimate", "actuator_command"):
+        latency[stage] = report.percentiles_ms(recordings[0].ages_ms.get(stage, []))
+    latency["inference (carbon_estimate.inference_latency_us)"] = report.percentiles_ms(recordings[0].inference_ms)
+    backends = sorted(recordings[0].backends)
+    plots = _plots(scenario, recordings, out)
+    missing = recordings[0].skipped
+    notes = ["CO2 and fuel are the simulator's ground truth (sim/true_emission), integrated over the recorded "
+             "time; distance from wheel odometry. The saving compares CO2 per km."]
+    (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes))
+    (out / "report.json").write_text(json.dumps({
+        "scenario": scenario.name, "duration_s": args.duration, "runs": [report.run_dict(r) for r in runs],
+        "saving_pct_per_km": report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km),
+        "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
+    }, indent=2, allow_nan=True))
+    print(f"optimised {runs[0].co2_g_per_km:.1f} g/km, baseline {runs[1].co2_g_per_km:.1f} g/km, saving "
+          f"{report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km):.1f} %")
+    if missing:
+        print(f"not in this build (skipped): {', '.join(missing)}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+class _Recording:
+    """What one run recorded, per vehicle."""
+
+    def __init__(self, label: str, vehicles: list[str]) -> None:
+        self.label = label
+        self.truth = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph
+        self.speed = {v: ([], []) for v in vehicles}  # t, speed
+        self.track = {v: ([], [], []) for v in vehicles}  # lat, lon, co2 at the time
+        self.ages_ms: dict[str, list[float]] = {}
+        self.inference_ms: list[float] = []
+        self.backends: set[str] = set()
+        self.modes: dict[str, list[int]] = {v: [] for v in vehicles}
+        self.skipped: list[str] = []
+        self.t0 = 0.0
+
+    def result(self):
+        from carbon_ai_nodes.core import report
+
+        return report.RunResult(self.label, tuple(
+            report.vehicle_result(v, t, co2, fuel, *self.speed[v]) for v, (t, co2, fuel) in self.truth.items()))
+
+
+def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeout_s: float,
+            label: str) -> _Recording:
+    import math
+    import time
+
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import NavSatFix
+
+    from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, VehicleState
+    from carbon_ai_nodes import qos
+    from carbon_ai_nodes.conversions.time import to_seconds
+    from carbon_ai_nodes.core.errors import CarbonAIError
+    from carbon_ai_nodes.runner import GraphRunner
+    from carbon_ai_nodes.testing import Probe
+
+    vehicles = [v.id for v in scenario.vehicles]
+    rec = _Recording(label, vehicles)
+    probe = Probe("demo")
+    clock = probe.node.get_clock()
+
+    def now_s() -> float:
+        return clock.now().nanoseconds * 1e-9
+
+    recording = [False]
+
+    def age(stage: str, msg) -> None:
+        if recording[0]:
+            rec.ages_ms.setdefault(stage, []).append((now_s() - to_seconds(msg.header.stamp)) * 1000.0)
+
+    for v in vehicles:
+        def on_truth(msg, v=v) -> None:
+            if recording[0]:
+                t = to_seconds(msg.header.stamp) - rec.t0
+                rec.truth[v][0].append(t)
+                rec.truth[v][1].append(msg.co2_rate_g_s)
+                rec.truth[v][2].append(msg.fuel_rate_lph)
+
+        def on_odom(msg, v=v) -> None:
+            if recording[0] and math.isfinite(msg.twist.twist.linear.x):
+                rec.speed[v][0].append(to_seconds(msg.header.stamp) - rec.t0)
+                rec.speed[v][1].append(msg.twist.twist.linear.x)
+
+        def on_fix(msg, v=v) -> None:
+            if recording[0] and math.isfinite(msg.latitude):
+                co2 = rec.truth[v][1][-1] if rec.truth[v][1] else math.nan
+                rec.track[v][0].append(msg.latitude)
+                rec.track[v][1].append(msg.longitude)
+                rec.track[v][2].append(co2)
+
+        def on_estimate(msg) -> None:
+            age("carbon_estimate", msg)
+            if recording[0]:
+                rec.backends.add(msg.backend)
+                rec.inference_ms.append(msg.inference_latency_us / 1000.0)
+
+        def on_command(msg, v=v) -> None:
+            age("actuator_command", msg)
+            if recording[0]:
+                rec.modes[v].append(msg.mode)
+
+        n = probe.node
+        n.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", on_truth, qos.command())
+        n.create_subscription(Odometry, f"/{v}/odom/wheel", on_odom, qos.sensor())
+        n.create_subscription(NavSatFix, f"/{v}/gnss/fix", on_fix, qos.sensor())
+        n.create_subscription(VehicleState, f"/{v}/vehicle_state", lambda m: age("vehicle_state", m), qos.command())
+        n.create_subscription(CarbonEstimate, f"/{v}/carbon_estimate", on_estimate, qos.command())
+        n.create_subscription(ActuatorCommand, f"/{v}/actuator_command", on_command, qos.command())
+
+    # the simulators wait unconfigured and are started together once the graph is up, so both runs drive the
+    # same part of the routes in the recorded window
+    runner = GraphRunner(scenario, run_dir, baseline=baseline, overrides={"sim": {"autostart": False}},
+                         log=lambda s: print(f"   {s}", flush=True))
+    rec.skipped = runner.skipped
+    try:
+        runner.start()
+        sims = [f"/{v}/sim" for v in vehicles]
+        topics = [f"/{v}/sim/true_emission" for v in vehicles]
+        for transition in ("configure", "activate"):
+            _change_state_all(probe, sims, transition, startup_timeout_s)
+            if transition == "configure":
+                if not probe.spin_until(lambda: all(probe.node.count_subscribers(t) + probe.node.count_publishers(t)
+                                                    >= 2 for t in topics), startup_timeout_s):
+                    raise CarbonAIError(f"simulator outputs not discovered within {startup_timeout_s:.0f} s")
+                # the rest of the graph gets a moment to come up (first inputs) before the vehicles move
+                probe.spin_until(lambda: False, min(3.0, duration_s / 4))
+            else:
+                rec.t0 = now_s()
+                recording[0] = True
+        start = time.monotonic()
+        next_progress = start
+        while (elapsed := time.monotonic() - start) < duration_s:
+            probe.spin_until(lambda: False, min(0.5, duration_s - elapsed))
+            runner.poll()
+            if time.monotonic() >= next_progress:
+                next_progress += 5.0
+                co2 = sum(report_sum(rec.truth[v]) for v in vehicles)
+                print(f"   [{elapsed:4.0f}/{duration_s:.0f} s] {len(runner.alive())} processes, "
+                      f"CO2 so far {co2 / 1000:.2f} kg", flush=True)
+        recording[0] = False
+    finally:
+        runner.stop()
+        probe.close()
+    return rec
+
+
+def _change_state_all(probe, nodes: list[str], transition: str, timeout_s: float) -> None:
+    """Request ``transition`` of every node in ``nodes`` through its lifecycle service, concurrently."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    from carbon_ai_nodes.core.errors import CarbonAIError
+
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
+    futures = []
+    for node in nodes:
+        client = probe.node.create_client(ChangeState, f"{node}/change_state")
+        if not probe.spin_until(client.service_is_ready, timeout_s):
+            raise CarbonAIError(f"{node}: lifecycle service not available within {timeout_s:.0f} s")
+        futures.append((node, client.call_async(ChangeState.Request(transition=Transition(id=ids[transition])))))
+    if not probe.spin_until(lambda: all(f.done() for _, f in futures), timeout_s):
+        raise CarbonAIError(f"{transition} of the simulators not answered within {timeout_s:.0f} s")
+    for node, f in futures:
+        if not f.result().success:
+            raise CarbonAIError(f"{node}: {transition} failed (see its log)")
+
+
+def report_sum(series: tuple[list[float], list[float], list[float]]) -> float:
+    """CO2 (g) of a truth series so far."""
+    from carbon_ai_nodes.core.report import integrate
+
+    return integrate(series[0], series[1])
+
+
+def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
+    """co2_rate.png (fleet CO2 rate over time, both runs) and routes.png (routes coloured by CO2 per metre)."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
+    from carbon_ai_nodes.core.vehicle_sim import Route
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for rec, style in zip(recordings, ("-", "--"), strict=True):
+        for v, (t, co2, _) in rec.truth.items():
+            ax.plot(t, co2, style, lw=1.2, label=f"{v} ({rec.label})")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("CO2 rate (g/s)")
+    ax.set_title(f"{scenario.name}: CO2 rate with and without carbon optimisation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "co2_rate.png", dpi=110)
+    plt.close(fig)
+
+    from carbon_ai_nodes.core.emission_model import cruise_co2_g_per_m
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    segments, costs = [], []
+    for v in scenario.vehicles:
+        if not v.route:
+            continue
+        route = Route.from_list(v.route, v.cruise_speed_mps)
+        profile = VehicleProfile.from_mapping(v.profile)
+        payload = v.initial_payload_kg
+        for i in range(len(route.waypoints)):
+            a, b, grade, _ = route.segment(i)
+            if a.payload_kg is not None:
+                payload = a.payload_kg
+            speed = a.speed_mps or route.cruise_speed_mps
+            segments.append(((a.east_m, a.north_m), (b.east_m, b.north_m)))
+            costs.append(cruise_co2_g_per_m(profile, speed, grade, payload))
+    if segments:
+        from matplotlib.collections import LineCollection
+
+        lc = LineCollection(segments, array=np.asarray(costs), cmap="viridis", linewidths=5)
+        ax.add_collection(lc)
+        fig.colorbar(lc, ax=ax, label="planned CO2 (g/m, steady cruise with the payload carried)")
+    lat0, lon0, _ = scenario.origin
+    for v, (lat, lon, _) in recordings[0].track.items():
+        if lat:
+            east = (np.asarray(lon) - lon0) * math.radians(1) * 6_378_137.0 * math.cos(math.radians(lat0))
+            north = (np.asarray(lat) - lat0) * math.radians(1) * 6_378_137.0
+            ax.plot(east, north, ".", ms=2, alpha=0.6, label=f"{v} GNSS (optimised run)")
+    ax.autoscale()
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("east (m)")
+    ax.set_ylabel("north (m)")
+    ax.set_title(f"{scenario.name}: routes coloured by CO2 per metre")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "routes.png", dpi=110)
+    plt.close(fig)
+    return ["co2_rate.png", "routes.png"]

@@ -1,0 +1,292 @@
+"""Start a scenario's node graph as processes (as ``ros2 launch`` would), supervise and stop it safely.
+
+One :class:`GraphRunner` per run: it expands the scenario (core/scenario.graph), skips nodes whose module is
+not in this build (with a message saying so), starts every node as its own process (NodeProcess) in
+dependency order, restarts a node that dies (up to ``restart_limit`` times), and stops the graph with the
+actuator bridges first so they publish their safe state while their inputs are still there.
+
+With ``compose=True`` all nodes run in one process (``python -m carbon_ai_nodes.runner compose``), each with
+its own rclpy context and executor thread, which removes the inter-process hops' scheduling cost.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
+from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
+from carbon_ai_nodes.testing import NodeProcess, _format_param
+
+
+def module_available(module: str) -> bool:
+    """True if ``carbon_ai_nodes.nodes.<module>`` exists in this build."""
+    return importlib.util.find_spec(f"carbon_ai_nodes.nodes.{module}") is not None
+
+
+def defaults_file(module: str) -> Path | None:
+    """config/<node>.yaml, the node's shipped defaults, if present."""
+    path = CONFIG_DIR / f"{module}.yaml"
+    return path if path.is_file() else None
+
+
+class GraphRunner:
+    """Runs the node graph of a scenario until stopped. Use as a context manager."""
+
+    def __init__(self, scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: bool = False,
+                 only: Sequence[str] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.scenario = scenario
+        self.run_dir = Path(run_dir)
+        self.compose = compose
+        self.restart_limit = restart_limit
+        self.env = dict(env or {})
+        self.log = log
+        write_profiles(scenario, self.run_dir)
+        launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only))
+        for name, extra in (overrides or {}).items():
+            launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
+        self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
+        self.launches = [n for n in launches if n.module not in self.skipped]
+        self.procs: dict[str, NodeProcess] = {}
+        self.restarts: dict[str, int] = {}
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        """Start every node, producers first."""
+        for module in self.skipped:
+            self.log(f"skipping {module}: carbon_ai_nodes.nodes.{module} is not in this build")
+        if not self.launches:
+            raise ConfigError(f"scenario {self.scenario.name}: none of its nodes exist in this build")
+        if self.compose:
+            spec = self.run_dir / "compose.json"
+            spec.write_text(json.dumps([launch_dict(n) for n in self.launches]))
+            self.procs["composed"] = _ComposedProcess(spec, self.env)
+            self.log(f"started {len(self.launches)} nodes composed in one process")
+            return
+        for launch in self.launches:
+            self.procs[launch.label] = self._spawn(launch)
+        self.log(f"started {len(self.procs)} node processes")
+
+    def _spawn(self, launch: NodeLaunch) -> NodeProcess:
+        extra = ["--ros-args", "--log-level", launch.log_level] if launch.log_level != "info" else []
+        return NodeProcess(launch.module, params=launch.params, params_file=defaults_file(launch.module),
+                           namespace=launch.namespace, remaps=launch.remaps, extra_args=extra, env=self.env)
+
+    def poll(self) -> list[str]:
+        """Check the processes; restart the ones that died (within the limit). Returns what happened."""
+        happened = []
+        for launch in self.launches if not self.compose else []:
+            proc = self.procs.get(launch.label)
+            if proc is None or proc.poll() is None:
+                continue
+            status = proc.poll()
+            tail = proc.output.strip().splitlines()[-1:] or [""]
+            count = self.restarts.get(launch.label, 0)
+            if status == 1:  # the node refused its configuration: restarting cannot help
+                del self.procs[launch.label]
+                happened.append(f"{launch.label} refused its configuration: {tail[0]}")
+            elif count < self.restart_limit:
+                self.restarts[launch.label] = count + 1
+                self.procs[launch.label] = self._spawn(launch)
+                happened.append(f"{launch.label} exited with {status} ({tail[0]}); restarted ({count + 1}/"
+                                f"{self.restart_limit})")
+            else:
+                del self.procs[launch.label]
+                happened.append(f"{launch.label} exited with {status} ({tail[0]}); restart limit reached")
+        self.events += happened
+        for line in happened:
+            self.log(line)
+        return happened
+
+    def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
+        """Fault injection: kill one node process (``/truck1/fusion``) as a crash would; poll() restarts it."""
+        if label not in self.procs:
+            raise ConfigError(f"kill {label}: not running; running: {', '.join(self.procs)}")
+        self.procs[label].proc.send_signal(sig)
+        self.procs[label].proc.wait(timeout=10)
+
+    def alive(self) -> list[str]:
+        """Labels of the running processes."""
+        return [label for label, p in self.procs.items() if p.poll() is None]
+
+    def stop(self) -> dict[str, int]:
+        """Stop the graph: actuator bridges first (their safe state goes out while inputs still exist)."""
+        statuses = {}
+        by_label = {n.label: n for n in self.launches}
+        labels = list(self.procs) if self.compose else [lab for lab in shutdown_order(by_label) if lab in self.procs]
+        for label in labels:
+            statuses[label] = self.procs.pop(label).stop()
+        return statuses
+
+    def logs(self) -> dict[str, str]:
+        """Output of each running node process so far."""
+        return {label: p.output for label, p in self.procs.items()}
+
+    def __enter__(self) -> GraphRunner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def dataclass_replace_params(launch: NodeLaunch, extra: Mapping[str, Any]) -> NodeLaunch:
+    """A copy of ``launch`` with ``extra`` parameters merged in."""
+    import dataclasses
+
+    return dataclasses.replace(launch, params={**launch.params, **extra})
+
+
+def launch_dict(n: NodeLaunch) -> dict[str, Any]:
+    """JSON-able description of a node for the composed container."""
+    return {"module": n.module, "namespace": n.namespace, "params": dict(n.params), "remaps": dict(n.remaps),
+            "params_file": str(defaults_file(n.module) or ""), "log_level": n.log_level}
+
+
+class _ComposedProcess(NodeProcess):
+    """NodeProcess running the composed container instead of one node module."""
+
+    def __init__(self, spec: Path, env: Mapping[str, str]) -> None:
+        import os
+        import subprocess
+        import tempfile
+
+        self.argv = [sys.executable, "-m", "carbon_ai_nodes.runner", "compose", str(spec)]
+        self._out = tempfile.NamedTemporaryFile(prefix="composed-", suffix=".log", delete=False)
+        self.log_path = Path(self._out.name)
+        full_env = dict(os.environ)
+        full_env.update(env)
+        self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env,
+                                     start_new_session=True)
+
+
+def ros_args(entry: Mapping[str, Any]) -> list[str]:
+    """The ``--ros-args`` of one composed node (namespace, remaps, defaults file, parameters)."""
+    args = ["--ros-args"]
+    if entry.get("namespace"):
+        args += ["-r", f"__ns:={entry['namespace']}"]
+    for src, dst in entry.get("remaps", {}).items():
+        args += ["-r", f"{src}:={dst}"]
+    if entry.get("params_file"):
+        args += ["--params-file", entry["params_file"]]
+    for key, value in entry.get("params", {}).items():
+        args += ["-p", f"{key}:={_format_param(value)}"]
+    return args
+
+
+def node_class(module: str) -> type:
+    """The CarbonNode subclass defined in ``carbon_ai_nodes.nodes.<module>``."""
+    import importlib
+    import inspect
+
+    from carbon_ai_nodes.node_base import CarbonNode
+
+    mod = importlib.import_module(f"carbon_ai_nodes.nodes.{module}")
+    for _, obj in inspect.getmembers(mod, inspect.isclass):
+        if issubclass(obj, CarbonNode) and obj is not CarbonNode and obj.__module__ == mod.__name__:
+            return obj
+    raise ConfigError(f"carbon_ai_nodes.nodes.{module}: no CarbonNode subclass found")
+
+
+def compose_main(spec_path: str) -> int:
+    """Run every node of a compose spec in this process: one rclpy context + executor thread per node.
+
+    Each node needs its own context because namespaces and parameters come from per-context arguments and
+    the nodes' constructors take none; the contexts still talk over DDS, without process switches.
+    """
+    import rclpy
+    import rclpy.utilities
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import LifecycleState
+
+    entries = json.loads(Path(spec_path).read_text())
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    running = []
+    for entry in entries:
+        context = rclpy.Context()
+        try:
+            rclpy.init(args=[sys.argv[0], *ros_args(entry)], context=context,
+                       signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+        except TypeError:
+            rclpy.init(args=[sys.argv[0], *ros_args(entry)], context=context)
+        cls = node_class(entry["module"])
+        saved = rclpy.utilities.g_default_context
+        rclpy.utilities.g_default_context = context  # the nodes' constructors use the default context
+        try:
+            node = cls()
+        finally:
+            rclpy.utilities.g_default_context = saved
+        if node.base_params.autostart:
+            node.trigger_configure()
+            if node.params is None:
+                print(f"{entry['namespace']}/{entry['module']}: could not configure", file=sys.stderr)
+                return 1
+            node.trigger_activate()
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        running.append((entry, context, node, executor))
+
+    def spin(executor: Any) -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+
+    threads = [threading.Thread(target=spin, args=(r[3],), daemon=True) for r in running]
+    for t in threads:
+        t.start()
+    print(f"composed {len(running)} nodes", flush=True)
+    stop.wait()
+    for t in threads:
+        t.join(timeout=2.0)
+    order = shutdown_order(f"{e['namespace']}/{e['module']}" for e, *_ in running)
+    by_label = {f"{e['namespace']}/{e['module']}": (c, n) for e, c, n, _ in running}
+    for label in order:
+        context, node = by_label[label]
+        node.on_shutdown(LifecycleState(label="shutdown", state_id=0))
+        node.destroy_node()
+        context.try_shutdown()
+    return 0
+
+
+def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: float = 5.0,
+              until: Callable[[], bool] | None = None) -> None:
+    """Supervise a started graph for ``duration_s`` (None = until Ctrl-C), printing progress."""
+    start = time.monotonic()
+    next_progress = start + progress_period_s
+    try:
+        while duration_s is None or time.monotonic() - start < duration_s:
+            runner.poll()
+            if until is not None and until():
+                break
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + progress_period_s
+                alive = runner.alive()
+                total = f"/{duration_s:.0f}" if duration_s else ""
+                runner.log(f"[{now - start:5.0f}{total} s] {len(alive)} processes running")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        runner.log("interrupted: stopping the graph (actuator bridges first)")
+
+
+def node_names(launches: Sequence[NodeLaunch]) -> list[str]:
+    """Fully qualified node names of a graph (for the lifecycle manager's ``node_names``)."""
+    return [f"{n.namespace}/{base_name(n.module)}" for n in launches]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "compose":
+        sys.exit(compose_main(sys.argv[2]))
+    print("usage: python -m carbon_ai_nodes.runner compose SPEC.json", file=sys.stderr)
+    sys.exit(2)

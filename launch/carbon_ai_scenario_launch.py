@@ -1,0 +1,80 @@
+"""Shared builder of the scenario launch files: ``ros2 launch carbon_ai_nodes <scenario>.launch.py``.
+
+The node graph comes from config/scenarios/<scenario>.yaml through carbon_ai_nodes.core.scenario.graph, the
+same expansion ``carbon-ai run`` uses, so the launch files and the runner cannot drift apart.
+
+Arguments: ``use_sim`` (true: start the simulator; false on a vehicle with real sensors), ``baseline`` (apply the
+scenario's baseline_params: carbon optimisation off), ``log_level`` (all nodes), ``<node>_log_level`` (one
+node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every namespace), ``remap`` (extra
+``from:=to`` remappings for every node, comma separated), ``respawn`` (restart nodes that die).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ARGUMENTS = {
+    "use_sim": ("true", "start the telemetry simulator (false on a vehicle with real sensors)"),
+    "baseline": ("false", "apply the scenario's baseline_params (carbon optimisation off)"),
+    "log_level": ("", "log level of every node (empty = the scenario's per-node levels)"),
+    "namespace_prefix": ("", "prepended to every node namespace, e.g. /site3"),
+    "remap": ("", "extra remappings for every node, comma separated from:=to pairs"),
+    "respawn": ("true", "restart a node process that dies"),
+}
+NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "uplink_bridge", "actuator_bridge")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, Any]]:
+    """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
+    from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
+
+    scenario = load_scenario(scenario_name)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_launch_"))
+    write_profiles(scenario, run_dir)
+    extra_remaps = {}
+    for pair in filter(None, (p.strip() for p in config.get("remap", "").split(","))):
+        src, _, dst = pair.partition(":=")
+        extra_remaps[src] = dst
+    entries = []
+    for n in graph(scenario, run_dir, use_sim=_truthy(config.get("use_sim", "true")),
+                   baseline=_truthy(config.get("baseline", "false"))):
+        defaults = CONFIG_DIR / f"{n.module}.yaml"
+        level = config.get(f"{n.module}_log_level") or config.get("log_level") or n.log_level
+        entries.append({
+            "executable": n.module,
+            "namespace": config.get("namespace_prefix", "").rstrip("/") + n.namespace,
+            "parameters": ([str(defaults)] if defaults.is_file() else []) + [dict(n.params)],
+            "remappings": list({**n.remaps, **extra_remaps}.items()),
+            "log_level": level,
+            "respawn": _truthy(config.get("respawn", "true")),
+        })
+    return entries
+
+
+def generate(scenario_name: str):
+    """The LaunchDescription of one scenario."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from launch import LaunchDescription
+
+    def build(context, *_: Any) -> list[Any]:
+        names = list(ARGUMENTS) + [f"{k}_log_level" for k in NODE_KINDS]
+        config = {k: LaunchConfiguration(k).perform(context) for k in names}
+        return [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
+                     parameters=e["parameters"], remappings=e["remappings"], output="screen",
+                     respawn=e["respawn"], respawn_delay=2.0,
+                     arguments=["--ros-args", "--log-level", e["log_level"]])
+                for e in node_entries(scenario_name, config)]
+
+    args = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()]
+    args += [DeclareLaunchArgument(f"{k}_log_level", default_value="", description=f"log level of {k} nodes")
+             for k in NODE_KINDS]
+    return LaunchDescription([*args, OpaqueFunction(function=build)])

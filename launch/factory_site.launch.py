@@ -1,0 +1,17 @@
+"""ros2 launch carbon_ai_nodes factory_site.launch.py [use_sim:=false] [baseline:=true]
+[log_level:=debug] [fusion_log_level:=debug] [namespace_prefix:=/site] [remap:=gnss/fix:=/ublox/fix] [respawn:=false]
+
+The node graph, parameters and vehicles come from config/scenarios/factory_site.yaml
+(built by carbon_ai_scenario_launch.py).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from carbon_ai_scenario_launch import generate
+
+
+def generate_launch_description():
+    """Launch description of the factory_site scenario."""
+    return generate("factory_site")
