@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,8 +20,11 @@ from carbon_ai_nodes.core.emission_model import (
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profiles
 
-# Round constants so every expected value below can be done by hand.
-K = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, idle_rpm=1200.0, rpm_per_mps=0.0,
+# Round constants so every expected value below can be done by hand. The engine-speed model is pinned to a
+# constant 1200 rpm here (idle = moving minimum, a top gear too tall to exceed it below 35 m/s, no downshift,
+# a torque limit never reached); test_engine_speed_* exercises it with its own constants.
+K = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, fmep_specific_power_gain=0.0, idle_rpm=1200.0,
+                      min_moving_rpm=1200.0, default_top_gear_rpm_per_mps=10.0, downshift_gain=0.0, bmep_max_kpa=1e6,
                       accessory_kw=1.0, cold_extra=0.5, fuel_cut_min_speed_mps=2.0)
 CAR = VehicleProfile(name="hand car", mass_kg=1500.0, a_n=150.0, b_n_per_mps=0.0, c_n_per_mps2=0.5,
                      fuel="gasoline", rated_power_kw=100.0, displacement_l=2.0, drivetrain_efficiency=0.9)
@@ -48,9 +52,65 @@ def test_hill_climb_adds_m_g_sin_theta():
     climb_n = 1500.0 * 9.80665 * 0.06 / math.sqrt(1 + 0.06**2)  # 881.0 N
     assert hill.power_kw - flat.power_kw == pytest.approx(climb_n * 10.0 / 1000.0)
     assert hill.fuel_lph - flat.fuel_lph == pytest.approx(fuel_lph(climb_n * 10.0 / 1000.0 / 0.9 / 0.4))
-    # payload: 500 kg more on the same hill costs proportionally more climbing power
+    # payload: 500 kg more on the same hill costs proportionally more climbing power, plus the rolling
+    # resistance of the extra weight (a_n scales with mass: 150 N * 500/1500 = 50 N)
     loaded = physics_rates(CAR, 10.0, 0.0, 0.06, 500.0, constants=K)
-    assert loaded.power_kw - hill.power_kw == pytest.approx(500.0 * 9.80665 * 0.06 / math.sqrt(1.0036) * 10 / 1000)
+    assert loaded.power_kw - hill.power_kw == pytest.approx(
+        (500.0 * 9.80665 * 0.06 / math.sqrt(1.0036) + 50.0) * 10 / 1000)
+
+
+def test_payload_costs_rolling_resistance_on_flat_ground():
+    light = physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=K)
+    heavy = physics_rates(CAR, 20.0, 0.0, 0.0, 750.0, constants=K)
+    extra_kw = 150.0 * 750.0 / 1500.0 * 20.0 / 1000.0  # 75 N more rolling resistance at 20 m/s = 1.5 kW
+    assert heavy.power_kw - light.power_kw == pytest.approx(extra_kw)
+    assert heavy.fuel_lph - light.fuel_lph == pytest.approx(fuel_lph(extra_kw / 0.9 / 0.4))
+    assert cruise_co2_g_per_m(CAR, 20.0, 0.0, 750.0, K) > cruise_co2_g_per_m(CAR, 20.0, 0.0, 0.0, K)
+
+
+KR = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, fmep_specific_power_gain=0.0, idle_rpm=700.0,
+                       min_moving_rpm=1000.0, downshift_gain=1.0, downshift_speed_mps=10.0, bmep_max_kpa=1000.0,
+                       max_cruise_rpm=4000.0, accessory_kw=1.0, cold_extra=0.5)
+GEARED = VehicleProfile(**{**CAR.__dict__, "top_gear_rpm_per_mps": 60.0})
+
+
+def test_engine_speed_from_top_gear_ratio_and_low_gears():
+    # 20 m/s cruise: rpm = 60 * 20 * (1 + exp(-20/10)) = 1362.4 rpm (above the 1000 rpm moving minimum);
+    # brake = 7.0/0.9 + 1 = 8.778 kW needs only 8.778*120/(2e-3*1000) = 526.7 rpm at full load
+    rpm = 60.0 * 20.0 * (1.0 + math.exp(-2.0))
+    assert rpm == pytest.approx(1362.4, abs=0.1)
+    r = physics_rates(GEARED, 20.0, 0.0, 0.0, 0.0, constants=KR)
+    friction_kw = 200.0 * 2.0e-3 * rpm / 120.0  # 4.541 kW
+    assert r.fuel_lph == pytest.approx(fuel_lph((7.0 / 0.9 + 1.0 + friction_kw) / 0.4))
+    # standstill idles at idle_rpm; 2 m/s crawls at the moving minimum (60*2*(1+e^-0.2) = 218 rpm < 1000)
+    assert physics_rates(GEARED, 0.0, 0.0, 0.0, 0.0, constants=KR).fuel_lph == pytest.approx(
+        fuel_lph((1.0 + 200.0 * 2.0e-3 * 700.0 / 120.0) / 0.4))
+    crawl_kw = (150.0 + 0.5 * 4.0) * 2.0 / 1000.0
+    assert physics_rates(GEARED, 2.0, 0.0, 0.0, 0.0, constants=KR).fuel_lph == pytest.approx(
+        fuel_lph((crawl_kw / 0.9 + 1.0 + 200.0 * 2.0e-3 * 1000.0 / 120.0) / 0.4))
+
+
+def test_engine_speed_rises_when_power_needs_a_downshift_and_big_engines_lose_more():
+    # 10 m/s, 2 m/s^2: force = 150 + 0.5*100 + 1500*2 = 3200 N -> 32 kW wheel, 32/0.9 + 1 = 36.56 kW brake.
+    # Full load (bmep 1000 kPa) on 2 L gives that at 36.56*120/(2e-3*1000) = 2193 rpm > geared 820.7 rpm.
+    brake_kw = 32.0 / 0.9 + 1.0
+    rpm = brake_kw * 120.0 / (2.0e-3 * 1000.0)
+    assert rpm == pytest.approx(2193.3, abs=0.1)
+    r = physics_rates(GEARED, 10.0, 2.0, 0.0, 0.0, constants=KR)
+    assert r.fuel_lph == pytest.approx(fuel_lph((brake_kw + 200.0 * 2.0e-3 * rpm / 120.0) / 0.4))
+    # Willans intercept grows with engine size: 4 L at the same 20 m/s cruise turns as fast, twice the friction
+    big = VehicleProfile(**{**GEARED.__dict__, "displacement_l": 4.0})
+    small_r, big_r = (physics_rates(p, 20.0, 0.0, 0.0, 0.0, constants=KR) for p in (GEARED, big))
+    rpm_20 = 60.0 * 20.0 * (1.0 + math.exp(-2.0))
+    assert big_r.fuel_lph - small_r.fuel_lph == pytest.approx(fuel_lph(200.0 * 2.0e-3 * rpm_20 / 120.0 / 0.4))
+    # high-output engines rub more: 100 kW from 2 L is 50 kW/L, 50/60 of the reference, so with a gain of 0.6
+    # fmep = 200 * (1 + 0.6 * (50/60 - 1)) = 180 kPa
+    kr_hot = dataclasses.replace(KR, fmep_specific_power_gain=0.6)
+    assert physics_rates(GEARED, 20.0, 0.0, 0.0, 0.0, constants=kr_hot).fuel_lph == pytest.approx(
+        fuel_lph((7.0 / 0.9 + 1.0 + 180.0 * 2.0e-3 * rpm_20 / 120.0) / 0.4))
+    # a measured engine speed replaces the model
+    measured = physics_rates(GEARED, 20.0, 0.0, 0.0, 0.0, engine_speed_rpm=3000.0, constants=KR)
+    assert measured.fuel_lph == pytest.approx(fuel_lph((7.0 / 0.9 + 1.0 + 200.0 * 2.0e-3 * 3000.0 / 120.0) / 0.4))
 
 
 def test_idle_burns_accessory_and_friction_or_the_profile_idle_rate():
@@ -109,7 +169,7 @@ def test_cruise_cost_and_vectorised_path_agree_with_scalar():
     v, a, g = rng.uniform(0, 35, 300), rng.uniform(-3, 3, 300), rng.uniform(-0.08, 0.08, 300)
     v[:20] = 0.0
     cool = rng.uniform(10, 95, 300)
-    for prof in (CAR, load_profiles(REPO / "config" / "vehicles" / "class8_truck.yaml")[0]):
+    for prof in (CAR, GEARED, load_profiles(REPO / "config" / "vehicles" / "class8_truck.yaml")[0]):
         vec = cycle_rates(prof, v, a, g, 1000.0, coolant_temp_c=cool)
         for i in range(0, 300, 7):
             s = physics_rates(prof, v[i], a[i], g[i], 1000.0, coolant_temp_c=cool[i])
@@ -120,6 +180,10 @@ def test_ftp75_weighting_as_epa():
     # equal g/mi in every bag -> weighted equals that figure
     assert ftp75_weighted_g_per_mi([300 * 3.6, 300 * 3.9, 300 * 3.6],
                                    [3.6 * 1609.344, 3.9 * 1609.344, 3.6 * 1609.344]) == pytest.approx(300.0)
+    # unequal bags, by hand (40 CFR 600.113): cold 1440 g, stabilised 1170 g, hot 1008 g over 3.6/3.9/3.6 mi
+    # 0.43*(1440+1170)/7.5 + 0.57*(1008+1170)/7.5 = 149.64 + 165.528 = 315.168 g/mi
+    assert ftp75_weighted_g_per_mi([1440.0, 1170.0, 1008.0],
+                                   [3.6 * 1609.344, 3.9 * 1609.344, 3.6 * 1609.344]) == pytest.approx(315.168)
 
 
 def test_every_shipped_profile_loads():

@@ -27,7 +27,7 @@ class ModelFile:
 
 
 def read_model(path: str | Path) -> ModelFile:
-    """Read and structurally check an ONNX model (parses, one input ``features`` [N, 9], output ``correction``).
+    """Read and structurally check an ONNX model (one input ``features`` [N, len(FEATURES)], output ``correction``).
 
     Raises ModelError naming the file and the problem (missing, corrupt, wrong inputs).
     """

@@ -74,7 +74,7 @@ class OrtBackend:
             raise ModelError(f"{model.path}: model output for a zero input is {probe!r}, expected one finite value")
 
     def run(self, features: np.ndarray) -> np.ndarray:
-        """Corrections [N] for float32 features [N, 9]."""
+        """Corrections [N] for float32 features [N, N_FEATURES]."""
         if self._fast_run is not None:
             try:
                 return self._fast_run(self._outputs, {INPUT_NAME: features}, None)[0].reshape(-1)
