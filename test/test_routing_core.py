@@ -249,3 +249,20 @@ def test_repair_routes_inserts_new_and_drops_removed_stops():
     assert flat == q.customers()
     assert len(fixed) == len(q.vehicles)
     del costs
+
+
+def test_repair_routes_keeps_the_warm_start_within_capacity():
+    # The cheapest spot for the new stop is on the nearly full route; OR-Tools would reject that warm start.
+    stops = (Stop("depot", 0.0, 0.0, is_depot=True), Stop("a", 10.0, 0.0, demand_kg=-95.0),
+             Stop("b", 0.0, 100.0, demand_kg=-10.0))
+    fleet = tuple(Vehicle(f"v{k}", 100.0, "depot", "depot", cruise_speed_mps=10.0) for k in range(2))
+    old = RoutingProblem(stops, fleet)
+    new = old.with_stop(Stop("n", 11.0, 0.0, demand_kg=-50.0))
+    routes = repair_routes(new, arc_costs(new, stand_in_co2), [[1], [2]], [s.stop_id for s in old.stops])
+    n = new.index_of("n")
+    assert n in routes[1] and n not in routes[0]
+    # With room on the near route, the cheapest position wins as before.
+    roomy = RoutingProblem(stops, tuple(Vehicle(f"v{k}", 200.0, "depot", "depot", cruise_speed_mps=10.0)
+                                        for k in range(2))).with_stop(Stop("n", 11.0, 0.0, demand_kg=-50.0))
+    assert n in repair_routes(roomy, arc_costs(roomy, stand_in_co2), [[1], [2]],
+                              [s.stop_id for s in old.stops])[0]

@@ -7,9 +7,9 @@ its deliveries need), a ``time`` dimension with windows, fixed vehicle costs, an
 OR-Tools' path energy cost ``sum(load on board x co2_per_kg of the arc)``: the load-dependent part of CO2.
 
 Search: ``plain`` is the textbook setting (cheapest-arc start, guided local search); ``tuned`` (default)
-starts from parallel cheapest insertion, runs guided local search, then re-optimises groups of neighbouring
-routes as small OR-Tools problems; every cost matrix is registered as a C++ transit matrix (no Python
-callback per arc evaluation). Gaps: see bench/bench_routing.py.
+starts from parallel cheapest insertion, runs guided local search until its best cost stalls, then
+re-optimises groups of neighbouring routes as small OR-Tools problems; every cost matrix is registered as a
+C++ transit matrix (no Python callback per arc evaluation). Gaps: see bench/bench_routing.py.
 """
 
 from __future__ import annotations
@@ -31,11 +31,18 @@ TIME_SCALE = 1000
 CO2_SCALE = 1_000_000  # ug: the per-kg slope of short arcs needs the resolution
 LOAD_SCALE = 10  # 0.1 kg
 BIG_TIME_S = 10 * 86400.0
-# Decomposition phase of the tuned search (measured on X-n106-k14 at 5 s: groups of 4 routes, 0.3 s each,
-# after 30 % of the time on the whole fleet, gave the lowest gap of the settings tried).
-DECOMPOSE_FIRST_SHARE = 0.3
-DECOMPOSE_GROUP_ROUTES = 4
-DECOMPOSE_INNER_LIMIT_S = 0.3
+# Search settings of the tuned search, all here (the parameter proto itself is set in _parameters).
+# Measured with bench/bench_routing.py on E-n101-k8, M-n101-k10, X-n101-k25 and X-n106-k14 at 5 s on a
+# shared 2-core machine (the solver got 0.1-0.6 of a core): guided local search on the whole fleet stops
+# improving after ~1 CPU-second on these instances, so the rest of the time goes to re-solving groups of
+# neighbouring routes. Stall limits count this process's CPU time: on a loaded machine a fixed wall-clock
+# share ended the whole-fleet phase before its first local optimum (gaps of 6-20 % instead of 1-3 %).
+DECOMPOSE_FIRST_SHARE = 0.8  # most of the wall limit the whole-fleet phase may take (0.4 left 1 s
+#   solves on a loaded machine before the first local optimum: 10-20 % gaps; same at 5 s)
+DECOMPOSE_FIRST_STALL_CPU_S = 0.4  # ... which ends earlier once its best cost has been flat this long
+DECOMPOSE_GROUP_ROUTES = 4  # routes re-solved together (3 and 5 measured no better; 2 worse)
+DECOMPOSE_INNER_LIMIT_S = 0.3  # wall cap of one group's solve (0.1 s too short to improve a group)
+DECOMPOSE_INNER_STALL_CPU_S = 0.1  # ... which ends earlier once flat this long: more groups per second
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +75,26 @@ class OrToolsRoutingSolver:
         self.search = search
         self.exact_integer_costs = exact_integer_costs
         self.log_search = seed_log
+        # Imported at construction (node start-up), not in the first solve: the import takes ~0.3 s, up to
+        # 1 s on a loaded machine, which would otherwise eat the first request's whole time limit.
+        from ortools.constraint_solver import pywrapcp  # noqa: F401
 
     def solve(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
               initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
         """Build the model and search; returns the best plan found when the time limit hits.
 
-        ``tuned`` on fleets of 4+ routes spends the second half of the time re-optimising groups of
-        neighbouring routes as small OR-Tools problems (a decomposition: each sub-problem is solved nearly
-        to optimality in a fraction of a second, which guided local search on the whole fleet does not
-        reach), keeping each improvement.
+        ``tuned`` on fleets of 4+ vehicles and limits of 0.5 s or more runs guided local search on the
+        whole fleet until its best cost has been flat for DECOMPOSE_FIRST_STALL_CPU_S (at most
+        DECOMPOSE_FIRST_SHARE of the limit), then spends the rest re-optimising groups of neighbouring
+        routes as small OR-Tools problems (a decomposition: each sub-problem is solved nearly to optimality
+        in a fraction of a second, which guided local search on the whole fleet does not reach), keeping
+        each improvement. Shorter limits (replans) run the whole-fleet search alone.
         """
         t0 = time.monotonic()
         decompose = self.search == "tuned" and time_limit_s >= 0.5 and len(problem.vehicles) >= 4
         share = DECOMPOSE_FIRST_SHARE if decompose else 1.0
-        first = self._solve_once(problem, costs, time_limit_s=time_limit_s * share, initial_routes=initial_routes)
+        first = self._solve_once(problem, costs, time_limit_s=time_limit_s * share, initial_routes=initial_routes,
+                                 stall_cpu_s=DECOMPOSE_FIRST_STALL_CPU_S if decompose else None)
         if not decompose or first.status == "infeasible":
             return first
         routes = self._decompose(problem, costs, first.routes, first.dropped, t0 + time_limit_s)
@@ -124,7 +137,7 @@ class OrToolsRoutingSolver:
             limit = min(inner_limit, deadline - time.monotonic())
             if limit < 0.02:
                 break
-            out = inner._solve_once(sub_p, sub_c, time_limit_s=limit,
+            out = inner._solve_once(sub_p, sub_c, time_limit_s=limit, stall_cpu_s=DECOMPOSE_INNER_STALL_CPU_S,
                                     initial_routes=[[local[i] for i in routes[k]] for k in vehicles])
             if out.status == "infeasible" or out.dropped:
                 continue
@@ -137,7 +150,8 @@ class OrToolsRoutingSolver:
         return routes
 
     def _solve_once(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
-                    initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
+                    initial_routes: Sequence[Sequence[int]] | None = None,
+                    stall_cpu_s: float | None = None) -> SolveOutcome:
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
         t0 = time.monotonic()
@@ -247,6 +261,21 @@ class OrToolsRoutingSolver:
                 routing.AddDisjunction([manager.NodeToIndex(i)], int(round(p.drop_penalty * unit)))
 
         params = self._parameters(p, has_windows, pywrapcp, routing_enums_pb2)
+        if stall_cpu_s is not None:
+            # Stop once the best cost has not improved for stall_cpu_s of this process's CPU time: on a
+            # loaded machine a wall-clock share would end the search before it reaches a local optimum.
+            solver = routing.solver()
+            state = {"best": None, "at": time.process_time()}
+
+            def on_solution() -> None:
+                value = routing.CostVar().Value()  # the cost variable exists only once the model is closed
+                now = time.process_time()
+                if state["best"] is None or value < state["best"]:
+                    state["best"], state["at"] = value, now
+                elif now - state["at"] > stall_cpu_s:
+                    solver.FinishCurrentSearch()
+
+            routing.AddAtSolutionCallback(on_solution)
         remaining = time_limit_s - (time.monotonic() - t0)
         params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
         assignment = None
@@ -260,6 +289,11 @@ class OrToolsRoutingSolver:
                 remaining = time_limit_s - (time.monotonic() - t0)
                 params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
                 assignment = routing.SolveFromAssignmentWithParameters(initial, params)
+                if assignment is None:
+                    # The limit hit before the search even accepted the warm start (a replan's ~100 ms on a
+                    # loaded machine): ReadAssignmentFromRoutes has checked the warm start against the
+                    # model, so it is the best plan known, not a reason to report no plan.
+                    assignment = initial
         if assignment is None:
             remaining = time_limit_s - (time.monotonic() - t0)
             params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
@@ -297,11 +331,18 @@ class OrToolsRoutingSolver:
             params.first_solution_strategy = fss.PATH_CHEAPEST_ARC
             params.local_search_metaheuristic = meta.GUIDED_LOCAL_SEARCH
             return params
-        # Measured on X-n106-k14 at 5 s (bench/bench_routing.py): parallel cheapest insertion builds a far
-        # better start than cheapest-arc for capacitated fleets, and guided local search then gains ~1 point
-        # of gap over the textbook setting. OR-Tools 9.15's iterated local search (SISR ruin-and-recreate)
-        # stopped at the first local optimum here, and an outer ruin-and-recreate loop around
-        # SolveFromAssignment paid ~50 ms of set-up per iteration: neither beat this.
+        # Measured on E-n101-k8, M-n101-k10, X-n101-k25, X-n106-k14 at 5 s (bench/bench_routing.py and
+        # single-setting runs): parallel cheapest insertion builds a far better start than cheapest-arc or
+        # savings for capacitated fleets, and guided local search is the best OR-Tools metaheuristic here.
+        # Tried and left at their defaults because they measured worse or no different: SAVINGS start
+        # (+2 points), local cheapest insertion (worse), sequential cheapest insertion (mixed), tabu search
+        # and simulated annealing (+1 to +20 points: stuck near the first local optimum), alternating GLS
+        # with tabu/annealing (no change), GLS lambda 0.05/0.2/0.3 (no change), ls_operator_neighbors_ratio
+        # 0.1-0.3 with min 10-20 neighbours (+4 to +50 points), switching off the pickup/delivery,
+        # active/inactive and LNS operators that plain CVRP cannot use (no change), the multi-armed-bandit
+        # operator order (worse), solver-internal distance scaling x1000 (no change). OR-Tools
+        # 9.15's iterated local search (SISR ruin-and-recreate, greedy or annealing acceptance) ended at
+        # the first local optimum in this Python build, so the solver's own decomposition stands in.
         params.first_solution_strategy = fss.PARALLEL_CHEAPEST_INSERTION
         params.local_search_metaheuristic = meta.GUIDED_LOCAL_SEARCH
         return params

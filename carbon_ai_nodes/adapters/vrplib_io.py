@@ -3,12 +3,14 @@
 Parsing is the ``vrplib`` package's; this module only maps its dictionary onto the routing core:
 EUC_2D distances rounded to the nearest integer as TSPLIB specifies, explicit matrices as given, the fleet
 from the ``-kN`` name suffix (or VEHICLES), time = distance (unit speed) for time windows, as Solomon's
-instances define. Library errors become :class:`SolverError` with the file named.
+instances define; the best known cost from a sibling ``bks.json``, the COMMENT line or a ``.sol`` file.
+Library errors become :class:`SolverError` with the file named.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -29,8 +31,21 @@ class VrplibInstance:
     node_ids: list[int]
 
 
-def best_known_cost(path: Path, comment: str) -> float:
-    """The optimal/best value in the COMMENT line, else the ``Cost`` of a sibling ``.sol`` file, else NaN."""
+def best_known_cost(path: Path, comment: str, name: str = "") -> float:
+    """The instance's entry in a sibling ``bks.json`` ({name: cost}), else the optimal/best value in the
+    COMMENT line, else the ``Cost`` of a sibling ``.sol`` file, else NaN.
+
+    ``bks.json`` comes first because published COMMENT values can be stale (older upper bounds); a gap
+    measured against a stale, higher bound would flatter the solver.
+    """
+    table = path.parent / "bks.json"
+    if table.is_file():
+        try:
+            value = json.loads(table.read_text()).get(name or path.stem)
+        except (OSError, ValueError, AttributeError):  # a broken table only loses the reference value
+            value = None
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
     m = re.search(r"(?:optimal|best)\s*(?:value)?\s*[:=]?\s*([0-9]+(?:\.[0-9]+)?)", comment or "", re.I)
     if m:
         return float(m.group(1))
@@ -97,4 +112,4 @@ def read_instance(path: str | Path, objective: str = "distance", extra_vehicles:
     vehicles = tuple(Vehicle(f"v{k + 1}", capacity, depot_id, depot_id, cruise_speed_mps=1.0)
                      for k in range(n_veh))
     problem = RoutingProblem(tuple(stops), vehicles, objective=objective, distance_m=weights)
-    return VrplibInstance(name, problem, best_known_cost(path, str(data.get("comment", ""))), list(range(n)))
+    return VrplibInstance(name, problem, best_known_cost(path, str(data.get("comment", "")), name), list(range(n)))

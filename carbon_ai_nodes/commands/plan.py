@@ -1,6 +1,6 @@
 """Solve a CVRP / VRPTW benchmark instance (VRPLIB ``.vrp`` or Solomon ``.txt``) with the planner's OR-Tools
-solver and print the routes, the cost in instance units and the gap to the best known cost when the file
-(COMMENT line) or a sibling ``.sol`` gives it.
+solver and print the routes, the cost in instance units and the gap to the best known cost when a sibling
+``bks.json``, the file's COMMENT line or a sibling ``.sol`` gives it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -165,25 +165,23 @@ def baseline_asap(p: ScheduleProblem) -> dict[str, np.ndarray]:
     site = np.zeros(p.slots)
     h = p.slot_s / 3600.0
     for job in p.jobs:
-        left = job.energy_kwh
-        for t in _window(p, job):
-            if left <= 1e-9:
-                break
-            room = min(job_power_kw(p, job), caps[job.asset_id] - asset_power[job.asset_id][t],
-                       p.site_power_cap_kw - site[t])
-            kw = max(0.0, min(room, left / h))
-            asset_power[job.asset_id][t] += kw
-            site[t] += kw
-            left -= kw * h
-        if left > 1e-6:
-            # Caps force work past the deadline: the baseline still delivers it as soon as room appears.
-            for t in range(p.slots):
+
+        def fill(slots: Iterable[int], left_kwh: float, job: Job = job) -> float:
+            for t in slots:
+                if left_kwh <= 1e-9:
+                    break
                 room = min(job_power_kw(p, job), caps[job.asset_id] - asset_power[job.asset_id][t],
                            p.site_power_cap_kw - site[t])
-                kw = max(0.0, min(room, left / h))
+                kw = max(0.0, min(room, left_kwh / h))
                 asset_power[job.asset_id][t] += kw
                 site[t] += kw
-                left -= kw * h
+                left_kwh -= kw * h
+            return left_kwh
+
+        left = fill(_window(p, job), job.energy_kwh)
+        if left > 1e-6:
+            # Caps force work past the deadline: the baseline still delivers it as soon as room appears.
+            fill(range(p.slots), left)
     return asset_power
 
 

@@ -508,18 +508,32 @@ def plan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, tim
 def repair_routes(problem: RoutingProblem, costs: ArcCosts, routes: Sequence[Sequence[int]],
                   old_ids: Sequence[str]) -> list[list[int]]:
     """Carry a previous plan over to a changed problem: ``routes`` index ``old_ids``; stops that no longer
-    exist are removed and new ones inserted at their cheapest position (by distance). The result is only a
-    warm start: the solver restores any capacity or window feasibility it breaks."""
+    exist are removed and new ones inserted at their cheapest position (by distance) among those that keep
+    the vehicle's on-board load within its capacity, or at the cheapest position overall when none does.
+    The capacity check matters: OR-Tools rejects a warm start that breaks capacity, and the replan then
+    starts cold with a few milliseconds left (measured: no plan at all on a loaded machine). Time windows
+    are left to the solver."""
     new_index = {s.stop_id: i for i, s in enumerate(problem.stops)}
     out = [[new_index[old_ids[i]] for i in r if 0 <= i < len(old_ids) and old_ids[i] in new_index
             and not problem.stops[new_index[old_ids[i]]].is_depot] for r in routes]
     out = (out + [[] for _ in problem.vehicles])[: len(problem.vehicles)]
     placed = {i for r in out for i in r}
     d = costs.distance_m
+    demand = [s.demand_kg for s in problem.stops]
+
+    def fits(seq: Sequence[int], capacity_kg: float) -> bool:
+        # Deliveries (negative demand) are on board from the start; pickups add as they happen.
+        load = -sum(min(demand[i], 0.0) for i in seq)
+        peak = load
+        for i in seq:
+            load += demand[i]
+            peak = max(peak, load)
+        return peak <= capacity_kg + 1e-9
+
     for c in problem.customers():
         if c in placed:
             continue
-        best = (math.inf, 0, 0)
+        best = (False, math.inf, 0, 0)  # (fits, extra distance m, vehicle, position); fitting ones win
         for k, r in enumerate(out):
             veh = problem.vehicles[k]
             seq = [problem.index_of(veh.start_stop_id), *r]
@@ -528,7 +542,10 @@ def repair_routes(problem: RoutingProblem, costs: ArcCosts, routes: Sequence[Seq
                 a = seq[pos]
                 b = seq[pos + 1] if pos + 1 < len(seq) else end
                 delta = d[a, c] + (d[c, b] - d[a, b] if b is not None else 0.0)
-                if delta < best[0]:
-                    best = (delta, k, pos)
-        out[best[1]].insert(best[2], c)
+                if best[0] and delta >= best[1]:
+                    continue
+                ok = fits([*r[:pos], c, *r[pos:]], veh.capacity_kg)
+                if (ok and not best[0]) or (ok == best[0] and delta < best[1]):
+                    best = (ok, delta, k, pos)
+        out[best[2]].insert(best[3], c)
     return out
