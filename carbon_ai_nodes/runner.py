@@ -5,8 +5,16 @@ not in this build (with a message saying so), starts every node as its own proce
 dependency order, restarts a node that dies (up to ``restart_limit`` times), and stops the graph with the
 actuator bridges first so they publish their safe state while their inputs are still there.
 
-With ``compose=True`` all nodes run in one process (``python -m carbon_ai_nodes.runner compose``), each with
-its own rclpy context and executor thread, which removes the inter-process hops' scheduling cost.
+With ``managed=True`` the nodes start unconfigured (``autostart:=false``) and a ``lifecycle_manager`` process
+supervises them, as a vehicle's launch with a lifecycle manager would: configure/activate in dependency order,
+a /diagnostics heartbeat per node, and on a dead or hung node the graph goes down actuator bridges first and
+comes back once the (restarted) node answers again (core/supervisor.py). Without it each node configures
+itself, a dead process is noticed by its exit and restarted, and the bridges go safe on their own input
+deadlines and publisher liveliness.
+
+With ``compose=True`` all nodes run in one process (``python -m carbon_ai_nodes.runner compose``): one rclpy
+context, each vehicle's fusion -> carbon_inference -> actuator_bridge chain on one executor thread and every
+other node on its own, which removes the inter-process hops' scheduling cost.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, grap
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
 from carbon_ai_nodes.testing import NodeProcess, _format_param
 
+MANAGER = "lifecycle_manager"
+
 
 def module_available(module: str) -> bool:
     """True if ``carbon_ai_nodes.nodes.<module>`` exists in this build."""
@@ -44,10 +54,12 @@ class GraphRunner:
     def __init__(self, scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: bool = False,
                  only: Sequence[str] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, managed: bool = False,
+                 heartbeat_timeout_s: float = 5.0) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.compose = compose
+        self.managed = managed and not compose  # the composed container configures its nodes itself
         self.restart_limit = restart_limit
         self.env = dict(env or {})
         self.log = log
@@ -57,6 +69,11 @@ class GraphRunner:
             launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
         self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
         self.launches = [n for n in launches if n.module not in self.skipped]
+        if self.managed and self.launches:
+            self.launches = [dataclass_replace_params(n, {"autostart": False}) for n in self.launches]
+            self.launches.append(NodeLaunch(
+                module=MANAGER, namespace="", remaps={},
+                params={"node_names": node_names(self.launches), "heartbeat_timeout_s": heartbeat_timeout_s}))
         self.procs: dict[str, NodeProcess] = {}
         self.restarts: dict[str, int] = {}
         self.events: list[str] = []
@@ -124,6 +141,8 @@ class GraphRunner:
         statuses = {}
         by_label = {n.label: n for n in self.launches}
         labels = list(self.procs) if self.compose else [lab for lab in shutdown_order(by_label) if lab in self.procs]
+        # the manager goes first: it would otherwise take the stopping nodes for failures and restart the graph
+        labels.sort(key=lambda lab: lab != f"/{MANAGER}")
         for label in labels:
             statuses[label] = self.procs.pop(label).stop()
         return statuses
@@ -198,64 +217,87 @@ def node_class(module: str) -> type:
     raise ConfigError(f"carbon_ai_nodes.nodes.{module}: no CarbonNode subclass found")
 
 
-def compose_main(spec_path: str) -> int:
-    """Run every node of a compose spec in this process: one rclpy context + executor thread per node.
+# Nodes on the sensor -> actuator path of one vehicle: composed, they share one executor thread, so a message
+# crosses them without a thread hand-off (and GIL ping-pong); slower nodes (planner solves, uplink I/O) get a
+# thread each so they never hold that path up.
+CHAIN_NODES = ("fusion", "carbon_inference", "actuator_bridge")
 
-    Each node needs its own context because namespaces and parameters come from per-context arguments and
-    the nodes' constructors take none; the contexts still talk over DDS, without process switches.
-    """
+
+COMPOSE_THREADS_ENV = "CARBON_AI_COMPOSE_THREADS"  # "chain" (default) or "node": one executor thread per node
+
+
+def executor_groups(labels: Sequence[str], per_node: bool | None = None) -> list[list[str]]:
+    """Executor threads of a composed graph: one per vehicle namespace for its chain nodes, one per other node
+    (``per_node``, default from ``CARBON_AI_COMPOSE_THREADS=node``: one thread per node)."""
+    import os
+
+    if per_node is None:
+        per_node = os.environ.get(COMPOSE_THREADS_ENV, "chain").strip().lower() == "node"
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        namespace, _, module = label.rpartition("/")
+        key = f"chain:{namespace}" if module in CHAIN_NODES and not per_node else label
+        groups.setdefault(key, []).append(label)
+    return list(groups.values())
+
+
+def compose_main(spec_path: str) -> int:
+    """Run every node of a compose spec in this process: one rclpy context, executor threads per
+    :func:`executor_groups`; each node gets its namespace, remaps and parameters as node-local arguments."""
     import rclpy
-    import rclpy.utilities
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import LifecycleState
+    from rclpy.signals import SignalHandlerOptions
+
+    from carbon_ai_nodes.node_base import executor_kind, make_executor, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    running = []
-    for entry in entries:
-        context = rclpy.Context()
-        try:
-            rclpy.init(args=[sys.argv[0], *ros_args(entry)], context=context,
-                       signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-        except TypeError:
-            rclpy.init(args=[sys.argv[0], *ros_args(entry)], context=context)
-        cls = node_class(entry["module"])
-        saved = rclpy.utilities.g_default_context
-        rclpy.utilities.g_default_context = context  # the nodes' constructors use the default context
-        try:
-            node = cls()
-        finally:
-            rclpy.utilities.g_default_context = saved
-        if node.base_params.autostart:
-            node.trigger_configure()
-            if node.params is None:
-                print(f"{entry['namespace']}/{entry['module']}: could not configure", file=sys.stderr)
-                return 1
-            node.trigger_activate()
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        running.append((entry, context, node, executor))
+    try:
+        rclpy.init(args=[sys.argv[0]], signal_handler_options=SignalHandlerOptions.NO)
+    except TypeError:  # an rclpy without signal_handler_options: our handlers above replace its own
+        rclpy.init(args=[sys.argv[0]])
+    nodes: dict[str, Any] = {}
+    executors: list[Any] = []
+    try:
+        for entry in entries:
+            label = f"{entry['namespace']}/{entry['module']}"
+            with node_arguments(ros_args(entry)):
+                node = node_class(entry["module"])()
+            nodes[label] = node
+            if node.base_params.autostart:
+                node.trigger_configure()
+                if node.params is None:
+                    print(f"{label}: could not configure", file=sys.stderr)
+                    return 1
+                node.trigger_activate()
+        for group in executor_groups(list(nodes)):
+            executor = make_executor()
+            for label in group:
+                executor.add_node(nodes[label])
+            executors.append(executor)
 
-    def spin(executor: Any) -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
+        def spin(executor: Any) -> None:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
 
-    threads = [threading.Thread(target=spin, args=(r[3],), daemon=True) for r in running]
-    for t in threads:
-        t.start()
-    print(f"composed {len(running)} nodes", flush=True)
-    stop.wait()
-    for t in threads:
-        t.join(timeout=2.0)
-    order = shutdown_order(f"{e['namespace']}/{e['module']}" for e, *_ in running)
-    by_label = {f"{e['namespace']}/{e['module']}": (c, n) for e, c, n, _ in running}
-    for label in order:
-        context, node = by_label[label]
-        node.on_shutdown(LifecycleState(label="shutdown", state_id=0))
-        node.destroy_node()
-        context.try_shutdown()
+        threads = [threading.Thread(target=spin, args=(e,), daemon=True) for e in executors]
+        for t in threads:
+            t.start()
+        kind = executor_kind(executors[0]) if executors else "none"
+        print(f"composed {len(nodes)} nodes on {len(executors)} {kind} executor threads", flush=True)
+        stop.wait()
+        for t in threads:
+            t.join(timeout=2.0)
+    finally:
+        stop.set()
+        for executor in executors:
+            executor.shutdown(timeout_sec=1.0)
+        for label in shutdown_order(nodes):
+            nodes[label].on_shutdown(LifecycleState(label="shutdown", state_id=0))
+            nodes[label].destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 

@@ -22,10 +22,13 @@ from carbon_ai_msgs.msg import (
     ManualOverride,
     RoutePlan,
     RouteStop,
+    SourceHealth,
     VehicleRoute,
     VehicleState,
 )
 from carbon_ai_nodes import qos
+from carbon_ai_nodes.conversions import actuation
+from carbon_ai_nodes.core.errors import InputRejectedError
 from carbon_ai_nodes.testing import NodeProcess
 
 CONTROL_HZ = 20.0
@@ -66,6 +69,7 @@ class Rig:
         self.streaming = True
         self.east_m = 50.0
         self.speed_mps = 10.0
+        self.sources: list[SourceHealth] = []  # as fusion would fill VehicleState.sources; [] = not reported
         self.last_input_s = 0.0
         node.create_timer(0.05, self._tick)
 
@@ -73,7 +77,8 @@ class Rig:
         if not self.streaming:
             return
         stamp = self.probe.node.get_clock().now().to_msg()
-        state = VehicleState(asset_id="truck1", speed_mps=self.speed_mps, east_m=self.east_m, north_m=0.0)
+        state = VehicleState(asset_id="truck1", speed_mps=self.speed_mps, east_m=self.east_m, north_m=0.0,
+                             sources=self.sources)
         state.header.stamp = stamp
         estimate = CarbonEstimate(asset_id="truck1", co2_rate_g_s=5.0)
         estimate.header.stamp = stamp
@@ -120,6 +125,22 @@ def _call(probe, client, request):
 
 def _double(name: str, value: float) -> Parameter:
     return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))
+
+
+def _sources(healthy: bool) -> list[SourceHealth]:
+    """VehicleState.sources with every motion sensor healthy, or all of them stale (engine stays healthy)."""
+    return [SourceHealth(name=n, enabled=True, healthy=healthy or n == "engine", stale=not healthy and n != "engine",
+                         age_s=0.01 if healthy or n == "engine" else 2.0) for n in ("gnss", "imu", "odom", "engine")]
+
+
+def test_vehicle_position_refuses_a_state_with_no_healthy_motion_source():
+    state = VehicleState(asset_id="truck1", speed_mps=3.0, east_m=1.0, north_m=2.0, sources=_sources(healthy=True))
+    assert actuation.vehicle_position(state, "truck1")[1:] == (1.0, 2.0)
+    state.sources = _sources(healthy=False)
+    with pytest.raises(InputRejectedError) as err:
+        actuation.vehicle_position(state, "truck1")
+    assert err.value.reason == "no_motion_source" and "gnss stale, imu stale, odom stale" in err.value.detail
+    assert actuation.vehicle_position(state, "truck1", require_motion_source=False)[1:] == (1.0, 2.0)
 
 
 def _all_finite(cmd: ActuatorCommand) -> bool:
@@ -216,6 +237,14 @@ def test_bad_input_is_rejected_counted_and_never_reaches_the_actuator(probe):
         rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
         # logged once per state change, not per message
         assert node.output.count("rejecting vehicle_state: nan") == 1, node.output
+        # A fresh state that fusion only predicted (every motion sensor stale) is no evidence: safe, then back.
+        rig.sources = _sources(healthy=False)
+        dead_reckoning = time.monotonic()
+        fallback = rig.wait_mode(ActuatorCommand.MODE_SAFE_FALLBACK, dead_reckoning)
+        reason = next(m.reason for rx, m in rig.commands if rx == fallback)
+        assert "vehicle_state invalid (no_motion_source)" in reason, reason
+        rig.sources = _sources(healthy=True)
+        rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
         assert node.stop() == 0
         # SIGTERM deactivates: the last command leaves the actuator on the safe setpoint.
         assert probe.spin_until(lambda: rig.commands[-1][1].reason == "bridge deactivating", 10)

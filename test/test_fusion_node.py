@@ -36,6 +36,7 @@ class Feeder:
             "engine": probe.publisher(EngineTelemetry, f"{NS}/engine/telemetry", qos.sensor()),
         }
         self.gnss_on = True
+        self.on = True  # False: every sensor falls silent
         self.ticks = 0
         self.t0 = self.now()
         self.rng = np.random.default_rng(0)
@@ -45,6 +46,8 @@ class Feeder:
         return self.probe.node.get_clock().now().nanoseconds * 1e-9
 
     def tick(self) -> None:
+        if not self.on:
+            return
         stamp = self.probe.node.get_clock().now().to_msg()
         t = self.now() - self.t0
         imu = Imu()
@@ -85,11 +88,13 @@ def source(state: VehicleState, name: str):
     return next(s for s in state.sources if s.name == name)
 
 
-def _set_param(probe, name: str, value: bool | float) -> bool:
+def _set_param(probe, name: str, value: bool | float | str) -> bool:
     client = probe.node.create_client(SetParameters, f"{NS}/fusion/set_parameters")
     assert client.wait_for_service(timeout_sec=20)
     if isinstance(value, bool):
         pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, str):
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
     else:
         pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     param = Parameter(name=name, value=pv)
@@ -188,6 +193,40 @@ def test_node_fuses_at_rate_rejects_bad_input_and_flags_staleness(probe):
         assert probe.spin_until(lambda: len(states) >= count + 15, timeout_s=20)
         tail = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-10:]])
         assert np.median(np.diff(tail)) == pytest.approx(0.1, abs=0.02)
+        assert node.stop() == 0, node.output
+    assert "Traceback" not in node.output
+
+
+@pytest.mark.slow
+def test_input_mode_goes_quiet_with_the_sensors_and_timer_mode_flags_them_stale(probe):
+    states = probe.collect(VehicleState, f"{NS}/vehicle_state", qos.command(depth=200))
+    feeder = Feeder(probe)
+    with NodeProcess("fusion", namespace=NS, params={
+        "asset_id": "truck7", "rate_hz": 50.0, "gnss_timeout_s": 0.5,
+        "datum_latitude": DATUM.lat_deg, "datum_longitude": DATUM.lon_deg, "datum_altitude_m": DATUM.alt_m,
+    }) as node:
+        assert probe.spin_until(lambda: len(states) >= 20, timeout_s=30), node.output
+        # publish_mode input (the default): one state per sensor tick (IMU and odometry arrive together), each
+        # stamped right after the measurement it follows
+        stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-15:]])
+        assert np.median(np.diff(stamps)) == pytest.approx(0.02, abs=0.004)
+        # every sensor falls silent: so does fusion (downstream deadlines see it), instead of predicting on
+        feeder.on = False
+        probe.spin_for(0.3)  # lets in-flight messages land
+        count = len(states)
+        probe.spin_for(1.0)  # the observation window: a 50 Hz timer would publish ~50 states in it
+        assert len(states) == count, [s.sources for s in states[count:count + 1]]
+        # timer mode keeps publishing the prediction, and says no motion source backs it
+        assert _set_param(probe, "publish_mode", "timer")
+        motion = ("gnss", "imu", "odom")
+        assert probe.spin_until(lambda: len(states) > count and all(
+            source(states[-1], n).stale and not source(states[-1], n).healthy for n in motion), timeout_s=20)
+        assert not _set_param(probe, "publish_mode", "sometimes")
+        feeder.on = True
+        assert probe.spin_until(lambda: all(source(states[-1], n).healthy for n in ("imu", "odom")), timeout_s=20)
+        assert _set_param(probe, "publish_mode", "input")
+        count = len(states)
+        assert probe.spin_until(lambda: len(states) >= count + 20, timeout_s=20)
         assert node.stop() == 0, node.output
     assert "Traceback" not in node.output
 

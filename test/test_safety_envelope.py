@@ -14,7 +14,13 @@ from carbon_ai_nodes.core.actuation_targets import (
     co2_tightened_load_pct,
 )
 from carbon_ai_nodes.core.errors import ParameterError
-from carbon_ai_nodes.core.safety_envelope import ActuatorBridgeParams, Mode, SafetyEnvelope, Setpoint
+from carbon_ai_nodes.core.safety_envelope import (
+    ActuatorBridgeParams,
+    Mode,
+    SafetyEnvelope,
+    Setpoint,
+    motion_sources_problem,
+)
 
 FAST = dict(speed_slew_mps_per_s=1000.0, load_slew_pct_per_s=1000.0, power_slew_kw_per_s=1000.0,
             control_rate_hz=10.0)
@@ -203,6 +209,14 @@ def test_route_follower_picks_the_arc_and_never_goes_back():
     assert RouteFollower(_track()).speed_limit_mps(50.0, 0.0, 6.0, 20.0) == 6.0  # cruise caps the advice
 
 
+def test_a_resent_plan_is_the_same_route_and_a_changed_one_is_not():
+    track = _track()
+    assert track.same_route(_track())
+    moved = _track()
+    moved.east_m[1] += 1.0
+    assert not track.same_route(moved)
+
+
 def test_power_schedule_and_co2_tightening():
     s = PowerSchedule("l1", 100.0, 60.0, (5.0, 0.0, 7.5))
     assert [s.power_at(t, -1.0) for t in (99.0, 100.0, 159.9, 160.0, 280.0)] == [-1.0, 5.0, 5.0, 0.0, -1.0]
@@ -211,3 +225,26 @@ def test_power_schedule_and_co2_tightening():
     assert co2_tightened_load_pct(100.0, 20.0, 10.0, 40.0) == 50.0
     assert co2_tightened_load_pct(100.0, 1000.0, 10.0, 40.0) == 40.0
     assert co2_tightened_load_pct(100.0, 1000.0, 0.0, 40.0) == 100.0  # off
+
+
+def test_a_state_without_a_healthy_motion_source_is_refused_and_recovery_waits_for_the_window():
+    healthy = [("gnss", True, True), ("imu", True, True), ("odom", True, True), ("engine", True, True)]
+    assert motion_sources_problem(healthy) == ""
+    assert motion_sources_problem([]) == ""  # a producer without per-source health: left to the other checks
+    assert motion_sources_problem([("engine", True, False)]) == ""
+    # one healthy motion source is enough (GNSS alone during an IMU/odometry NaN burst)
+    assert motion_sources_problem([("gnss", True, True), ("imu", True, False), ("odom", True, False)]) == ""
+    silent = [("gnss", True, False), ("imu", True, False), ("odom", True, False), ("engine", True, True)]
+    assert motion_sources_problem(silent) == "no_motion_source"
+    # a disabled source does not count even if flagged healthy
+    assert motion_sources_problem([("gnss", False, True), ("imu", True, False)]) == "no_motion_source"
+    # the bridge turns the reason into an invalid vehicle_state: SAFE_FALLBACK, AUTO only after the window
+    env = SafetyEnvelope(ActuatorBridgeParams(healthy_window_s=0.5, **FAST), 0.0)
+    env.set_target(Setpoint(12.0, 80.0, 3.0))
+    assert _run_healthy(env, 0.0, 1.0).mode == Mode.AUTO
+    env.input_invalid("vehicle_state", motion_sources_problem(silent))
+    cmd = env.step(1.05)
+    assert cmd.mode == Mode.SAFE_FALLBACK and "vehicle_state invalid (no_motion_source)" in cmd.reason
+    assert _run_healthy(env, 1.1, 1.5).mode == Mode.SAFE_FALLBACK
+    assert _run_healthy(env, 1.6, 1.7).mode == Mode.AUTO
+    assert ActuatorBridgeParams().require_motion_source

@@ -5,8 +5,17 @@ meaningful on a noisy machine.
 
 Latency of one output message = its receipt time minus the send time of the newest sensor message sent before the
 output's header stamp (its publish time). The same definition is applied to the bare chain. The fusion node
-publishes on its own timer (``rate_hz``, set to the sensor rate here), so the pipeline figure includes up to one
-timer period of sampling delay that an event-driven relay does not have.
+publishes on input (``publish_mode: input``), so every hop is event driven, as in the relay chain.
+
+All chains are started first and then measured in short interleaved windows (``--window`` s each, the order
+rotating every round, only one chain fed at a time), so a load spike from other work on the machine hits every
+chain alike instead of whichever happened to run then. A window's own warm-up and tail are fed but not measured.
+
+The bare chain is what a plain rclpy program does: ``SingleThreadedExecutor`` (``bare_*``). The carbon_ai nodes
+spin on rclpy's EventsExecutor where this rclpy has it (see node_base.make_executor), so the bare chain is also
+measured on that executor (``bare_events_*``) to keep the comparison honest; ``p99_ratio`` compares with the
+former, ``p99_ratio_same_executor`` with the latter. ``--compose`` adds the graph composed in one process (a
+second vehicle's namespace, so both graphs can stay up).
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--rate", type=float, default=100.0, help="sensor message rate, Hz (default 100)")
     parser.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per chain")
-    parser.add_argument("--warmup", type=float, default=3.0, metavar="S", help="unmeasured seconds per chain")
+    parser.add_argument("--window", type=float, default=2.0, metavar="S",
+                        help="measured seconds per interleaved window (default 2)")
+    parser.add_argument("--warmup", type=float, default=0.5, metavar="S",
+                        help="unmeasured seconds fed before each window (default 0.5)")
     parser.add_argument("--compose", action="store_true", help="also measure the pipeline composed in one process")
 
 
@@ -37,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.report import percentiles_ms
+    from carbon_ai_nodes.node_base import default_executor_kind
     from carbon_ai_nodes.testing import isolated_ros_env
 
     if not 1.0 <= args.rate <= 2000.0:
@@ -45,17 +58,12 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
 
     rclpy.init()
-    results = {}
+    load_before = os.getloadavg()
     try:
+        pipeline_executor = default_executor_kind()
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
         run_dir = Path(tempfile.mkdtemp(prefix="carbon_ai_bench_"))
-        log(f"bare relay chain (3 hops, {args.rate:g} Hz, {args.duration:g} s)...")
-        results["bare"] = _measure_bare(args, log)
-        log("pipeline fusion -> carbon_inference -> actuator_bridge (3 processes)...")
-        results["pipeline"] = _measure_pipeline(args, run_dir, False, log)
-        if args.compose:
-            log("pipeline composed in one process...")
-            results["composed"] = _measure_pipeline(args, run_dir, True, log)
+        results = _measure_all(args, run_dir, pipeline_executor, log)
     finally:
         rclpy.try_shutdown()
     stats = {k: percentiles_ms(v) for k, v in results.items()}
@@ -64,30 +72,49 @@ def run(args: argparse.Namespace) -> int:
         "pipeline_p50_ms": stats["pipeline"]["p50"], "pipeline_p99_ms": stats["pipeline"]["p99"],
         "bare_p50_ms": stats["bare"]["p50"], "bare_p99_ms": stats["bare"]["p99"],
         "pipeline_count": stats["pipeline"]["count"], "bare_count": stats["bare"]["count"],
-        "p99_ratio": stats["pipeline"]["p99"] / stats["bare"]["p99"] if stats["bare"]["count"] else float("nan"),
+        "p99_ratio": _ratio(stats["pipeline"], stats["bare"]),
+        "bare_executor": "single", "pipeline_executor": pipeline_executor,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()} {os.cpu_count()} cpus",
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if "bare_events" in stats:
+        out.update(bare_events_p50_ms=stats["bare_events"]["p50"], bare_events_p99_ms=stats["bare_events"]["p99"],
+                   bare_events_count=stats["bare_events"]["count"],
+                   p99_ratio_same_executor=_ratio(stats["pipeline"], stats["bare_events"]))
     if "composed" in stats:
         out.update(composed_p50_ms=stats["composed"]["p50"], composed_p99_ms=stats["composed"]["p99"],
                    composed_count=stats["composed"]["count"])
+    out["window_s"] = args.window
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{'chain':<10} {'count':>6} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'chain':<12} {'count':>6} {'p50 ms':>8} {'p99 ms':>8}")
         for k, s in stats.items():
-            print(f"{k:<10} {s['count']:>6} {s['p50']:>8.2f} {s['p99']:>8.2f}")
-        print(f"pipeline/bare p99 ratio: {out['p99_ratio']:.2f}  ({out['machine']})")
+            print(f"{k:<12} {s['count']:>6} {s['p50']:>8.2f} {s['p99']:>8.2f}")
+        print(f"pipeline/bare p99 ratio: {out['p99_ratio']:.2f} (bare on SingleThreadedExecutor, pipeline on "
+              f"{pipeline_executor})", end="")
+        if "p99_ratio_same_executor" in out:
+            print(f"; same executor: {out['p99_ratio_same_executor']:.2f}", end="")
+        print(f"  ({out['machine']}, load {out['loadavg_before'][0]:.2f} -> {out['loadavg_after'][0]:.2f})")
     return 0
 
 
+def _ratio(a: dict, b: dict) -> float:
+    return a["p99"] / b["p99"] if a["count"] and b["count"] else float("nan")
+
+
 class _Feeder:
-    """Publishes the sensor streams at the benchmark rate and remembers when each message was sent."""
+    """Publishes the sensor streams at the benchmark rate while ``publishing``; remembers when each message was
+    sent and whether it was inside a measured window (``active``)."""
 
     def __init__(self, node, prefix: str, rate_hz: float, bare: bool) -> None:
         from carbon_ai_nodes import qos
 
         self.node = node
         self.sent_s: list[float] = []
+        self.measured: list[bool] = []
+        self.publishing = False
         self.bare = bare
         self.k = 0
         sensor = qos.sensor()
@@ -115,6 +142,8 @@ class _Feeder:
 
         from carbon_ai_msgs.msg import EngineTelemetry
 
+        if not self.publishing:
+            return
         now = self.node.get_clock().now()
         stamp = now.to_msg()
         self.k += 1
@@ -133,7 +162,9 @@ class _Feeder:
             odom.twist.twist.linear.x = 10.0 + math.sin(t)
             self.pubs[1].publish(odom)
             if self.k % 10 == 0:  # GNSS and engine at a tenth of the rate, as on a vehicle
-                fix = NavSatFix(latitude=-22.7 + 1e-7 * self.k, longitude=117.8, altitude=600.0)
+                # northward at the odometry's speed (10 + sin t m/s), so fixes agree with it and are not gated
+                north_m = 10.0 * t - math.cos(t) + 1.0
+                fix = NavSatFix(latitude=-22.7 + north_m / 111_320.0, longitude=117.8, altitude=600.0)
                 fix.header.stamp = stamp
                 fix.status.status = NavSatStatus.STATUS_FIX
                 fix.position_covariance = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 4.0]
@@ -143,8 +174,8 @@ class _Feeder:
                                       coolant_temp_c=88.0, payload_kg=500.0, ambient_temp_c=20.0)
                 eng.header.stamp = stamp
                 self.pubs[3].publish(eng)
-        if self.active:
-            self.sent_s.append(now.nanoseconds * 1e-9)
+        self.sent_s.append(now.nanoseconds * 1e-9)
+        self.measured.append(self.active)
 
 
 def _latency_collector(node, msg_type, topic: str, feeder: _Feeder, samples: list[float],
@@ -155,52 +186,85 @@ def _latency_collector(node, msg_type, topic: str, feeder: _Feeder, samples: lis
     from carbon_ai_nodes.conversions.time import to_seconds
 
     def on_msg(msg) -> None:
-        if not feeder.active or not accept(msg):
+        if not accept(msg):
             return
         t_recv = node.get_clock().now().nanoseconds * 1e-9
         published = to_seconds(msg.header.stamp)
         i = bisect.bisect_right(feeder.sent_s, published) - 1
-        if i >= 0:
+        if i >= 0 and feeder.measured[i]:  # caused by a message sent inside a measured window
             samples.append((t_recv - feeder.sent_s[i]) * 1000.0)
 
     node.create_subscription(msg_type, topic, on_msg, qos.command())
 
 
-def _spin_measure(probe, feeder: _Feeder, args: argparse.Namespace, ready, log) -> None:
-    import time
+class _Chain:
+    """One measured chain: its feeder, latency samples, a readiness check and how to tear it down."""
+
+    def __init__(self, feeder: _Feeder, samples: list[float], ready, stop) -> None:
+        self.feeder, self.samples, self.ready, self.stop = feeder, samples, ready, stop
+
+
+def _measure_all(args: argparse.Namespace, run_dir, pipeline_executor: str, log) -> dict[str, list[float]]:
+    import math
 
     from carbon_ai_nodes.core.errors import CarbonAIError
+    from carbon_ai_nodes.testing import Probe
 
-    if not probe.spin_until(ready, 60.0):
-        raise CarbonAIError("the chain produced no output within 60 s")
-    probe.spin_for(args.warmup)
-    feeder.active = True
-    start = time.monotonic()
-    while time.monotonic() - start < args.duration:
-        probe.spin_for(min(1.0, args.duration - (time.monotonic() - start)))
-    feeder.active = False
-    log(f"  {len(feeder.sent_s)} sensor messages sent")
+    probe = Probe("bench")
+    chains: dict[str, _Chain] = {}
+    try:
+        log(f"starting the chains (3 hops each, {args.rate:g} Hz): bare relay on SingleThreadedExecutor...")
+        chains["bare"] = _bare_chain(probe, args, "/bare_single", "single")
+        if pipeline_executor == "events":
+            log("bare relay on EventsExecutor...")
+            chains["bare_events"] = _bare_chain(probe, args, "/bare_events", "events")
+        log("pipeline fusion -> carbon_inference -> actuator_bridge (3 processes)...")
+        chains["pipeline"] = _pipeline_chain(probe, args, run_dir, False, log)
+        if args.compose:
+            log("pipeline composed in one process...")
+            chains["composed"] = _pipeline_chain(probe, args, run_dir, True, log)
+        for name, chain in chains.items():
+            chain.feeder.publishing = True
+            if not probe.spin_until(chain.ready, 60.0):
+                raise CarbonAIError(f"{name}: the chain produced no output within 60 s")
+            chain.feeder.publishing = False
+        names = list(chains)
+        rounds = max(1, math.ceil(args.duration / args.window))
+        log(f"measuring {rounds} interleaved windows of {args.window:g} s per chain...")
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                feeder = chains[name].feeder
+                feeder.publishing = True
+                probe.spin_for(args.warmup)
+                feeder.active = True
+                probe.spin_for(args.window)
+                feeder.active = False
+                probe.spin_for(0.2)  # fed, unmeasured tail: outputs of the window's last messages still count
+                feeder.publishing = False
+        for name, chain in chains.items():
+            log(f"  {name}: {sum(chain.feeder.measured)} sensor messages measured, {len(chain.samples)} outputs")
+    finally:
+        for chain in chains.values():
+            chain.stop()
+        probe.close()
+    return {name: chain.samples for name, chain in chains.items()}
 
 
-def _measure_bare(args: argparse.Namespace, log) -> list[float]:
+def _bare_chain(probe, args: argparse.Namespace, prefix: str, executor: str) -> _Chain:
     import subprocess
 
     from sensor_msgs.msg import Imu
 
-    from carbon_ai_nodes.testing import Probe
-
-    probe = Probe("bench_bare")
-    feeder = _Feeder(probe.node, "/bare", args.rate, bare=True)
+    feeder = _Feeder(probe.node, prefix, args.rate, bare=True)
     samples: list[float] = []
     got = []
-    _latency_collector(probe.node, Imu, "/bare/out", feeder, samples)
-    probe.node.create_subscription(Imu, "/bare/out", got.append, 10)
-    hops = [("/bare/in", "/bare/h1"), ("/bare/h1", "/bare/h2"), ("/bare/h2", "/bare/out")]
-    procs = [subprocess.Popen([sys.executable, "-m", "carbon_ai_nodes.commands.bench", "relay", a, b])
+    _latency_collector(probe.node, Imu, f"{prefix}/out", feeder, samples)
+    probe.node.create_subscription(Imu, f"{prefix}/out", got.append, 10)
+    hops = [(f"{prefix}/in", f"{prefix}/h1"), (f"{prefix}/h1", f"{prefix}/h2"), (f"{prefix}/h2", f"{prefix}/out")]
+    procs = [subprocess.Popen([sys.executable, "-m", "carbon_ai_nodes.commands.bench", "relay", a, b, executor])
              for a, b in hops]
-    try:
-        _spin_measure(probe, feeder, args, lambda: bool(got), log)
-    finally:
+
+    def stop() -> None:
         for p in procs:
             p.terminate()
             try:
@@ -208,22 +272,23 @@ def _measure_bare(args: argparse.Namespace, log) -> list[float]:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        probe.close()
-    return samples
+
+    return _Chain(feeder, samples, lambda: bool(got), stop)
 
 
-def _measure_pipeline(args: argparse.Namespace, run_dir, compose: bool, log) -> list[float]:
-    from carbon_ai_msgs.msg import ActuatorCommand
-    from carbon_ai_nodes.core.scenario import load_scenario
-    from carbon_ai_nodes.runner import GraphRunner
-    from carbon_ai_nodes.testing import Probe
-
-    scenario = load_scenario("delivery_van_fleet")
+def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log) -> _Chain:
     import dataclasses
 
-    scenario = dataclasses.replace(scenario, vehicles=scenario.vehicles[:1])
-    ns = f"/{scenario.vehicles[0].id}"
-    probe = Probe("bench_pipeline")
+    from carbon_ai_msgs.msg import ActuatorCommand
+    from carbon_ai_nodes.core.errors import CarbonAIError
+    from carbon_ai_nodes.core.scenario import load_scenario
+    from carbon_ai_nodes.runner import GraphRunner
+
+    scenario = load_scenario("delivery_van_fleet")
+    # a vehicle of its own per pipeline, so the separate-process and composed graphs can both stay up
+    vehicle = scenario.vehicles[1 if compose else 0]
+    scenario = dataclasses.replace(scenario, vehicles=(vehicle,))
+    ns = f"/{vehicle.id}"
     feeder = _Feeder(probe.node, ns, args.rate, bare=False)
     samples: list[float] = []
     got = []
@@ -232,24 +297,25 @@ def _measure_pipeline(args: argparse.Namespace, run_dir, compose: bool, log) -> 
                        accept=lambda m: m.mode == auto)
     probe.node.create_subscription(ActuatorCommand, f"{ns}/actuator_command",
                                    lambda m: got.append(m) if m.mode == auto else None, 10)
-    overrides = {"fusion": {"rate_hz": args.rate}, "actuator_bridge": {"control_rate_hz": 1.0}}
-    runner = GraphRunner(scenario, run_dir, only=("fusion", "carbon_inference", "actuator_bridge"),
-                         overrides=overrides, compose=compose, log=log)
+    # Between its windows a chain is not fed: long input deadlines keep the bridge in AUTO meanwhile (this
+    # measures latency, not the watchdog), and the 1 Hz control timer keeps its own commands rare.
+    overrides = {"fusion": {"rate_hz": args.rate},
+                 "actuator_bridge": {"control_rate_hz": 1.0, "vehicle_state_timeout_s": 600.0,
+                                     "carbon_estimate_timeout_s": 600.0, "healthy_window_s": 0.5}}
+    graph_dir = run_dir / ("composed" if compose else "processes")
+    graph_dir.mkdir(parents=True, exist_ok=True)
+    runner = GraphRunner(scenario, graph_dir,
+                         only=("fusion", "carbon_inference", "actuator_bridge"), overrides=overrides,
+                         compose=compose, log=log)
     if runner.skipped:
-        from carbon_ai_nodes.core.errors import CarbonAIError
-
         raise CarbonAIError(f"pipeline nodes not in this build: {', '.join(runner.skipped)}")
-    try:
-        runner.start()
-        _spin_measure(probe, feeder, args, lambda: bool(got), log)
-    finally:
-        runner.stop()
-        probe.close()
-    return samples
+    runner.start()
+    return _Chain(feeder, samples, lambda: bool(got), runner.stop)
 
 
-def relay_main(topic_in: str, topic_out: str) -> int:
-    """A bare rclpy relay hop: republish each Imu on receipt with a fresh stamp (the benchmark's baseline)."""
+def relay_main(topic_in: str, topic_out: str, executor_kind: str = "single") -> int:
+    """A bare rclpy relay hop: republish each Imu on receipt with a fresh stamp (the benchmark's baseline), spun
+    by a SingleThreadedExecutor (``single``, a plain rclpy program) or the EventsExecutor (``events``)."""
     import signal
 
     import rclpy
@@ -269,19 +335,25 @@ def relay_main(topic_in: str, topic_out: str) -> int:
         pub.publish(msg)
 
     node.create_subscription(Imu, topic_in, on_msg, qos.sensor())
-    executor = SingleThreadedExecutor()
+    if executor_kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        executor = EventsExecutor()
+    else:
+        executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         while not stop:
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "relay":
-        sys.exit(relay_main(sys.argv[2], sys.argv[3]))
-    sys.exit("usage: python -m carbon_ai_nodes.commands.bench relay IN OUT")
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "relay":
+        sys.exit(relay_main(*sys.argv[2:]))
+    sys.exit("usage: python -m carbon_ai_nodes.commands.bench relay IN OUT [single|events]")

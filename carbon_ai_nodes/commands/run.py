@@ -1,6 +1,7 @@
 """Start a scenario's node graph (config/scenarios/<name>.yaml) as separate processes, the same graph
 ``ros2 launch carbon_ai_nodes <name>.launch.py`` starts on a vehicle; nodes missing from this build are skipped
-with a message. Stops after --duration, or on Ctrl-C, with the actuator bridges first."""
+with a message. A lifecycle_manager configures and activates them in dependency order and supervises them.
+Stops after --duration, or on Ctrl-C, with the actuator bridges first."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S seconds (default: run until Ctrl-C)")
     parser.add_argument("--compose", action="store_true", help="run every node in one process")
+    parser.add_argument("--no-manager", action="store_true",
+                        help="nodes activate themselves; by default a lifecycle_manager brings the graph up in "
+                             "dependency order and supervises it (not with --compose)")
     parser.add_argument("--no-sim", action="store_true", help="leave out the simulator (real sensors)")
     parser.add_argument("--baseline", action="store_true",
                         help="apply the scenario's baseline_params (carbon optimisation off)")
@@ -24,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault-start", type=float, default=10.0, metavar="S", help="first fault window start")
     parser.add_argument("--fault-length", type=float, default=3.0, metavar="S", help="length of a fault window")
     parser.add_argument("--run-dir", default="", help="where generated files go (default: a temporary directory)")
+    parser.add_argument("--record", default="", metavar="FILE.mcap",
+                        help="record every topic of the run to this MCAP file (replay it in Foxglove)")
+    parser.add_argument("--record-topics", nargs="+", default=(), metavar="TOPIC",
+                        help="with --record: only these topics (default: all but /parameter_events)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,12 +49,39 @@ def run(args: argparse.Namespace) -> int:
         overrides["sim"] = {"faults": list(args.fault), "fault_start_s": args.fault_start,
                             "fault_length_s": args.fault_length}
     runner = GraphRunner(scenario, run_dir, use_sim=not args.no_sim, baseline=args.baseline, only=args.only,
-                         overrides=overrides, compose=args.compose)
+                         overrides=overrides, compose=args.compose,
+                         managed=not args.no_manager)
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}")
-    with runner:
-        run_graph(runner, args.duration)
-        statuses = runner.stop()
+    recorder = _start_recorder(args.record, args.record_topics) if args.record else None
+    try:
+        with runner:
+            run_graph(runner, args.duration)
+            statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
+    finally:
+        if recorder is not None:
+            _stop_recorder(recorder)
     bad = {k: v for k, v in statuses.items() if v not in (0, -15)}
     for label, status in bad.items():
         print(f"{label} exited with status {status}")
     return 1 if bad else 0
+
+
+def _start_recorder(path: str, topics: tuple[str, ...]):
+    """An McapRecorder spinning in a background thread of this process (rclpy initialised here)."""
+    import rclpy
+
+    from carbon_ai_nodes.mcap_recorder import McapRecorder
+
+    rclpy.init()
+    recorder = McapRecorder(path, topics)
+    recorder.start_thread()
+    print(f"recording to {path}")
+    return recorder
+
+
+def _stop_recorder(recorder) -> None:
+    import rclpy
+
+    recorder.close()
+    rclpy.try_shutdown()
+    print(f"recorded {recorder.message_count} messages on {len(recorder.counts)} topics to {recorder.path}")

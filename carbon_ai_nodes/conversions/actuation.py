@@ -25,7 +25,7 @@ from carbon_ai_msgs.msg import (
 from carbon_ai_nodes.conversions.time import to_seconds, to_time
 from carbon_ai_nodes.core.actuation_targets import PowerSchedule, RouteTrack
 from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.safety_envelope import Command, Mode, Setpoint
+from carbon_ai_nodes.core.safety_envelope import MOTION_SOURCES, Command, Mode, Setpoint, motion_sources_problem
 
 _USABLE_PLAN = (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)
 
@@ -56,12 +56,20 @@ def _finite(name: str, *values: float) -> None:
             raise InputRejectedError("inf", name)
 
 
-def vehicle_position(msg: VehicleState, asset_id: str) -> tuple[float, float, float]:
-    """(stamp_s, east_m, north_m) of a VehicleState for this asset; position and speed must be finite."""
+def vehicle_position(msg: VehicleState, asset_id: str,
+                     require_motion_source: bool = True) -> tuple[float, float, float]:
+    """(stamp_s, east_m, north_m) of a VehicleState for this asset; position and speed must be finite, and (with
+    ``require_motion_source``) a motion source must be healthy (core.safety_envelope.motion_sources_problem)."""
     _check_asset(msg.asset_id, asset_id)
     _finite("vehicle_state position/speed", msg.east_m, msg.north_m, msg.speed_mps)
     if abs(msg.speed_mps) > 150.0:
         raise InputRejectedError("out_of_range", f"speed_mps={msg.speed_mps}")
+    if require_motion_source and msg.sources:
+        reason = motion_sources_problem((s.name, s.enabled, s.healthy) for s in msg.sources)
+        if reason:
+            detail = ", ".join(f"{s.name} {'stale' if s.stale else 'unhealthy' if s.enabled else 'off'}"
+                               for s in msg.sources if s.name in MOTION_SOURCES)
+            raise InputRejectedError(reason, detail)
     return to_seconds(msg.header.stamp), msg.east_m, msg.north_m
 
 
@@ -121,18 +129,18 @@ def _finite_out(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def actuator_command(cmd: Command, stamp: Time, asset_id: str) -> ActuatorCommand:
-    """The ActuatorCommand of one envelope step."""
-    msg = ActuatorCommand(
-        asset_id=asset_id,
-        mode=int(cmd.mode),
-        speed_limit_mps=_finite_out(cmd.setpoint.speed_limit_mps),
-        engine_load_limit_pct=_finite_out(cmd.setpoint.engine_load_limit_pct),
-        power_setpoint_kw=_finite_out(cmd.setpoint.power_setpoint_kw),
-        plan_id=cmd.plan_id,
-        reason=cmd.reason,
-    )
+def actuator_command(cmd: Command, stamp: Time, asset_id: str, into: ActuatorCommand | None = None) -> ActuatorCommand:
+    """The ActuatorCommand of one envelope step; refills ``into`` when given (a publisher serialises
+    synchronously, so one message object can serve every publish)."""
+    msg = ActuatorCommand() if into is None else into
     msg.header.stamp = stamp
+    msg.asset_id = asset_id
+    msg.mode = int(cmd.mode)
+    msg.speed_limit_mps = _finite_out(cmd.setpoint.speed_limit_mps)
+    msg.engine_load_limit_pct = _finite_out(cmd.setpoint.engine_load_limit_pct)
+    msg.power_setpoint_kw = _finite_out(cmd.setpoint.power_setpoint_kw)
+    msg.plan_id = cmd.plan_id
+    msg.reason = cmd.reason
     return msg
 
 

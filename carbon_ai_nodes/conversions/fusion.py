@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from builtin_interfaces.msg import Time
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
@@ -95,35 +96,60 @@ def _quaternion(yaw_rad: float, pitch_rad: float) -> tuple[float, float, float, 
 
 
 def vehicle_state(state: FusedState, stamp: Time, asset_id: str, frame_id: str,
-                  sources: list[SourceHealth]) -> VehicleState:
-    """Build the VehicleState message from a fused state and the per-source health entries."""
+                  sources: list[SourceHealth], into: VehicleState | None = None) -> VehicleState:
+    """The VehicleState of a fused state and the per-source health entries; refills ``into`` when given
+    (a publisher serialises synchronously, so one message object can be reused for every publish)."""
     e = state.engine
-    msg = VehicleState(
-        asset_id=asset_id, speed_mps=state.speed_mps, accel_mps2=state.accel_mps2, grade=state.grade,
-        heading_rad=state.heading_rad if state.heading_valid else math.nan,
-        east_m=state.east_m, north_m=state.north_m, up_m=state.up_m,
-        latitude=state.latitude_deg, longitude=state.longitude_deg, altitude_m=state.altitude_m,
-        payload_kg=e["payload_kg"], engine_speed_rpm=e["engine_speed_rpm"], engine_load_pct=e["engine_load_pct"],
-        fuel_rate_lph=e["fuel_rate_lph"], ambient_temp_c=e["ambient_temp_c"], coolant_temp_c=e["coolant_temp_c"],
-        is_idle=state.is_idle, sources=sources,
-    )
+    msg = VehicleState() if into is None else into
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.covariance = state.covariance.ravel().tolist()
+    msg.asset_id = asset_id
+    msg.speed_mps = state.speed_mps
+    msg.accel_mps2 = state.accel_mps2
+    msg.grade = state.grade
+    msg.heading_rad = state.heading_rad if state.heading_valid else math.nan
+    msg.east_m, msg.north_m, msg.up_m = state.east_m, state.north_m, state.up_m
+    msg.latitude, msg.longitude, msg.altitude_m = state.latitude_deg, state.longitude_deg, state.altitude_m
+    msg.payload_kg = e["payload_kg"]
+    msg.engine_speed_rpm = e["engine_speed_rpm"]
+    msg.engine_load_pct = e["engine_load_pct"]
+    msg.fuel_rate_lph = e["fuel_rate_lph"]
+    msg.ambient_temp_c = e["ambient_temp_c"]
+    msg.coolant_temp_c = e["coolant_temp_c"]
+    msg.is_idle = state.is_idle
+    if msg.sources is not sources:
+        msg.sources = sources
+    # A float64 ndarray of 36 is taken as is (no per-element checks); the 6x6 is a fresh copy per state.
+    msg.covariance = np.ascontiguousarray(state.covariance, dtype=np.float64).reshape(36)
     return msg
+
+
+_UINT32_MAX = 2**32 - 1
 
 
 def source_health(name: str, enabled: bool, stale: bool, healthy: bool, age_s: float, accepted: int,
                   rejected: int) -> SourceHealth:
     """One SourceHealth entry (counts saturate at uint32)."""
-    cap = 2**32 - 1
-    return SourceHealth(name=name, enabled=enabled, stale=stale, healthy=healthy, age_s=age_s,
-                        accepted_count=min(accepted, cap), rejected_count=min(rejected, cap))
+    return fill_source_health(SourceHealth(name=name), enabled, stale, healthy, age_s, accepted, rejected)
 
 
-def odometry(state: FusedState, stamp: Time, frame_id: str, child_frame_id: str) -> Odometry:
-    """nav_msgs/Odometry of the estimate for rviz / other stacks: pose in the ENU frame, twist in the body."""
-    msg = Odometry()
+def fill_source_health(entry: SourceHealth, enabled: bool, stale: bool, healthy: bool, age_s: float,
+                       accepted: int, rejected: int) -> SourceHealth:
+    """Refill one SourceHealth entry in place (age in s; counts saturate at uint32)."""
+    entry.enabled = enabled
+    entry.stale = stale
+    entry.healthy = healthy
+    entry.age_s = age_s
+    entry.accepted_count = min(accepted, _UINT32_MAX)
+    entry.rejected_count = min(rejected, _UINT32_MAX)
+    return entry
+
+
+def odometry(state: FusedState, stamp: Time, frame_id: str, child_frame_id: str,
+             into: Odometry | None = None) -> Odometry:
+    """nav_msgs/Odometry of the estimate for rviz / other stacks: pose in the ENU frame, twist in the body.
+    Refills ``into`` when given (see :func:`vehicle_state`)."""
+    msg = Odometry() if into is None else into
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.child_frame_id = child_frame_id
@@ -133,19 +159,17 @@ def odometry(state: FusedState, stamp: Time, frame_id: str, child_frame_id: str)
     q = _quaternion(heading, -math.atan(state.grade))
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = q
     p = state.state_covariance
-    pose_cov = [0.0] * 36
-    pose_cov[0], pose_cov[1], pose_cov[2] = p[E, E], p[E, N], p[E, U]
-    pose_cov[6], pose_cov[7], pose_cov[8] = p[N, E], p[N, N], p[N, U]
-    pose_cov[12], pose_cov[13], pose_cov[14] = p[U, E], p[U, N], p[U, U]
+    pose_cov = np.zeros(36)
+    pose_cov[[0, 1, 2, 6, 7, 8, 12, 13, 14]] = p[np.ix_((E, N, U), (E, N, U))].ravel()
     pose_cov[21] = UNKNOWN_VARIANCE  # roll: not estimated
     pose_cov[28] = UNKNOWN_VARIANCE  # pitch: estimated as grade, reported through VehicleState
     pose_cov[35] = p[PSI, PSI] if state.heading_valid else UNKNOWN_VARIANCE
-    msg.pose.covariance = [float(v) for v in pose_cov]
+    msg.pose.covariance = pose_cov  # a float64 ndarray of 36 is taken without per-element checks
     msg.twist.twist.linear.x = state.speed_mps
     msg.twist.twist.angular.z = state.yaw_rate_rps
-    twist_cov = [0.0] * 36
+    twist_cov = np.zeros(36)
     twist_cov[0] = p[V, V]
     twist_cov[7] = twist_cov[14] = twist_cov[21] = twist_cov[28] = UNKNOWN_VARIANCE
     twist_cov[35] = p[R, R]
-    msg.twist.covariance = [float(v) for v in twist_cov]
+    msg.twist.covariance = twist_cov
     return msg

@@ -29,6 +29,12 @@ class RouteTrack:
     north_m: np.ndarray
     arc_speed_mps: np.ndarray
 
+    def same_route(self, other: RouteTrack) -> bool:
+        """True when ``other`` is this plan again (a periodic re-send), so progress along it can be kept."""
+        return (self.plan_id == other.plan_id and np.array_equal(self.east_m, other.east_m)
+                and np.array_equal(self.north_m, other.north_m)
+                and np.array_equal(self.arc_speed_mps, other.arc_speed_mps, equal_nan=True))
+
     def __post_init__(self) -> None:
         n = len(self.east_m)
         if n == 0 or len(self.north_m) != n or len(self.arc_speed_mps) != n:
@@ -36,20 +42,29 @@ class RouteTrack:
 
 
 class RouteFollower:
-    """Tracks which arc of a :class:`RouteTrack` the vehicle is on; progress only moves forwards."""
+    """Tracks which arc of a :class:`RouteTrack` the vehicle is on; progress only moves forwards.
+
+    A closed track (last stop within ``CLOSED_TOLERANCE_M`` of the first, as a fixed haul loop is published)
+    wraps around: the search looks ``LOOKAHEAD_ARCS`` arcs ahead of the current one, through the end of the
+    loop into its start, so a vehicle on its second lap is not stuck on the last arc, and a return leg that
+    runs beside the outbound one (a haul road's two lanes) is not mistaken for it. Only when nothing in that
+    window is near (GNSS outage, a detour) does it search the whole loop again.
+    """
+
+    CLOSED_TOLERANCE_M = 1.0
+    LOOKAHEAD_ARCS = 40
 
     def __init__(self, track: RouteTrack) -> None:
         self.track = track
         self.arc_index = 1  # arc k arrives at stop k; arc 0 does not exist
+        n = len(track.east_m)
+        self.closed = n > 2 and math.hypot(track.east_m[-1] - track.east_m[0],
+                                           track.north_m[-1] - track.north_m[0]) <= self.CLOSED_TOLERANCE_M
 
-    def speed_limit_mps(self, east_m: float, north_m: float, cruise_mps: float, max_offset_m: float) -> float:
-        """Recommended speed cap at this position (m/s); ``cruise_mps`` off the route or without advice."""
+    def _nearest(self, arcs: np.ndarray, east_m: float, north_m: float) -> tuple[int, float]:
+        """(arc index, distance m) of the arc in ``arcs`` nearest to the position."""
         t = self.track
-        if len(t.east_m) < 2 or not (math.isfinite(east_m) and math.isfinite(north_m)):
-            return cruise_mps
-        start = min(self.arc_index, len(t.east_m) - 1)
-        ax, ay = t.east_m[start - 1:-1], t.north_m[start - 1:-1]
-        bx, by = t.east_m[start:], t.north_m[start:]
+        ax, ay, bx, by = t.east_m[arcs - 1], t.north_m[arcs - 1], t.east_m[arcs], t.north_m[arcs]
         dx, dy = bx - ax, by - ay
         length2 = dx * dx + dy * dy
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -57,9 +72,26 @@ class RouteFollower:
         u = np.clip(u, 0.0, 1.0)
         distance_m = np.hypot(ax + u * dx - east_m, ay + u * dy - north_m)
         best = int(np.argmin(distance_m))
-        if distance_m[best] > max_offset_m:
+        return int(arcs[best]), float(distance_m[best])
+
+    def speed_limit_mps(self, east_m: float, north_m: float, cruise_mps: float, max_offset_m: float) -> float:
+        """Recommended speed cap at this position (m/s); ``cruise_mps`` off the route or without advice."""
+        t = self.track
+        n = len(t.east_m)
+        if n < 2 or not (math.isfinite(east_m) and math.isfinite(north_m)):
             return cruise_mps
-        self.arc_index = start + best
+        start = min(self.arc_index, n - 1)
+        if self.closed:
+            # arcs 1..n-1 form the loop; look ahead from the current arc, wrapping past the end
+            window = (start - 1 + np.arange(min(self.LOOKAHEAD_ARCS, n - 1))) % (n - 1) + 1
+            arc, distance_m = self._nearest(window, east_m, north_m)
+            if distance_m > max_offset_m:
+                arc, distance_m = self._nearest(np.arange(1, n), east_m, north_m)
+        else:
+            arc, distance_m = self._nearest(np.arange(start, n), east_m, north_m)
+        if distance_m > max_offset_m:
+            return cruise_mps
+        self.arc_index = arc
         speed = float(t.arc_speed_mps[self.arc_index])
         if not math.isfinite(speed) or speed <= 0.0:
             return cruise_mps

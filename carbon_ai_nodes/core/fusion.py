@@ -66,7 +66,11 @@ class FusionParams(ParamSet):
 
     SECTION: ClassVar[str] = "fusion"
     asset_id: str = param("vehicle", "Vehicle/machine identifier copied into every VehicleState")
-    rate_hz: float = param(50.0, "VehicleState / odometry publish rate", unit="Hz", gt=0.0, max=1000.0)
+    rate_hz: float = param(50.0, "VehicleState / odometry publish rate (the most it publishes in input mode)",
+                           unit="Hz", gt=0.0, max=1000.0)
+    publish_mode: str = param("input", "input: publish right after an accepted motion measurement (gnss, imu, "
+                                       "odom), at most about rate_hz, and go quiet when they stop; timer: publish "
+                                       "the prediction at rate_hz whatever the inputs do", choices=("input", "timer"))
     world_frame: str = param("map", "frame_id of the local ENU frame (VehicleState, odometry/filtered)")
     base_frame: str = param("base_link", "child_frame_id of odometry/filtered")
     gnss_enabled: bool = param(True, "Use gnss/fix (switchable at run time)")

@@ -11,8 +11,10 @@ Modes, by precedence (the first that applies wins, re-evaluated on every :meth:`
    are clamped to the bounds and slew-limited. An override that goes stale while active is a fault
    (``SAFE_FALLBACK``), not a silent return to the plan.
 3. ``SAFE_FALLBACK``: a required input is stale, invalid or has no publisher, or inputs have not yet been
-   healthy for ``healthy_window_s`` since the last fault / reset / start. Outputs slew to the configured
-   safe setpoint (which need not be zero: a loaded haul truck on a slope needs engine load to hold).
+   healthy for ``healthy_window_s`` since the last fault / reset / start. A vehicle state none of whose motion
+   sensors is healthy (:func:`motion_sources_problem`) is invalid: it is a prediction, however fresh its stamp.
+   Outputs slew to the configured safe setpoint (which need not be zero: a loaded haul truck on a slope needs
+   engine load to hold).
 4. ``AUTO``: the planned target, through the deadband, the slew limits and the bounds.
 
 Whatever goes in (NaN, inf, huge values, time going backwards), every output is finite, within its bounds,
@@ -24,11 +26,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from collections.abc import Iterable
 from typing import ClassVar
 
 from carbon_ai_nodes.core.params import ParamSet, param
 
 INPUT_NAMES = ("vehicle_state", "carbon_estimate", "route_plan", "load_schedule")
+MOTION_SOURCES = ("gnss", "imu", "odom")  # VehicleState.sources names that measure motion (engine does not)
 
 
 class Mode(enum.IntEnum):
@@ -96,6 +100,9 @@ class ActuatorBridgeParams(ParamSet):
                                              unit="s", gt=0.0)
     estop_heartbeat_timeout_s: float = param(0.0, "If > 0, the estop topic is a heartbeat: silence latches "
                                                   "ESTOP (0 = off)", unit="s", min=0.0)
+    require_motion_source: bool = param(True, "Refuse a vehicle_state none of whose motion sources (gnss, imu, "
+                                              "odom, from VehicleState.sources) is healthy: fusion is only "
+                                              "predicting, so the state is not evidence the vehicle is where it says")
     max_input_age_s: float = param(1.0, "Reject stamped inputs older (or further in the future) than this "
                                         "(0 = off)", unit="s", min=0.0)
     healthy_window_s: float = param(2.0, "Inputs must be healthy this long before SAFE_FALLBACK returns to "
@@ -119,6 +126,20 @@ class ActuatorBridgeParams(ParamSet):
     def timeout_s(self, name: str) -> float:
         """Deadline of one of :data:`INPUT_NAMES` (0 = none)."""
         return float(getattr(self, f"{name}_timeout_s"))
+
+
+def motion_sources_problem(sources: Iterable[tuple[str, bool, bool]]) -> str:
+    """Why a vehicle state must not drive the actuator: ``""`` if usable, else a short reason.
+
+    ``sources`` holds ``(name, enabled, healthy)`` per entry of VehicleState.sources. The state is unusable when
+    it lists motion sources (:data:`MOTION_SOURCES`) and none of them is both enabled and healthy: every motion
+    sensor is silent (stale) or rejected, and the estimate is dead reckoning from the last good data. A state
+    listing no motion source (a producer without per-source health) is left to the other checks.
+    """
+    motion = [(name, enabled, healthy) for name, enabled, healthy in sources if name in MOTION_SOURCES]
+    if not motion or any(enabled and healthy for _, enabled, healthy in motion):
+        return ""
+    return "no_motion_source"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Subscribes ``route_plan``, ``load_schedule`` (latched), ``carbon_estimate``, ``vehicle_state``,
 ``manual_override`` (reliable) and ``estop`` (std_msgs/Bool, reliable); publishes ``actuator_command``
 (ActuatorCommand) at ``control_rate_hz`` whatever the inputs do, ``cmd_vel_limit`` (geometry_msgs/Twist
-speed cap) with it, and ``actuator_status`` (latched) on every mode change and every ``status_period_s``.
+speed cap) with it while anything subscribes to it, and ``actuator_status`` (latched) on every mode change and
+every ``status_period_s``.
 Service ``reset_estop`` (std_srvs/Trigger) clears a latched e-stop. The rules live in
 ``core/safety_envelope.py``; how plans become targets in ``core/actuation_targets.py``.
 """
@@ -58,6 +59,8 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._mode_changes: Counter[str] = Counter()
         self._commands_published = 0
         self._no_publisher: set[str] = set()
+        self._clock = self.get_clock()
+        self._cmd_msg = ActuatorCommand()
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self, params: ActuatorBridgeParams) -> None:
@@ -115,10 +118,11 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._update_target()
 
     # ------------------------------------------------------------------ inputs
-    def _stamp_ok(self, name: str, stamp_s: float) -> None:
+    def _stamp_ok(self, name: str, stamp_s: float, now_s: float | None = None) -> None:
         # A zero stamp means "unstamped" (e.g. `ros2 topic pub`): judged by arrival time only.
         if stamp_s > 0:
-            actuation.check_stamp(stamp_s, self.now_s(), self._last_stamp_s.get(name), self.params.max_input_age_s)
+            actuation.check_stamp(stamp_s, self.now_s() if now_s is None else now_s, self._last_stamp_s.get(name),
+                                  self.params.max_input_age_s)
             self._last_stamp_s[name] = stamp_s
 
     def _rejected(self, name: str, exc: InputRejectedError) -> None:
@@ -126,33 +130,39 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         if exc.reason not in _IGNORED_REASONS and name in self._subs:
             self.envelope.input_invalid(name, exc.reason)
 
-    def _accepted(self, name: str) -> None:
-        self.accept(name)
+    def _accepted(self, name: str, now_s: float | None = None) -> None:
+        now_s = self.now_s() if now_s is None else now_s
+        self.accept(name, now_s)
         if name in self._subs:
-            self.envelope.input_ok(name, self.now_s())
+            self.envelope.input_ok(name, now_s)
 
     def _on_vehicle_state(self, msg: VehicleState) -> None:
+        now_s = self._clock.now().nanoseconds * 1e-9  # read once: this runs at the state rate
         try:
-            stamp_s, east_m, north_m = actuation.vehicle_position(msg, self.params.asset_id)
-            self._stamp_ok("vehicle_state", stamp_s)
+            stamp_s, east_m, north_m = actuation.vehicle_position(msg, self.params.asset_id,
+                                                                  self.params.require_motion_source)
+            self._stamp_ok("vehicle_state", stamp_s, now_s)
         except InputRejectedError as exc:
             self._rejected("vehicle_state", exc)
             return
-        self._accepted("vehicle_state")
+        self._accepted("vehicle_state", now_s)
         self._position = (east_m, north_m)
         self._update_route_speed()
-        self._update_target()  # no event publish: the state stream is fast and the timer follows it
+        self._update_target(now_s)  # no event publish: the state stream is fast and the timer follows it
 
     def _on_carbon_estimate(self, msg: CarbonEstimate) -> None:
+        # The latency path (sensor -> fusion -> inference -> here -> command): the clock is read once.
+        now = self._clock.now()
+        now_s = now.nanoseconds * 1e-9
         try:
             stamp_s, co2_g_s = actuation.co2_rate(msg, self.params.asset_id)
-            self._stamp_ok("carbon_estimate", stamp_s)
+            self._stamp_ok("carbon_estimate", stamp_s, now_s)
         except InputRejectedError as exc:
             self._rejected("carbon_estimate", exc)
             return
-        self._accepted("carbon_estimate")
+        self._accepted("carbon_estimate", now_s)
         self._co2_g_s = co2_g_s
-        self._input_event()
+        self._input_event(now)
 
     def _on_route_plan(self, msg: RoutePlan) -> None:
         try:
@@ -164,7 +174,10 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             self._input_event()
             return
         self._accepted("route_plan")
-        self._follower = RouteFollower(track)
+        # A re-sent plan keeps the progress along it: restarting the search at a stop where two lanes meet
+        # could pick the wrong lane for one update.
+        if self._follower is None or not self._follower.track.same_route(track):
+            self._follower = RouteFollower(track)
         self._update_route_speed()
         self._input_event()
 
@@ -222,10 +235,10 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._route_speed_mps = self._follower.speed_limit_mps(
             *self._position, p.cruise_speed_limit_mps, p.route_max_offset_m)
 
-    def _update_target(self) -> None:
+    def _update_target(self, now_s: float | None = None) -> None:
         p = self.params
         env = self.envelope
-        now_s = self.now_s()
+        now_s = self.now_s() if now_s is None else now_s
         speed = self._route_speed_mps if self._route_speed_mps is not None else p.cruise_speed_limit_mps
         load = p.engine_load_limit_pct
         if self._co2_g_s is not None and env.input_fresh("carbon_estimate", now_s):
@@ -238,24 +251,29 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             plan_ids.append(self._schedule.plan_id)
         env.set_target(Setpoint(speed, load, power), ",".join(plan_ids))
 
-    def _input_event(self) -> None:
+    def _input_event(self, now: Any = None) -> None:
         if self.params.publish_on_input:
-            self._control()
+            self._control(now)
         else:
             self._update_target()
 
-    def _control(self) -> None:
+    def _control(self, now: Any = None) -> None:
+        """One envelope step and its command; ``now`` (rclpy Time) if the caller already read the clock."""
         if self.envelope is None:
             return
-        self.poll_watchdog()
-        self._update_target()  # power slots and CO2 freshness move with time, not only with inputs
-        self._publish(self.envelope.step(self.now_s()))
+        now = self._clock.now() if now is None else now
+        now_s = now.nanoseconds * 1e-9
+        self.poll_watchdog(now_s)
+        self._update_target(now_s)  # power slots and CO2 freshness move with time, not only with inputs
+        self._publish(self.envelope.step(now_s), now)
 
-    def _publish(self, cmd: Command) -> None:
-        stamp = self.get_clock().now().to_msg()
+    def _publish(self, cmd: Command, now: Any = None) -> None:
+        stamp = (self._clock.now() if now is None else now).to_msg()
         asset_id = self.params.asset_id
-        self._cmd_pub.publish(actuation.actuator_command(cmd, stamp, asset_id))
-        self._twist_pub.publish(actuation.speed_cap_twist(cmd))
+        # One message object refilled per command: publish() serialises synchronously.
+        self._cmd_pub.publish(actuation.actuator_command(cmd, stamp, asset_id, into=self._cmd_msg))
+        if self._twist_pub.get_subscription_count():  # a speed cap for autonomy stacks: skipped when unwatched
+            self._twist_pub.publish(actuation.speed_cap_twist(cmd))
         self._commands_published += 1
         self._last_cmd = cmd
         if cmd.mode_changed:
