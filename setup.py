@@ -16,6 +16,7 @@ NODES = {
     "sim": "sim",
     "grid_publisher": "grid_publisher",
     "lifecycle_manager": "lifecycle_manager",
+    "eco_speed": "eco_speed",
 }
 
 setup(

@@ -25,24 +25,49 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
-    assert "CO2 saving" in md and "Latency per stage" in md
+    assert "CO2 saving" in md and "Latency per stage" in md and "Inference backend: " in md
+    assert report["backends"] and set(report["backends"]) <= {"tensorrt", "onnxruntime-cuda", "onnxruntime-cpu",
+                                                               "physics"}
+    # the optimised run's eco_speed nodes sent their plans, with a predicted full-loop saving
+    assert set(report["predicted_full_loop"]) == {"truck1", "truck2"}
+    for p in report["predicted_full_loop"].values():
+        assert 0 < p["expected_co2_kg"] < p["baseline_co2_kg"]
+    for stage in ("vehicle_state", "carbon_estimate", "actuator_command"):
+        assert report["latency_ms"][stage]["count"] > 0 and report["latency_ms"][stage]["p50"] >= 0
     optimised, baseline = report["runs"]
     for run in (optimised, baseline):
         assert [v["vehicle_id"] for v in run["vehicles"]] == ["truck1", "truck2"]
         for key in ("co2_kg", "fuel_l", "distance_km"):
             assert run["total"][key] == pytest.approx(sum(v[key] for v in run["vehicles"]))
+        # both runs are compared over the same distance per vehicle
+        for v in run["vehicles"]:
+            assert v["distance_km"] * 1000 == pytest.approx(report["compared_distance_m"][v["vehicle_id"]], rel=1e-6)
         assert run["total"]["co2_kg"] > 0.1  # 180 t trucks burn fuel even while loading
         assert run["total"]["distance_km"] > 0.005  # and they moved
         # diesel: CO2 follows fuel at 2.69 kg/L
         assert run["total"]["co2_kg"] == pytest.approx(run["total"]["fuel_l"] * 2.689, rel=0.02)
-    # not worse than the baseline: both runs start in the same phase of the route; 5 % covers timing jitter of
-    # a real-time closed loop on a loaded 2-core machine
+    # not worse than the baseline: both runs start in the same phase of the route and are compared over the
+    # same distance; 5 % covers timing jitter of a real-time closed loop on a loaded 2-core machine
     assert optimised["total"]["co2_g_per_km"] <= baseline["total"]["co2_g_per_km"] * 1.05
     assert math.isfinite(report["saving_pct_per_km"])
     for plot in ("co2_rate.png", "routes.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
         assert plot in md
+
+
+def test_same_distance_cut():
+    from carbon_ai_nodes.core import report
+
+    # run a: 10 m/s for 10 s (100 m); run b: 5 m/s for 10 s (50 m): both compared over the first 50 m
+    t = [float(i) for i in range(11)]
+    d = report.common_distance_m((t, [10.0] * 11), (t, [5.0] * 11))
+    assert d == pytest.approx(50.0)
+    a = report.vehicle_result("a", t, [1.0] * 11, [0.0] * 11, t, [10.0] * 11, until_distance_m=d)
+    b = report.vehicle_result("b", t, [1.0] * 11, [0.0] * 11, t, [5.0] * 11, until_distance_m=d)
+    assert a.distance_km == b.distance_km == pytest.approx(0.05)
+    assert a.duration_s == pytest.approx(5.0) and b.duration_s == pytest.approx(10.0)
+    assert a.co2_kg == pytest.approx(0.005) and b.co2_kg == pytest.approx(0.010)
 
 
 def test_report_totals_and_saving_maths():

@@ -23,13 +23,13 @@ def test_publishes_sensors_and_obeys_the_speed_limit(probe):
     engine = probe.collect(EngineTelemetry, "t/engine/telemetry", qos.sensor())
     truth = probe.collect(CarbonEstimate, "t/sim/true_emission", qos.command())
     cmd_pub = probe.publisher(ActuatorCommand, "t/actuator_command", qos.command())
-    params = {"scenario_file": SCENARIO, "vehicle_id": "truck2", "stop_dwell_s": 0.0, "gnss_sigma_m": 0.5}
+    params = {"scenario_file": SCENARIO, "vehicle_id": "truck1", "stop_dwell_s": 0.0, "gnss_sigma_m": 0.5}
     with NodeProcess("sim", namespace="/t", params=params) as node:
         assert probe.spin_until(lambda: len(fixes) >= 5 and len(imus) >= 20 and len(engine) >= 5, 30), node.output
         lat0, lon0 = -22.7180, 117.8150
         assert abs(fixes[-1].latitude - lat0) < 0.05 and abs(fixes[-1].longitude - lon0) < 0.05
         assert fixes[-1].position_covariance[0] == 0.25
-        assert engine[-1].payload_kg == 220000  # truck2 starts loaded
+        assert engine[-1].payload_kg == 220000  # truck1 starts at the shovel and loads there
         assert truth and truth[-1].backend == "sim-truth"
         # let it speed up, then cap it at 2 m/s with a command stream; a NaN command is refused
         assert probe.spin_until(lambda: odoms and odoms[-1].twist.twist.linear.x > 3.0, 30), node.output

@@ -1,10 +1,13 @@
 """The main job in one command: run a scenario closed-loop (simulated vehicles, the real node graph as
-separate processes) twice, with carbon optimisation on and then off (the scenario's ``baseline_params``), and
-write a report: CO2 and fuel per vehicle and in total, the saving, latency per stage, the inference backend,
-and PNG plots (CO2 rate over time for both runs; the routes coloured by CO2 per metre).
+separate processes) twice from the same starting state, with carbon optimisation on and then off (the
+scenario's ``baseline_params``), and write a report: CO2 and fuel per vehicle and in total, the saving, latency
+per stage, the inference backend, eco_speed's full-lap prediction, and PNG plots (CO2 rate over time and
+cumulative CO2 over distance for both runs; the planned routes coloured by CO2 per metre with their speed plan).
 
-Nodes missing from this build are skipped and named in the report; the simulator's ground truth is what CO2
-and fuel are measured with, so the numbers stay meaningful whatever runs."""
+Each vehicle is compared over the distance it covered in both runs (core/report.py), so both runs are judged
+on the same stretch of route. Nodes missing from this build are skipped and named in the report; the
+simulator's ground truth is what CO2 and fuel are measured with, so the numbers stay meaningful whatever runs.
+``--record`` also writes each run's topics to an MCAP file (mcap_recorder.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ HELP = "run a scenario with and without carbon optimisation and write a report w
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai demo``."""
     parser.add_argument("--scenario", default="haul_truck_fleet", help="scenario name or YAML path")
-    parser.add_argument("--duration", type=float, default=30.0, metavar="S",
-                        help="recorded seconds per run (default 30)")
+    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
+                        help="recorded seconds per run (default: the scenario's duration_s)")
     parser.add_argument("--out", default="carbon_ai_demo", help="output directory (default ./carbon_ai_demo)")
     parser.add_argument("--vehicles", type=int, default=0, metavar="N", help="simulate only the first N vehicles")
+    parser.add_argument("--record", action="store_true",
+                        help="also record each run's topics to <out>/run_<label>.mcap (replay in Foxglove)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
                         help="how long to wait for every simulator to publish")
 
@@ -36,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.testing import isolated_ros_env
 
+    scenario = load_scenario(args.scenario)
+    if not args.duration:
+        args.duration = scenario.duration_s
     if not args.duration > 0:
         raise ConfigError(f"--duration={args.duration}: must be > 0")
-    scenario = load_scenario(args.scenario)
     if args.vehicles > 0:
         scenario = dataclasses.replace(scenario, vehicles=scenario.vehicles[: args.vehicles])
     out = Path(args.out)
@@ -55,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
                   f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
             recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
-                                      args.startup_timeout, label))
+                                      args.startup_timeout, label,
+                                      out / f"run_{label}.mcap" if args.record else None))
     finally:
         rclpy.try_shutdown()
-    runs = [rec.result() for rec in recordings]
+    # each vehicle is compared over the distance it covered in both runs (same stretch of route)
+    common = {v.id: report.common_distance_m(*(rec.speed[v.id] for rec in recordings)) for v in scenario.vehicles}
+    runs = [rec.result(common) for rec in recordings]
+    predicted = recordings[0].predicted
     latency = {}
     for stage in ("vehicle_state", "carbon_estimate", "actuator_command"):
         latency[stage] = report.percentiles_ms(recordings[0].ages_ms.get(stage, []))
@@ -66,12 +77,22 @@ def run(args: argparse.Namespace) -> int:
     backends = sorted(recordings[0].backends)
     plots = _plots(scenario, recordings, out)
     missing = recordings[0].skipped
-    notes = ["CO2 and fuel are the simulator's ground truth (sim/true_emission), integrated over the recorded "
-             "time; distance from wheel odometry. The saving compares CO2 per km."]
+    notes = ["CO2 and fuel are the simulator's ground truth (sim/true_emission); distance from wheel odometry. "
+             "Both runs start from the same state; each vehicle's totals are cut where it has driven the distance "
+             "it covered in both runs, so both runs are compared over the same stretch of route (the time "
+             "column shows how long each took). A short window covers only part of a duty cycle: the saving "
+             "depends on which part, so read it with the full-loop prediction below."]
+    if predicted:
+        notes.append("Full-loop prediction of the eco_speed node (emission model, one lap of each route):")
+        notes += [f"- {v}: {p['baseline_co2_kg']:.2f} kg -> {p['expected_co2_kg']:.2f} kg CO2 per lap "
+                  f"({report.saving_pct(p['baseline_co2_kg'], p['expected_co2_kg']):.1f} % less), lap time "
+                  f"{p['baseline_duration_s']:.0f} -> {p['expected_duration_s']:.0f} s"
+                  for v, p in sorted(predicted.items())]
     (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes))
     (out / "report.json").write_text(json.dumps({
         "scenario": scenario.name, "duration_s": args.duration, "runs": [report.run_dict(r) for r in runs],
         "saving_pct_per_km": report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km),
+        "compared_distance_m": common, "predicted_full_loop": predicted,
         "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
     }, indent=2, allow_nan=True))
     print(f"optimised {runs[0].co2_g_per_km:.1f} g/km, baseline {runs[1].co2_g_per_km:.1f} g/km, saving "
@@ -95,24 +116,26 @@ class _Recording:
         self.backends: set[str] = set()
         self.modes: dict[str, list[int]] = {v: [] for v in vehicles}
         self.skipped: list[str] = []
+        self.predicted: dict[str, dict[str, float]] = {}  # eco_speed's full-loop prediction per vehicle
         self.t0 = 0.0
 
-    def result(self):
+    def result(self, until_distance_m: dict[str, float]):
         from carbon_ai_nodes.core import report
 
         return report.RunResult(self.label, tuple(
-            report.vehicle_result(v, t, co2, fuel, *self.speed[v]) for v, (t, co2, fuel) in self.truth.items()))
+            report.vehicle_result(v, t, co2, fuel, *self.speed[v], until_distance_m=until_distance_m[v])
+            for v, (t, co2, fuel) in self.truth.items()))
 
 
 def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeout_s: float,
-            label: str) -> _Recording:
+            label: str, mcap_path=None) -> _Recording:
     import math
     import time
 
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import NavSatFix
 
-    from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, VehicleState
+    from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, RoutePlan, VehicleState
     from carbon_ai_nodes import qos
     from carbon_ai_nodes.conversions.time import to_seconds
     from carbon_ai_nodes.core.errors import CarbonAIError
@@ -164,7 +187,15 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
             if recording[0]:
                 rec.modes[v].append(msg.mode)
 
+        def on_plan(msg, v=v) -> None:
+            if msg.objective == RoutePlan.OBJECTIVE_CO2 and msg.routes:
+                rec.predicted[v] = {"expected_co2_kg": msg.expected_co2_kg, "baseline_co2_kg": msg.baseline_co2_kg,
+                                    "expected_duration_s": msg.expected_duration_s,
+                                    "baseline_duration_s": _baseline_duration(msg),
+                                    "lap_distance_m": msg.expected_distance_m}
+
         n = probe.node
+        n.create_subscription(RoutePlan, f"/{v}/route_plan", on_plan, qos.latched())
         n.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", on_truth, qos.command())
         n.create_subscription(Odometry, f"/{v}/odom/wheel", on_odom, qos.sensor())
         n.create_subscription(NavSatFix, f"/{v}/gnss/fix", on_fix, qos.sensor())
@@ -177,6 +208,12 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     runner = GraphRunner(scenario, run_dir, baseline=baseline, overrides={"sim": {"autostart": False}},
                          log=lambda s: print(f"   {s}", flush=True))
     rec.skipped = runner.skipped
+    recorder = None
+    if mcap_path is not None:
+        from carbon_ai_nodes.mcap_recorder import McapRecorder
+
+        recorder = McapRecorder(mcap_path)
+        probe.executor.add_node(recorder.node)  # spun with the probe: one thread, no locking surprises
     try:
         runner.start()
         sims = [f"/{v}/sim" for v in vehicles]
@@ -205,8 +242,22 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
         recording[0] = False
     finally:
         runner.stop()
+        if recorder is not None:
+            probe.spin_until(lambda: False, 0.5)  # the bridges' safe-state commands reach the file
+            probe.executor.remove_node(recorder.node)
+            recorder.close()
+            print(f"   recorded {recorder.message_count} messages on {len(recorder.counts)} topics to "
+                  f"{recorder.path}", flush=True)
         probe.close()
     return rec
+
+
+def _baseline_duration(msg) -> float:
+    """Lap time (s) without speed advice: eco_speed states it in its status message (RoutePlan has no field)."""
+    import re
+
+    m = re.search(r"baseline lap ([0-9.]+) s", msg.status_message)
+    return float(m.group(1)) if m else float("nan")
 
 
 def _change_state_all(probe, nodes: list[str], transition: str, timeout_s: float) -> None:
@@ -247,57 +298,92 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from carbon_ai_nodes.core.report import distance_profile
     from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
     from carbon_ai_nodes.core.vehicle_sim import Route
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for rec, style in zip(recordings, ("-", "--"), strict=True):
-        for v, (t, co2, _) in rec.truth.items():
-            ax.plot(t, co2, style, lw=1.2, label=f"{v} ({rec.label})")
-    ax.set_xlabel("time (s)")
+        for k, (v, (t, co2, _)) in enumerate(rec.truth.items()):
+            colour = colours[k % len(colours)]
+            ax.plot(t, co2, style, color=colour, lw=1.2, label=f"{v} ({rec.label})")
+            # cumulative CO2 against the distance driven: the like-for-like view of the two runs
+            st, dist = distance_profile(*rec.speed[v])
+            if len(t) >= 2 and len(st) >= 2:
+                tt = np.asarray(t, float)
+                cum = np.concatenate([[0.0], np.cumsum(np.diff(tt) * 0.5 * (np.asarray(co2[1:]) +
+                                                                            np.asarray(co2[:-1])))])
+                ax2.plot(np.interp(tt, st, dist) / 1000.0, cum / 1000.0, style, color=colour, lw=1.2,
+                         label=f"{v} ({rec.label})")
+    ax.set_xlabel("time since the vehicles started (s)")
     ax.set_ylabel("CO2 rate (g/s)")
-    ax.set_title(f"{scenario.name}: CO2 rate with and without carbon optimisation")
+    ax.set_title("CO2 rate: optimised (solid) vs baseline (dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
+    ax2.set_xlabel("distance driven (km)")
+    ax2.set_ylabel("cumulative CO2 (kg)")
+    ax2.set_title("CO2 over the same stretch of route")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, ncol=2)
+    fig.suptitle(f"{scenario.name}: carbon optimisation on vs off")
     fig.tight_layout()
     fig.savefig(out / "co2_rate.png", dpi=110)
     plt.close(fig)
 
-    from carbon_ai_nodes.core.emission_model import cruise_co2_g_per_m
+    from matplotlib.collections import LineCollection
 
-    fig, ax = plt.subplots(figsize=(7, 6))
-    segments, costs = [], []
-    for v in scenario.vehicles:
-        if not v.route:
-            continue
-        route = Route.from_list(v.route, v.cruise_speed_mps)
-        profile = VehicleProfile.from_mapping(v.profile)
-        payload = v.initial_payload_kg
-        for i in range(len(route.waypoints)):
-            a, b, grade, _ = route.segment(i)
-            if a.payload_kg is not None:
-                payload = a.payload_kg
-            speed = a.speed_mps or route.cruise_speed_mps
-            segments.append(((a.east_m, a.north_m), (b.east_m, b.north_m)))
-            costs.append(cruise_co2_g_per_m(profile, speed, grade, payload))
-    if segments:
-        from matplotlib.collections import LineCollection
+    from carbon_ai_nodes.core.eco_speed import eco_profile
 
-        lc = LineCollection(segments, array=np.asarray(costs), cmap="viridis", linewidths=5)
+    # the plan as the eco_speed node makes it (same core, same inputs): CO2 per metre along each route with the
+    # payload carried, and the speed caps it sets; vehicles on a drive cycle have no route to draw
+    routed = [v for v in scenario.vehicles if v.route]
+    eco_node = next((n for n in scenario.nodes if n.name == "eco_speed"), None)
+    plans = {}
+    for v in routed:
+        params = dict(eco_node.params) if eco_node else {}
+        plans[v.id] = eco_profile(VehicleProfile.from_mapping(v.profile), Route.from_list(v.route, v.cruise_speed_mps),
+                                  initial_payload_kg=v.initial_payload_kg,
+                                  dwell_s=float(params.get("dwell_s", 8.0)))
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 8.5), gridspec_kw={"height_ratios": [3, 2]})
+    costs = [c for ep in plans.values() for c in ep.co2_g_per_m if math.isfinite(c)]
+    norm = plt.Normalize(min(costs), max(costs)) if costs else None
+    for k, (vid, ep) in enumerate(plans.items()):
+        pts = ep.points
+        # lanes of one road lie a few metres apart: offset each vehicle a little so both stay visible
+        dy = 4.0 * k
+        segs = [((pts.east_m[i - 1], pts.north_m[i - 1] + dy), (pts.east_m[i], pts.north_m[i] + dy))
+                for i in range(1, len(pts.s_m))]
+        lc = LineCollection(segs, array=np.nan_to_num(ep.co2_g_per_m[1:]), cmap="plasma", norm=norm, linewidths=4)
         ax.add_collection(lc)
-        fig.colorbar(lc, ax=ax, label="planned CO2 (g/m, steady cruise with the payload carried)")
+        stops = pts.is_stop[:-1]
+        ax.plot(pts.east_m[:-1][stops], pts.north_m[:-1][stops] + dy, "o", ms=7, mfc="none", color="k")
+        cruise = np.where(pts.is_stop, 0.0, pts.cruise_mps)
+        ax2.plot(pts.s_m, cruise, "--", color=f"C{k}", lw=1.2, label=f"{vid}: cruise (optimisation off)")
+        ax2.plot(pts.s_m, ep.speed_cap_mps, "-", color=f"C{k}", lw=1.6,
+                 label=f"{vid}: eco caps ({ep.predicted_saving_pct:.1f} % less CO2 per lap predicted)")
+    if costs:
+        fig.colorbar(lc, ax=ax, label="planned CO2 (g/m) with the payload carried")
     lat0, lon0, _ = scenario.origin
     for v, (lat, lon, _) in recordings[0].track.items():
         if lat:
             east = (np.asarray(lon) - lon0) * math.radians(1) * 6_378_137.0 * math.cos(math.radians(lat0))
             north = (np.asarray(lat) - lat0) * math.radians(1) * 6_378_137.0
-            ax.plot(east, north, ".", ms=2, alpha=0.6, label=f"{v} GNSS (optimised run)")
+            ax.plot(east, north, ".", ms=2, alpha=0.5, label=f"{v} GNSS fixes (optimised run)")
     ax.autoscale()
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.margins(0.05, 0.15)
     ax.set_xlabel("east (m)")
-    ax.set_ylabel("north (m)")
-    ax.set_title(f"{scenario.name}: routes coloured by CO2 per metre")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("north (m, not to the east scale)")
+    ax.set_title(f"{scenario.name}: planned routes coloured by CO2 per metre (circles: load/dump stops)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    ax2.set_xlabel("distance along the route from its first waypoint (m)")
+    ax2.set_ylabel("speed cap (m/s)")
+    ax2.set_title("speed plan along the route")
+    ax2.grid(alpha=0.3)
+    if plans:
+        ax2.legend(fontsize=8, loc="center")
     fig.tight_layout()
     fig.savefig(out / "routes.png", dpi=110)
     plt.close(fig)

@@ -1,8 +1,11 @@
 """Run reports (no ROS): integrate recorded rates into CO2, fuel and distance per vehicle, compare an optimised
 run with a baseline run, summarise latencies, and render the Markdown report of ``carbon-ai demo``.
 
-CO2 is compared per kilometre: a run that drives slower covers less ground in the same time, so total grams
-over a fixed duration would flatter it.
+Runs are compared over the *same stretch of route*: both start from the same state, and each vehicle's
+totals are cut where it has driven the distance both runs covered (:func:`common_distance_m`). A fixed time
+window would compare different parts of the route (an eco run that crests a hill slowly is still on the
+zero-fuel downhill when the window closes while the baseline is already on the flat), and CO2 per km over
+different stretches says more about the road than about the driving.
 """
 
 from __future__ import annotations
@@ -72,12 +75,45 @@ class RunResult:
         return self.co2_kg * 1000.0 / self.distance_km if self.distance_km > 1e-3 else math.nan
 
 
+def distance_profile(speed_t_s: Sequence[float], speed_mps: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(time s, cumulative distance m) from speed samples (m/s; negative counts as 0), trapezoidal."""
+    t = np.asarray(speed_t_s, float)
+    v = np.asarray(speed_mps, float)
+    ok = np.isfinite(t) & np.isfinite(v)
+    t, v = t[ok], np.maximum(v[ok], 0.0)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    if len(t) < 2:
+        return t, np.zeros_like(t)
+    return t, np.concatenate([[0.0], np.cumsum(np.diff(t) * 0.5 * (v[1:] + v[:-1]))])
+
+
+def common_distance_m(*runs: tuple[Sequence[float], Sequence[float]]) -> float:
+    """The distance (m) every run covered, given each run's (speed time s, speed m/s) samples."""
+    totals = [distance_profile(t, v)[1] for t, v in runs]
+    return min((float(d[-1]) if len(d) else 0.0) for d in totals)
+
+
 def vehicle_result(vehicle_id: str, t_s: Sequence[float], co2_g_s: Sequence[float], fuel_lph: Sequence[float],
-                   speed_t_s: Sequence[float], speed_mps: Sequence[float]) -> VehicleResult:
-    """Integrate one vehicle's recorded CO2 rate (g/s), fuel rate (L/h) and speed (m/s)."""
-    duration = float(max(t_s) - min(t_s)) if len(t_s) >= 2 else 0.0
-    return VehicleResult(vehicle_id, integrate(t_s, co2_g_s) / 1000.0, integrate(t_s, fuel_lph) / 3600.0,
-                         integrate(speed_t_s, [max(v, 0.0) for v in speed_mps]) / 1000.0, duration)
+                   speed_t_s: Sequence[float], speed_mps: Sequence[float],
+                   until_distance_m: float = math.inf) -> VehicleResult:
+    """Integrate one vehicle's recorded CO2 rate (g/s), fuel rate (L/h) and speed (m/s), up to the moment it
+    has driven ``until_distance_m`` (m; default: the whole recording)."""
+    st, dist = distance_profile(speed_t_s, speed_mps)
+    t = np.asarray(t_s, float)
+    co2, fuel = np.asarray(co2_g_s, float), np.asarray(fuel_lph, float)
+    if math.isfinite(until_distance_m) and len(dist) >= 2 and dist[-1] > until_distance_m:
+        # the moment the odometer reached the distance, interpolated between speed samples
+        t_end = float(np.interp(until_distance_m, dist, st))
+        keep = t <= t_end
+        t, co2, fuel = t[keep], co2[keep], fuel[keep]
+        distance_m = until_distance_m
+    else:
+        distance_m = float(dist[-1]) if len(dist) else 0.0
+    finite_t = t[np.isfinite(t)]
+    duration = float(finite_t.max() - finite_t.min()) if len(finite_t) >= 2 else 0.0
+    return VehicleResult(vehicle_id, integrate(t, co2) / 1000.0, integrate(t, fuel) / 3600.0,
+                         distance_m / 1000.0, duration)
 
 
 def saving_pct(baseline: float, optimised: float) -> float:
@@ -116,17 +152,21 @@ def markdown(scenario: str, runs: Sequence[RunResult], latency: Mapping[str, Map
     """The demo report as Markdown: per-vehicle and total CO2/fuel for each run, saving, latencies, plots."""
     lines = [f"# carbon_ai demo: {scenario}", ""]
     for run in runs:
-        lines += [f"## {run.label}", "", "| vehicle | CO2 kg | fuel L | distance km | CO2 g/km |",
-                  "|---|---|---|---|---|"]
+        lines += [f"## {run.label}", "", "| vehicle | CO2 kg | fuel L | distance km | time s | CO2 g/km |",
+                  "|---|---|---|---|---|---|"]
         for v in run.vehicles:
             lines.append(f"| {v.vehicle_id} | {_f(v.co2_kg)} | {_f(v.fuel_l)} | {_f(v.distance_km)} | "
-                         f"{_f(v.co2_g_per_km, 1)} |")
-        lines += [f"| **total** | {_f(run.co2_kg)} | {_f(run.fuel_l)} | {_f(run.distance_km)} | "
+                         f"{_f(v.duration_s, 1)} | {_f(v.co2_g_per_km, 1)} |")
+        lines += [f"| **total** | {_f(run.co2_kg)} | {_f(run.fuel_l)} | {_f(run.distance_km)} | | "
                   f"{_f(run.co2_g_per_km, 1)} |", ""]
     if len(runs) == 2:
         base, opt = runs[1], runs[0]
         saving = saving_pct(base.co2_g_per_km, opt.co2_g_per_km)
-        lines += [f"**CO2 saving (per km, optimised vs baseline): {_f(saving, 1)} %**", ""]
+        lines += [f"**CO2 saving (same distance, optimised vs baseline): {_f(saving, 1)} %**", "",
+                  "| vehicle | saving % |", "|---|---|"]
+        for vb, vo in zip(base.vehicles, opt.vehicles, strict=False):
+            lines.append(f"| {vb.vehicle_id} | {_f(saving_pct(vb.co2_g_per_km, vo.co2_g_per_km), 1)} |")
+        lines.append("")
     lines += ["## Latency per stage (message age at the observer, ms)", "",
               "| stage | count | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|"]
     for stage, p in latency.items():

@@ -40,7 +40,8 @@ from carbon_ai_nodes.core.errors import ConfigError
 
 # Dependency order of the known nodes: producers before consumers, the actuator bridge last to come up and
 # (see supervisor.shutdown_order) first to go down.
-NODE_ORDER = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "uplink_bridge", "actuator_bridge")
+NODE_ORDER = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "eco_speed", "uplink_bridge",
+              "actuator_bridge")
 SCOPES = ("vehicle", "fleet")
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PACKAGE_DIR / "config"
