@@ -83,7 +83,9 @@ class NodeProcess:
         self.argv = [sys.executable, "-m", f"carbon_ai_nodes.nodes.{module}", *extra_args]
         if ros_args:
             self.argv += ["--ros-args", *ros_args]
-        self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
+        # Tests point CARBON_AI_LOG_DIR at pytest's temporary directory, so logs do not pile up in /tmp.
+        log_dir = os.environ.get("CARBON_AI_LOG_DIR") or None
+        self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", dir=log_dir, delete=False)
         self.log_path = Path(self._out.name)
         full_env = dict(os.environ)
         full_env.update(env or {})

@@ -18,6 +18,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers import as plain modules
 
 
+@pytest.fixture(scope="session", autouse=True)
+def node_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Node process logs of this session, kept under pytest's temporary directory (the last runs are kept)."""
+    path = tmp_path_factory.mktemp("node-logs")
+    os.environ["CARBON_AI_LOG_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ros():
     """rclpy initialised once for the session."""

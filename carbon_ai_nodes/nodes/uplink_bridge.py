@@ -13,6 +13,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
 from carbon_ai_nodes import qos
@@ -118,29 +120,22 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         return False
 
     def _on_estimate(self, msg: CarbonEstimate) -> None:
-        if self._foreign("carbon_estimate", msg.asset_id):
-            return
-        try:
-            sample = estimate_sample(msg)
-            self._check_stamp(sample.stamp_s)
-            closed = self.window.add_estimate(sample)
-        except InputRejectedError as exc:
-            self.reject("carbon_estimate", exc.reason, exc.detail)
-            return
-        self.accept("carbon_estimate")
-        self._produce(closed)
+        self._on_input("carbon_estimate", msg, estimate_sample, self.window.add_estimate)
 
     def _on_state(self, msg: VehicleState) -> None:
-        if self._foreign("vehicle_state", msg.asset_id):
+        self._on_input("vehicle_state", msg, state_sample, self.window.add_state)
+
+    def _on_input(self, name: str, msg: Any, to_sample: Callable[[Any], Any], add: Callable[[Any], Any]) -> None:
+        if self._foreign(name, msg.asset_id):
             return
         try:
-            sample = state_sample(msg)
+            sample = to_sample(msg)
             self._check_stamp(sample.stamp_s)
-            closed = self.window.add_state(sample)
+            closed = add(sample)
         except InputRejectedError as exc:
-            self.reject("vehicle_state", exc.reason, exc.detail)
+            self.reject(name, exc.reason, exc.detail)
             return
-        self.accept("vehicle_state")
+        self.accept(name)
         self._produce(closed)
 
     def _tick(self) -> None:
