@@ -1,5 +1,6 @@
-"""The planner node as its own process over real DDS: route requests, warm-started replans, the load
-schedule on a grid forecast, rviz outputs, and refusal of bad requests, forecasts and parameters."""
+"""The planner node as its own process over real DDS: route requests, warm-started replans (stops changed,
+roads congested), the load schedule on a grid forecast, rviz outputs, and refusal of bad requests, congestion
+reports, forecasts and parameters."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from geometry_msgs.msg import Point
 from nav_msgs.msg import Path
 from visualization_msgs.msg import MarkerArray
 
-from carbon_ai_msgs.msg import GridIntensity, LoadSchedule, RoutePlan, RouteStop, VehicleSpec
+from carbon_ai_msgs.msg import GridIntensity, LoadSchedule, RoadCongestion, RoutePlan, RouteStop, VehicleSpec
 from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.testing import NodeProcess
@@ -151,3 +152,52 @@ def test_missing_vehicle_profiles_name_the_parameter():
         assert node.wait(timeout_s=30) == 1
         lines = [line for line in node.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "planner.vehicle_profiles: /nonexistent/vehicles does not exist" in lines[0]
+
+
+def _served(plan: RoutePlan) -> list[str]:
+    return sorted(s.stop_id for r in plan.routes for s in r.stops if s.stop_id != "depot")
+
+
+def test_congestion_report_replans_and_bad_reports_are_rejected(probe):
+    plans = probe.collect(RoutePlan, "/fleet/route_plan", qos.latched())
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+    reports = probe.publisher(RoadCongestion, "/fleet/road_congestion", qos.command())
+    with NodeProcess("planner", namespace="/fleet", params={
+        "replan_deadline_s": 0.3, "diagnostics_period_s": 0.3,
+    }) as node:
+        client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
+        first = _call(probe, client, _request(12))
+        assert first.success, (first.message, node.output)
+        assert probe.spin_until(lambda: plans and plans[-1].plan_id == first.plan.plan_id, timeout_s=20)
+        assert probe.wait_for_subscribers(reports, timeout_s=20), node.output
+        # Congest a customer -> customer road the current plan drives.
+        route = next(r for r in first.plan.routes if len(r.stops) >= 4)
+        arc = (route.stops[1].stop_id, route.stops[2].stop_id)
+        reports.publish(RoadCongestion(from_stop_id=arc[0], to_stop_id=arc[1], speed_mps=1.0))
+        assert probe.spin_until(lambda: plans[-1].plan_id != first.plan.plan_id, timeout_s=20), node.output
+        replanned = plans[-1]
+        assert (replanned.header.stamp.sec, replanned.header.stamp.nanosec) > (
+            first.plan.header.stamp.sec, first.plan.header.stamp.nanosec)
+        assert replanned.status in (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)
+        assert _served(replanned) == sorted(f"c{i}" for i in range(12))  # every customer exactly once
+        assert replanned.solve_time_ms <= 0.3 * 1000.0, replanned.solve_time_ms
+        # If the replan still drives the congested road, it is costed at the reported speed.
+        for r in replanned.routes:
+            for a, b in zip(r.stops, r.stops[1:], strict=False):
+                if (a.stop_id, b.stop_id) == arc:
+                    assert b.arc_speed_mps <= 1.0 + 1e-9
+
+        # Bad reports: counted per reason on /diagnostics, no new plan, and the node keeps answering.
+        reports.publish(RoadCongestion(from_stop_id="nowhere", to_stop_id=arc[1], speed_mps=5.0))
+        reports.publish(RoadCongestion(from_stop_id=arc[0], to_stop_id=arc[1], speed_mps=math.nan))
+
+        def rejected(reason: str) -> bool:
+            return any(kv.key == f"rejected.road_congestion.{reason}" and kv.value != "0"
+                       for d in diags for st in d.status if st.hardware_id == "/fleet/planner" for kv in st.values)
+
+        assert probe.spin_until(lambda: rejected("unknown_stop") and rejected("nan"), timeout_s=20), node.output
+        assert plans[-1].plan_id == replanned.plan_id
+        again = _call(probe, client, _request(5, objective="distance"))
+        assert again.success
+        assert node.stop() == 0
+        assert "Traceback" not in node.output

@@ -1,4 +1,5 @@
-"""PlanRoute requests, RoutePlan, LoadSchedule, nav_msgs/Path and rviz markers <-> the planning cores."""
+"""PlanRoute requests, RoadCongestion reports, RoutePlan, LoadSchedule, nav_msgs/Path and rviz markers <-> the
+planning cores."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from nav_msgs.msg import Path
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from carbon_ai_msgs.msg import AssetSchedule, GridIntensity, LoadSchedule, RoutePlan, RouteStop, VehicleRoute
+from carbon_ai_msgs.msg import (
+    AssetSchedule,
+    GridIntensity,
+    LoadSchedule,
+    RoadCongestion,
+    RoutePlan,
+    RouteStop,
+    VehicleRoute,
+)
 from carbon_ai_nodes.conversions.time import to_seconds, to_time
 from carbon_ai_nodes.core.errors import InputRejectedError, SolverError
 from carbon_ai_nodes.core.load_schedule import ScheduleProblem, ScheduleResult
@@ -52,6 +61,24 @@ def request_to_problem(stops: list[RouteStop], vehicles: list, objective: str, d
             cruise_speed_mps=_finite_or(v.max_speed_mps, default_speed_mps), empty_mass_kg=v.empty_mass_kg,
         ))
     return RoutingProblem(tuple(core_stops), tuple(fleet), objective=objective, allow_dropping=allow_dropping)
+
+
+def congestion_from_msg(msg: RoadCongestion) -> tuple[list[tuple[str, str]], float]:
+    """The arcs (from stop_id, to stop_id) a congestion report covers and their speed cap in m/s, where
+    ``math.inf`` (the routing core's "no limit") means the report is cleared (``SPEED_CLEAR``).
+    InputRejectedError for unusable reports; whether the stops exist is the caller's to check."""
+    a, b = msg.from_stop_id, msg.to_stop_id
+    if not a or not b:
+        raise InputRejectedError("empty", f"from_stop_id={a!r}, to_stop_id={b!r}: both must be set")
+    if a == b:
+        raise InputRejectedError("out_of_range", f"from_stop_id == to_stop_id == {a!r}: not a road")
+    v = msg.speed_mps
+    if math.isnan(v):
+        raise InputRejectedError("nan", f"speed_mps=nan on {a} -> {b}")
+    if not math.isfinite(v) or v < 0:
+        raise InputRejectedError("out_of_range", f"speed_mps={v} on {a} -> {b}: must be finite and >= 0")
+    speed = math.inf if v == RoadCongestion.SPEED_CLEAR else float(v)
+    return ([(a, b), (b, a)] if msg.bidirectional else [(a, b)]), speed
 
 
 def plan_to_msg(plan: RoutePlanResult, problem: RoutingProblem | None, plan_id: str, header: Header) -> RoutePlan:

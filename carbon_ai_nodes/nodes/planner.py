@@ -6,6 +6,14 @@ and ``route_path`` (nav_msgs/Path) and ``route_markers`` (MarkerArray, arcs colo
 rviz. A ``plan_route`` request for the same fleet as the current plan whose stops differ (stops added or
 removed) is a replan: warm-started from the current plan and answered within ``replan_deadline_s`` with
 the best plan found by then.
+
+Subscribes ``road_congestion`` (RoadCongestion, reliable): a road between two stops is driven at most at
+``speed_mps`` (``SPEED_CLEAR`` withdraws the report). A report that changes the congestion of the current
+plan's roads triggers the same warm-started replan, published on ``route_plan``/``route_path``/
+``route_markers`` within ``replan_deadline_s``; if no plan exists yet, it is kept for the next one. Reports
+persist and apply to every later ``plan_route`` request naming both stops. Reports naming stops the current
+plan does not have, or with a NaN/negative/infinite speed, are rejected and counted on /diagnostics
+(``rejected.road_congestion.<reason>``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,14 @@ from nav_msgs.msg import Path
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from carbon_ai_msgs.msg import CarbonEstimate, GridIntensity, LoadSchedule, RoutePlan, VehicleState
+from carbon_ai_msgs.msg import (
+    CarbonEstimate,
+    GridIntensity,
+    LoadSchedule,
+    RoadCongestion,
+    RoutePlan,
+    VehicleState,
+)
 from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.conversions import planning as conv
@@ -47,6 +62,11 @@ class Planner(CarbonNode[PlannerParams]):
         self.solver = None
         self.co2_model = None
         self.problem: RoutingProblem | None = None
+        # The current plan's problem as requested, before congestion: clearing a report restores from it.
+        self.base_problem: RoutingProblem | None = None
+        # Reported road speed caps, (from stop_id, to_stop_id) -> m/s; kept across requests (roads outlive plans).
+        self.congestion: dict[tuple[str, str], float] = {}
+        self.congestion_replans = 0
         self.plan: RoutePlanResult | None = None
         self.baseline_routes: list[list[int]] = []
         self.jobs = None
@@ -75,6 +95,8 @@ class Planner(CarbonNode[PlannerParams]):
                           input_name="carbon_estimate")
         self.subscription(GridIntensity, "grid_intensity", self._on_grid, qos.latched(),
                           input_name="grid_intensity")
+        self.subscription(RoadCongestion, "road_congestion", self._on_congestion, qos.command(),
+                          input_name="road_congestion")
         self.timer(1.0, self.poll_watchdog, name="watchdog")
 
     def params_changed(self, old: PlannerParams, new: PlannerParams) -> None:
@@ -96,6 +118,7 @@ class Planner(CarbonNode[PlannerParams]):
             "last_solve_ms": f"{self.last_solve_ms:.1f}",
             "co2_model_correction": f"{self.co2_correction:.3f}",
             "current_plan_stops": str(self.problem.n if self.problem else 0),
+            "congested_arcs": str(len(self.congestion)), "congestion_replans": str(self.congestion_replans),
         }
 
     # ------------------------------------------------------------------ routing
@@ -116,21 +139,13 @@ class Planner(CarbonNode[PlannerParams]):
                 raise SolverError(f"objective={request.objective!r}: must be distance, time or co2")
             if not math.isfinite(request.time_limit_s):
                 raise SolverError(f"time_limit_s={request.time_limit_s!r}: must be finite")
-            problem = conv.request_to_problem(list(request.stops), list(request.vehicles),
-                                              request.objective or p.objective, default_speed_mps=13.9,
-                                              allow_dropping=request.allow_dropping)
-            costs = arc_costs(problem, self.co2_model)
+            base = conv.request_to_problem(list(request.stops), list(request.vehicles),
+                                           request.objective or p.objective, default_speed_mps=13.9,
+                                           allow_dropping=request.allow_dropping)
+            problem = self._with_congestion(base)
             replan = self._is_replan(problem)
-            if replan:
-                old_ids = [s.stop_id for s in self.problem.stops]
-                initial = repair_routes(problem, costs, self.plan.customer_routes(), old_ids)
-                baseline = repair_routes(problem, costs, self.baseline_routes, old_ids)
-                limit = p.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
-            else:
-                initial = baseline = None
-                limit = request.time_limit_s if request.time_limit_s > 0 else p.time_limit_s
-            plan, base_routes = plan_routes(problem, self.solver, costs, time_limit_s=max(limit, 0.01),
-                                            initial_routes=initial, baseline_routes=baseline, is_replan=replan)
+            fresh_limit_s = request.time_limit_s if request.time_limit_s > 0 else p.time_limit_s
+            plan, base_routes = self._solve(problem, replan, t0, fresh_limit_s)
         except SolverError as exc:
             self.reject("plan_route", "invalid_request", str(exc))
             response.success = False
@@ -138,23 +153,56 @@ class Planner(CarbonNode[PlannerParams]):
             response.plan = conv.plan_to_msg(_error_plan(str(exc)), None, "", self._header())
             return response
         self.accept("plan_route")
-        plan_id = uuid.uuid4().hex[:12]
-        header = self._header()
-        msg = conv.plan_to_msg(plan, problem, plan_id, header)
-        if plan.status != "infeasible":
-            self.problem, self.plan, self.baseline_routes = problem, plan, base_routes
-            self._plan_pub.publish(msg)
-            self._path_pub.publish(conv.plan_to_path(plan, problem, header))
-            self._marker_pub.publish(conv.plan_to_markers(plan, problem, header))
-        self.plans_made += 1
-        self.replans += int(replan)
-        self.last_solve_ms = (time.monotonic() - t0) * 1000.0
+        msg = self._adopt(plan, base, problem, base_routes, replan, t0)
         response.success = plan.status != "infeasible"
         response.message = plan.message or (
             f"{plan.status}: {plan.co2_g / 1000:.3f} kg CO2 vs {plan.baseline_co2_g / 1000:.3f} kg for the "
             f"shortest plan, {plan.distance_m:.0f} m" + (" (replan)" if replan else ""))
         response.plan = msg
         return response
+
+    def _with_congestion(self, base: RoutingProblem) -> RoutingProblem:
+        """``base`` with every reported road speed cap whose two stops it has applied."""
+        ids = {s.stop_id for s in base.stops}
+        problem = base
+        for (a, b), speed_mps in self.congestion.items():
+            if a in ids and b in ids:
+                problem = problem.with_arc_speed(a, b, speed_mps)
+        return problem
+
+    def _solve(self, problem: RoutingProblem, replan: bool, t0: float,
+               fresh_limit_s: float) -> tuple[RoutePlanResult, list[list[int]]]:
+        """Plan ``problem``. A replan warm-starts from the current plan and its baseline and gets what is left
+        of ``replan_deadline_s`` since ``t0`` (time.monotonic(), s) for the solvers; a fresh plan gets
+        ``fresh_limit_s`` (s). Raises SolverError."""
+        costs = arc_costs(problem, self.co2_model)
+        if replan:
+            old_ids = [s.stop_id for s in self.problem.stops]
+            initial = repair_routes(problem, costs, self.plan.customer_routes(), old_ids)
+            baseline = repair_routes(problem, costs, self.baseline_routes, old_ids)
+            limit = self.params.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
+        else:
+            initial = baseline = None
+            limit = fresh_limit_s
+        return plan_routes(problem, self.solver, costs, time_limit_s=max(limit, 0.01), initial_routes=initial,
+                           baseline_routes=baseline, is_replan=replan)
+
+    def _adopt(self, plan: RoutePlanResult, base: RoutingProblem, problem: RoutingProblem,
+               base_routes: list[list[int]], replan: bool, t0: float) -> RoutePlan:
+        """The RoutePlan of ``plan``; unless infeasible it becomes the current plan and is published with its
+        Path and markers. ``base`` is ``problem`` before congestion; ``t0`` (time.monotonic(), s) is when the
+        request or report arrived."""
+        header = self._header()
+        msg = conv.plan_to_msg(plan, problem, uuid.uuid4().hex[:12], header)
+        if plan.status != "infeasible":
+            self.base_problem, self.problem, self.plan, self.baseline_routes = base, problem, plan, base_routes
+            self._plan_pub.publish(msg)
+            self._path_pub.publish(conv.plan_to_path(plan, problem, header))
+            self._marker_pub.publish(conv.plan_to_markers(plan, problem, header))
+        self.plans_made += 1
+        self.replans += int(replan)
+        self.last_solve_ms = (time.monotonic() - t0) * 1000.0
+        return msg
 
     def _is_replan(self, problem: RoutingProblem) -> bool:
         """Same fleet as the current plan, and its stops changed by additions/removals only."""
@@ -166,6 +214,46 @@ class Planner(CarbonNode[PlannerParams]):
         return len(old & {s.stop_id for s in problem.stops}) > 0 and problem.objective == self.problem.objective
 
     # ------------------------------------------------------------------ inputs
+    def _on_congestion(self, msg: RoadCongestion) -> None:
+        t0 = time.monotonic()
+        try:
+            arcs, speed_mps = conv.congestion_from_msg(msg)
+            if self.base_problem is not None:
+                known = {s.stop_id for s in self.base_problem.stops}
+                unknown = [sid for sid in arcs[0] if sid not in known]
+                if unknown:
+                    raise InputRejectedError("unknown_stop", f"{unknown[0]!r} is not a stop of the current plan")
+        except InputRejectedError as exc:
+            self.reject("road_congestion", exc.reason, exc.detail)
+            return
+        self.accept("road_congestion")
+        changed = [arc for arc in arcs if self.congestion.get(arc, math.inf) != speed_mps]
+        if not changed:
+            return  # the same report re-sent (reports repeat while a jam lasts): the plan stands
+        for arc in changed:
+            if math.isinf(speed_mps):
+                del self.congestion[arc]
+            else:
+                self.congestion[arc] = speed_mps
+        road = ", ".join(f"{a} -> {b}" for a, b in changed)
+        state = "clear again" if math.isinf(speed_mps) else f"congested: at most {speed_mps:.1f} m/s"
+        if self.base_problem is None:
+            self.get_logger().info(f"road {road} {state}; no plan yet, the next plan will use it")
+            return
+        self.get_logger().info(f"road {road} {state}; replanning within {self.params.replan_deadline_s:.2f} s")
+        try:
+            problem = self._with_congestion(self.base_problem)
+            plan, base_routes = self._solve(problem, True, t0, self.params.replan_deadline_s)
+        except SolverError as exc:
+            self.reject("road_congestion", "replan_failed", str(exc))
+            return
+        if plan.status == "infeasible":
+            # The vehicles keep driving the current plan; a later report or request may make it solvable.
+            self.reject("road_congestion", "infeasible", plan.message or "no plan meets the time windows")
+            return
+        self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
+        self.congestion_replans += 1
+
     def _on_state(self, msg: VehicleState) -> None:
         for name in ("speed_mps", "payload_kg"):
             v = getattr(msg, name)
