@@ -1,6 +1,6 @@
 """The planner node as its own process over real DDS: route requests, warm-started replans (stops changed,
-roads congested), the load schedule on a grid forecast, rviz outputs, and refusal of bad requests, congestion
-reports, forecasts and parameters."""
+roads congested, grid intensity changed for electric vehicles), the load schedule on a grid forecast, rviz
+outputs, and refusal of bad requests, congestion reports, forecasts and parameters."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from carbon_ai_nodes.testing import NodeProcess
 JOBS = str(REPO / "config" / "planner_loads_example.yaml")
 
 
-def _request(n_customers: int, objective: str = "co2", extra: tuple[str, float, float] | None = None):
+def _request(n_customers: int, objective: str = "co2", extra: tuple[str, float, float] | None = None,
+             profile: str = "delivery_van", fleet: str = "van", n_vehicles: int = 3):
     req = PlanRoute.Request(objective=objective, time_limit_s=0.5)
     req.stops.append(RouteStop(stop_id="depot", position=Point(x=0.0, y=0.0)))
     for i in range(n_customers):
@@ -32,8 +33,8 @@ def _request(n_customers: int, objective: str = "co2", extra: tuple[str, float, 
                                    demand_kg=-float(100 + 37 * (i % 5)), service_time_s=60.0))
     if extra:
         req.stops.append(RouteStop(stop_id=extra[0], position=Point(x=extra[1], y=extra[2]), demand_kg=-50.0))
-    for k in range(3):
-        req.vehicles.append(VehicleSpec(vehicle_id=f"van{k}", profile="delivery_van", capacity_kg=1500.0,
+    for k in range(n_vehicles):
+        req.vehicles.append(VehicleSpec(vehicle_id=f"{fleet}{k}", profile=profile, capacity_kg=1500.0,
                                         start_stop_id="depot", end_stop_id="depot", max_speed_mps=12.0,
                                         empty_mass_kg=math.nan))
     return req
@@ -199,5 +200,51 @@ def test_congestion_report_replans_and_bad_reports_are_rejected(probe):
         assert plans[-1].plan_id == replanned.plan_id
         again = _call(probe, client, _request(5, objective="distance"))
         assert again.success
+        assert node.stop() == 0
+        assert "Traceback" not in node.output
+
+
+def test_grid_intensity_change_replans_electric_co2_plans_only(probe):
+    plans = probe.collect(RoutePlan, "/fleet/route_plan", qos.latched())
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+    grid = probe.publisher(GridIntensity, "/fleet/grid_intensity", qos.latched())
+    with NodeProcess("planner", namespace="/fleet", params={
+        "replan_deadline_s": 0.3, "diagnostics_period_s": 0.3,
+    }) as node:
+        client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
+        # One vehicle, five stops: both plans are optimal, so their CO2 compares exactly.
+        ev = _request(5, profile="electric crossover", fleet="ev", n_vehicles=1)
+        first = _call(probe, client, ev)
+        assert first.success, (first.message, node.output)
+        assert probe.spin_until(lambda: plans and plans[-1].plan_id == first.plan.plan_id, timeout_s=20)
+        assert probe.wait_for_subscribers(grid, timeout_s=20), node.output
+
+        # The profile's own 400 gCO2/kWh -> 200: the arcs cost half, replanned within the deadline.
+        grid.publish(_forecast([200.0] * 24))
+        assert probe.spin_until(lambda: plans[-1].plan_id != first.plan.plan_id, timeout_s=20), node.output
+        replanned = plans[-1]
+        assert _served(replanned) == sorted(f"c{i}" for i in range(5))
+        assert replanned.solve_time_ms <= 0.3 * 1000.0, replanned.solve_time_ms
+        assert replanned.expected_co2_kg == pytest.approx(first.plan.expected_co2_kg * 200.0 / 400.0, rel=1e-3)
+        assert replanned.baseline_co2_kg == pytest.approx(first.plan.baseline_co2_kg * 200.0 / 400.0, rel=1e-3)
+
+        def diag(key: str) -> str | None:
+            values = [kv.value for d in diags for st in d.status if st.hardware_id == "/fleet/planner"
+                      for kv in st.values if kv.key == key]
+            return values[-1] if values else None
+
+        # A diesel fleet's CO2 does not depend on the grid: a new intensity is stored but nothing replans.
+        diesel = _call(probe, client, _request(5, fleet="diesel", n_vehicles=1))
+        assert diesel.success, diesel.message
+        assert probe.spin_until(lambda: plans[-1].plan_id == diesel.plan.plan_id, timeout_s=20)
+        grid.publish(_forecast([100.0] * 24))
+        assert probe.spin_until(lambda: diag("grid_gco2_per_kwh") == "100.0", timeout_s=20), node.output
+        assert diag("grid_replans") == "1"
+        assert plans[-1].plan_id == diesel.plan.plan_id
+
+        # The stored intensity costs later requests: the electric plan again, now at 100 gCO2/kWh.
+        later = _call(probe, client, ev)
+        assert later.success, later.message
+        assert later.plan.expected_co2_kg == pytest.approx(first.plan.expected_co2_kg * 100.0 / 400.0, rel=1e-3)
         assert node.stop() == 0
         assert "Traceback" not in node.output

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
 from carbon_ai_nodes.core.errors import SolverError
@@ -19,6 +20,8 @@ from carbon_ai_nodes.core.routing_model import (
     Stop,
     Vehicle,
     arc_costs,
+    co2_depends_on_grid,
+    default_co2_model,
     evaluate_routes,
     placeholder_cruise_co2_g_per_m,
     plan_routes,
@@ -266,3 +269,24 @@ def test_repair_routes_keeps_the_warm_start_within_capacity():
                                         for k in range(2))).with_stop(Stop("n", 11.0, 0.0, demand_kg=-50.0))
     assert n in repair_routes(roomy, arc_costs(roomy, stand_in_co2), [[1], [2]],
                               [s.stop_id for s in old.stops])[0]
+
+
+def test_electric_arc_co2_scales_with_the_grid_intensity_and_diesel_does_not():
+    model = default_co2_model([str(REPO / "config" / "vehicles")])
+    stops = (Stop("d", 0, 0, is_depot=True), Stop("a", 900, 0, demand_kg=-100, z_m=20.0), Stop("b", 0, 700))
+    fleet = (Vehicle("ev", 400.0, "d", "d", profile="electric crossover", cruise_speed_mps=12.0),
+             Vehicle("van", 1400.0, "d", "d", profile="delivery_van", cruise_speed_mps=12.0))
+    p = RoutingProblem(stops, fleet, objective="co2")
+    own, at_400, at_100 = (arc_costs(p, model, g) for g in (math.nan, 400.0, 100.0))
+    off = ~np.eye(p.n, dtype=bool)
+    assert (own.co2_empty_g[0][off] > 0).all()
+    # The electric crossover's profile says 400 gCO2/kWh: no intensity given means that one.
+    np.testing.assert_allclose(own.co2_empty_g, at_400.co2_empty_g)
+    # Battery energy per metre does not depend on the grid, so its CO2 is proportional to the intensity.
+    np.testing.assert_allclose(at_100.co2_empty_g[0], at_400.co2_empty_g[0] / 4.0)
+    np.testing.assert_allclose(at_100.co2_per_kg_g[0], at_400.co2_per_kg_g[0] / 4.0)
+    np.testing.assert_array_equal(at_100.co2_empty_g[1], at_400.co2_empty_g[1])  # diesel: unchanged
+    np.testing.assert_array_equal(at_100.co2_per_kg_g[1], at_400.co2_per_kg_g[1])
+    assert co2_depends_on_grid(model, "electric crossover", 12.0)
+    assert not co2_depends_on_grid(model, "delivery_van", 12.0)
+    assert not co2_depends_on_grid(stand_in_co2, "anything", 12.0)  # a grid-blind model

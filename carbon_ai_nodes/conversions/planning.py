@@ -1,5 +1,5 @@
-"""PlanRoute requests, RoadCongestion reports, RoutePlan, LoadSchedule, nav_msgs/Path and rviz markers <-> the
-planning cores."""
+"""PlanRoute requests, RoadCongestion reports, GridIntensity, RoutePlan, LoadSchedule, nav_msgs/Path and rviz
+markers <-> the planning cores."""
 
 from __future__ import annotations
 
@@ -164,6 +164,17 @@ def forecast_from_msg(msg: GridIntensity) -> tuple[float, float, list[float]]:
     if not (math.isfinite(msg.forecast_step_s) and msg.forecast_step_s > 0):
         raise InputRejectedError("out_of_range", f"forecast_step_s={msg.forecast_step_s}")
     return to_seconds(msg.forecast_start), float(msg.forecast_step_s), values
+
+
+def current_intensity_from_msg(msg: GridIntensity) -> float:
+    """The grid intensity now (gCO2/kWh) that electric vehicles' arcs are costed at; InputRejectedError when it
+    is NaN, infinite or negative."""
+    v = msg.gco2_per_kwh
+    if math.isnan(v):
+        raise InputRejectedError("nan", "gco2_per_kwh=nan")
+    if not math.isfinite(v) or v < 0:
+        raise InputRejectedError("out_of_range", f"gco2_per_kwh={v}: must be finite and >= 0")
+    return float(v)
 
 
 def schedule_to_msg(result: ScheduleResult, problem: ScheduleProblem, plan_id: str, header: Header,

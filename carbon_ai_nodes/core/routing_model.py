@@ -33,8 +33,10 @@ OBJECTIVES = ("distance", "time", "co2")
 # overshoot of its own limit, conversion and publication (measured by bench/bench_routing.py).
 REPLAN_SOLVER_SHARE = 0.5
 
-# (profile name, cruise speed m/s, grade rise/run, payload kg) -> steady-cruise CO2 g/m
-Co2PerMetre = Callable[[str, float, float, float], float]
+# (profile name, cruise speed m/s, grade rise/run, payload kg) -> steady-cruise CO2 g/m. A model whose CO2 can
+# depend on the grid (electric vehicles) also takes a keyword ``grid_gco2_per_kwh`` (NaN = the profile's value);
+# arc_costs passes it only when one is given, so grid-blind models need not accept it.
+Co2PerMetre = Callable[..., float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,17 +274,46 @@ def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
     except ImportError:
         cruise_co2_g_per_m = None  # type: ignore[assignment]
 
-    def co2(profile: str, speed_mps: float, grade: float, payload_kg: float) -> float:
+    # Electric profiles re-rated to a reported grid intensity, keyed (profile, gCO2/kWh); bounded because
+    # intensities change all day and only the latest few matter.
+    at_grid: dict[tuple[str, float], object] = {}
+
+    def co2(profile: str, speed_mps: float, grade: float, payload_kg: float,
+            grid_gco2_per_kwh: float = math.nan) -> float:
         prof = profiles.get(profile)
         if prof is not None and cruise_co2_g_per_m is not None:
+            grid = float(grid_gco2_per_kwh)
+            if prof.is_electric and math.isfinite(grid) and grid != prof.grid_gco2_per_kwh:
+                key = (profile, grid)
+                if key not in at_grid:
+                    if len(at_grid) >= 64:
+                        at_grid.clear()
+                    at_grid[key] = dataclasses.replace(prof, grid_gco2_per_kwh=grid)
+                prof = at_grid[key]
             return float(cruise_co2_g_per_m(prof, speed_mps, grade, payload_kg))
         return placeholder_cruise_co2_g_per_m(10000.0, speed_mps, grade, payload_kg)
 
     return co2
 
 
-def arc_costs(p: RoutingProblem, co2_model: Co2PerMetre) -> ArcCosts:
-    """Distances, grades, speeds, times and the affine CO2 model of every arc for every vehicle."""
+def co2_depends_on_grid(co2_model: Co2PerMetre, profile: str, speed_mps: float) -> bool:
+    """Whether ``co2_model``'s CO2 for ``profile`` at ``speed_mps`` (m/s, level, empty) changes with the grid
+    intensity (an electric vehicle), probed at two intensities; False for models without a grid argument."""
+    try:
+        low = co2_model(profile, speed_mps, 0.0, 0.0, grid_gco2_per_kwh=100.0)
+        high = co2_model(profile, speed_mps, 0.0, 0.0, grid_gco2_per_kwh=500.0)
+    except TypeError:  # a grid-blind model (no grid_gco2_per_kwh keyword)
+        return False
+    return bool(low != high)
+
+
+def arc_costs(p: RoutingProblem, co2_model: Co2PerMetre, grid_gco2_per_kwh: float = math.nan) -> ArcCosts:
+    """Distances, grades, speeds, times and the affine CO2 model of every arc for every vehicle.
+
+    ``grid_gco2_per_kwh``: grid carbon intensity (gCO2/kWh) electric vehicles charge at; NaN = each profile's
+    own value. Passed to ``co2_model`` only when finite.
+    """
+    grid_kw = {"grid_gco2_per_kwh": float(grid_gco2_per_kwh)} if math.isfinite(grid_gco2_per_kwh) else {}
     d = distance_matrix(p)
     z = np.array([s.z_m for s in p.stops], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -299,7 +330,7 @@ def arc_costs(p: RoutingProblem, co2_model: Co2PerMetre) -> ArcCosts:
         # Most arcs share speed and grade: evaluate the model once per distinct (speed, grade) pair.
         pairs = np.round(np.stack([v.ravel(), g.ravel()], axis=1), 4)
         uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        vals = np.array([float(co2_model(profile, float(s), float(gr), payload)) for s, gr in uniq])
+        vals = np.array([float(co2_model(profile, float(s), float(gr), payload, **grid_kw)) for s, gr in uniq])
         if not np.isfinite(vals).all() or (vals < 0).any():
             raise SolverError(f"emission model gave a non-finite or negative g/m for profile {profile!r}")
         return vals[np.asarray(inverse).ravel()].reshape(v.shape)
@@ -455,8 +486,9 @@ class PlannerParams(ParamSet):
     objective: str = param("co2", "Default objective of route requests that name none",
                            choices=OBJECTIVES)
     time_limit_s: float = param(2.0, "Solver time limit of a fresh route request", unit="s", gt=0.0, max=600.0)
-    replan_deadline_s: float = param(0.2, "A replan (request for the current fleet with stops added or removed) "
-                                          "is answered and published within this", unit="s", gt=0.0, max=60.0)
+    replan_deadline_s: float = param(0.2, "A replan (stops added or removed, a road congested, a new grid "
+                                          "intensity for an electric fleet) is published within this",
+                                      unit="s", gt=0.0, max=60.0)
     vehicle_profiles: tuple[str, ...] = param(
         ["config/vehicles"], "Vehicle profile YAML files or directories (relative: working directory, then the "
                              "installed package share); unknown profiles use the documented placeholder")

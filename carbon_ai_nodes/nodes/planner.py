@@ -14,6 +14,13 @@ plan's roads triggers the same warm-started replan, published on ``route_plan``/
 persist and apply to every later ``plan_route`` request naming both stops. Reports naming stops the current
 plan does not have, or with a NaN/negative/infinite speed, are rejected and counted on /diagnostics
 (``rejected.road_congestion.<reason>``).
+
+Subscribes ``grid_intensity`` (GridIntensity, reliable + transient local): its forecast drives the load
+schedule; its intensity now (``gco2_per_kwh``) is what electric vehicles' arcs are costed at from then on
+(until one arrives, each profile's own ``grid_gco2_per_kwh``). A changed intensity while the current plan's
+objective is co2 and at least one of its vehicles is electric triggers the same warm-started replan within
+``replan_deadline_s`` (counted as ``grid_replans`` on /diagnostics); otherwise the plan stands. A forecast or
+intensity that is NaN, infinite or negative is rejected (``rejected.grid_intensity.<reason>``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from carbon_ai_nodes.core.routing_model import (
     RoutePlanResult,
     RoutingProblem,
     arc_costs,
+    co2_depends_on_grid,
     default_co2_model,
     plan_routes,
     repair_routes,
@@ -55,7 +63,8 @@ from carbon_ai_nodes.node_base import CarbonNode, run_node
 
 
 class Planner(CarbonNode[PlannerParams]):
-    """Route plans on request, load schedules on each new grid forecast."""
+    """Route plans on request (replanned on stop changes, congestion and grid intensity changes), load
+    schedules on each new grid forecast."""
 
     def __init__(self) -> None:
         super().__init__("planner", PlannerParams)
@@ -67,6 +76,9 @@ class Planner(CarbonNode[PlannerParams]):
         # Reported road speed caps, (from stop_id, to_stop_id) -> m/s; kept across requests (roads outlive plans).
         self.congestion: dict[tuple[str, str], float] = {}
         self.congestion_replans = 0
+        # Latest reported grid intensity (gCO2/kWh) electric vehicles are costed at; NaN = their profiles' own.
+        self.grid_gco2_per_kwh = math.nan
+        self.grid_replans = 0
         self.plan: RoutePlanResult | None = None
         self.baseline_routes: list[list[int]] = []
         self.jobs = None
@@ -119,6 +131,7 @@ class Planner(CarbonNode[PlannerParams]):
             "co2_model_correction": f"{self.co2_correction:.3f}",
             "current_plan_stops": str(self.problem.n if self.problem else 0),
             "congested_arcs": str(len(self.congestion)), "congestion_replans": str(self.congestion_replans),
+            "grid_gco2_per_kwh": f"{self.grid_gco2_per_kwh:.1f}", "grid_replans": str(self.grid_replans),
         }
 
     # ------------------------------------------------------------------ routing
@@ -175,7 +188,7 @@ class Planner(CarbonNode[PlannerParams]):
         """Plan ``problem``. A replan warm-starts from the current plan and its baseline and gets what is left
         of ``replan_deadline_s`` since ``t0`` (time.monotonic(), s) for the solvers; a fresh plan gets
         ``fresh_limit_s`` (s). Raises SolverError."""
-        costs = arc_costs(problem, self.co2_model)
+        costs = arc_costs(problem, self.co2_model, self.grid_gco2_per_kwh)
         if replan:
             old_ids = [s.stop_id for s in self.problem.stops]
             initial = repair_routes(problem, costs, self.plan.customer_routes(), old_ids)
@@ -254,6 +267,31 @@ class Planner(CarbonNode[PlannerParams]):
         self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
         self.congestion_replans += 1
 
+    def _recost_for_grid(self, gco2_per_kwh: float, t0: float) -> None:
+        """Adopt ``gco2_per_kwh`` (gCO2/kWh) for costing and, if it changes the current plan's objective (co2,
+        an electric vehicle), replan warm-started within ``replan_deadline_s`` of ``t0`` (time.monotonic(), s)."""
+        if gco2_per_kwh == self.grid_gco2_per_kwh:
+            return  # the same intensity re-sent (forecast updates often keep it): the plan stands
+        self.grid_gco2_per_kwh = gco2_per_kwh
+        problem = self.problem
+        if problem is None or self.plan is None or problem.objective != "co2":
+            return  # kept for the next plan; distance and time plans do not depend on it
+        if not any(co2_depends_on_grid(self.co2_model, v.profile, v.cruise_speed_mps) for v in problem.vehicles):
+            return  # no electric vehicle: every arc costs the same as before (silent: forecasts come often)
+        self.get_logger().info(f"grid intensity now {gco2_per_kwh:.0f} gCO2/kWh; replanning within "
+                               f"{self.params.replan_deadline_s:.2f} s")
+        try:
+            plan, base_routes = self._solve(problem, True, t0, self.params.replan_deadline_s)
+        except SolverError as exc:
+            self.reject("grid_intensity", "replan_failed", str(exc))
+            return
+        if plan.status == "infeasible":
+            # The vehicles keep driving the current plan; it stays valid, only its CO2 estimate is stale.
+            self.reject("grid_intensity", "infeasible", plan.message or "no plan meets the time windows")
+            return
+        self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
+        self.grid_replans += 1
+
     def _on_state(self, msg: VehicleState) -> None:
         for name in ("speed_mps", "payload_kg"):
             v = getattr(msg, name)
@@ -276,12 +314,16 @@ class Planner(CarbonNode[PlannerParams]):
                 0.98 * self.co2_correction + 0.02 * ratio)
 
     def _on_grid(self, msg: GridIntensity) -> None:
+        t0 = time.monotonic()
         try:
             start_s, step_s, values = conv.forecast_from_msg(msg)
+            gco2_per_kwh = conv.current_intensity_from_msg(msg)
         except InputRejectedError as exc:
             self.reject("grid_intensity", exc.reason, exc.detail)
             return
         self.accept("grid_intensity")
+        # Routes first: their replan has a deadline, the load schedule does not.
+        self._recost_for_grid(gco2_per_kwh, t0)
         if self.jobs is None:
             return
         key = (step_s, tuple(values))
