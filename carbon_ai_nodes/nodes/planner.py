@@ -254,18 +254,23 @@ class Planner(CarbonNode[PlannerParams]):
             self.get_logger().info(f"road {road} {state}; no plan yet, the next plan will use it")
             return
         self.get_logger().info(f"road {road} {state}; replanning within {self.params.replan_deadline_s:.2f} s")
+        if self._replan_now("road_congestion", self._with_congestion(self.base_problem), t0):
+            self.congestion_replans += 1
+
+    def _replan_now(self, cause: str, problem: RoutingProblem, t0: float) -> bool:
+        """Replan ``problem`` warm-started from the current plan within ``replan_deadline_s`` of ``t0``
+        (time.monotonic(), s) and publish it; a failure is counted against ``cause`` and the current plan stays
+        (the vehicles keep driving it; a later report or request may make the problem solvable)."""
         try:
-            problem = self._with_congestion(self.base_problem)
             plan, base_routes = self._solve(problem, True, t0, self.params.replan_deadline_s)
         except SolverError as exc:
-            self.reject("road_congestion", "replan_failed", str(exc))
-            return
+            self.reject(cause, "replan_failed", str(exc))
+            return False
         if plan.status == "infeasible":
-            # The vehicles keep driving the current plan; a later report or request may make it solvable.
-            self.reject("road_congestion", "infeasible", plan.message or "no plan meets the time windows")
-            return
+            self.reject(cause, "infeasible", plan.message or "no plan meets the time windows")
+            return False
         self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
-        self.congestion_replans += 1
+        return True
 
     def _recost_for_grid(self, gco2_per_kwh: float, t0: float) -> None:
         """Adopt ``gco2_per_kwh`` (gCO2/kWh) for costing and, if it changes the current plan's objective (co2,
@@ -280,17 +285,8 @@ class Planner(CarbonNode[PlannerParams]):
             return  # no electric vehicle: every arc costs the same as before (silent: forecasts come often)
         self.get_logger().info(f"grid intensity now {gco2_per_kwh:.0f} gCO2/kWh; replanning within "
                                f"{self.params.replan_deadline_s:.2f} s")
-        try:
-            plan, base_routes = self._solve(problem, True, t0, self.params.replan_deadline_s)
-        except SolverError as exc:
-            self.reject("grid_intensity", "replan_failed", str(exc))
-            return
-        if plan.status == "infeasible":
-            # The vehicles keep driving the current plan; it stays valid, only its CO2 estimate is stale.
-            self.reject("grid_intensity", "infeasible", plan.message or "no plan meets the time windows")
-            return
-        self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
-        self.grid_replans += 1
+        if self._replan_now("grid_intensity", problem, t0):
+            self.grid_replans += 1
 
     def _on_state(self, msg: VehicleState) -> None:
         for name in ("speed_mps", "payload_kg"):
