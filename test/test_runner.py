@@ -66,14 +66,19 @@ def test_composed_chain_nodes_of_a_vehicle_share_one_executor_thread():
     assert executor_groups(labels, per_node=True) == [[label] for label in labels]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_fault_injection_sends_the_actuator_to_safe_fallback_and_back(probe, tmp_path):
+def _one_truck_loop():
+    """The haul-truck scenario with its first truck only; skips where a loop node is not in this build."""
     missing = [m for m in LOOP_NODES if not module_available(m)]
     if missing:
         pytest.skip(f"closed loop needs {', '.join(missing)}, not in this build yet")
     s = load_scenario("haul_truck_fleet")
-    s = dataclasses.replace(s, vehicles=s.vehicles[:1])
+    return dataclasses.replace(s, vehicles=s.vehicles[:1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fault_injection_sends_the_actuator_to_safe_fallback_and_back(probe, tmp_path):
+    s = _one_truck_loop()
     commands = probe.collect(ActuatorCommand, "/truck1/actuator_command", qos.command())
     # The simulator's sensors fall silent for 3 s every 20 s: fusion goes quiet with them (publish on input),
     # the bridge's vehicle_state deadline expires and it must go safe, then return to AUTO once they are back.
@@ -119,11 +124,7 @@ def test_fault_injection_sends_the_actuator_to_safe_fallback_and_back(probe, tmp
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_managed_graph_comes_up_in_order_and_goes_safe_bridge_first_when_a_node_dies(probe, tmp_path):
-    missing = [m for m in LOOP_NODES if not module_available(m)]
-    if missing:
-        pytest.skip(f"closed loop needs {', '.join(missing)}, not in this build yet")
-    s = load_scenario("haul_truck_fleet")
-    s = dataclasses.replace(s, vehicles=s.vehicles[:1])
+    s = _one_truck_loop()
     commands = probe.collect(ActuatorCommand, "/truck1/actuator_command", qos.command(depth=100))
     auto, safe = ActuatorCommand.MODE_AUTO, ActuatorCommand.MODE_SAFE_FALLBACK
     with GraphRunner(s, tmp_path, only=LOOP_NODES, managed=True, log=lambda _: None) as runner:
@@ -170,11 +171,7 @@ def test_managed_graph_comes_up_in_order_and_goes_safe_bridge_first_when_a_node_
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_composed_graph_runs_the_loop_in_one_process_and_stops_cleanly(probe, tmp_path):
-    missing = [m for m in LOOP_NODES if not module_available(m)]
-    if missing:
-        pytest.skip(f"closed loop needs {', '.join(missing)}, not in this build yet")
-    s = load_scenario("haul_truck_fleet")
-    s = dataclasses.replace(s, vehicles=s.vehicles[:1])
+    s = _one_truck_loop()
     commands = probe.collect(ActuatorCommand, "/truck1/actuator_command", qos.command())
     with GraphRunner(s, tmp_path, only=LOOP_NODES, compose=True, log=lambda _: None) as runner:
         assert runner.alive() == ["composed"]

@@ -8,6 +8,7 @@ counts on /diagnostics. Writers never emit NaN or inf.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -25,7 +26,8 @@ from carbon_ai_msgs.msg import (
 from carbon_ai_nodes.conversions.time import to_seconds, to_time
 from carbon_ai_nodes.core.actuation_targets import PowerSchedule, RouteTrack
 from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.safety_envelope import MOTION_SOURCES, Command, Mode, Setpoint, motion_sources_problem
+from carbon_ai_nodes.core.fusion import MOTION_SOURCES
+from carbon_ai_nodes.core.safety_envelope import Command, Mode, Setpoint, motion_sources_problem
 
 _USABLE_PLAN = (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)
 
@@ -82,14 +84,21 @@ def co2_rate(msg: CarbonEstimate, asset_id: str) -> tuple[float, float]:
     return to_seconds(msg.header.stamp), msg.co2_rate_g_s
 
 
-def route_track(msg: RoutePlan, vehicle_id: str) -> RouteTrack:
-    """This vehicle's route of a RoutePlan (the only route if ``vehicle_id`` is empty)."""
+def _entry_for(msg: RoutePlan | LoadSchedule, entries: Any, id_field: str, wanted: str, what: str,
+               reason: str) -> Any:
+    """The one entry (``what``: routes, schedules) of a usable plan or schedule whose ``id_field`` is ``wanted``
+    (the only entry when ``wanted`` is empty)."""
     if msg.status not in _USABLE_PLAN:
         raise InputRejectedError("plan_status", f"status {msg.status}: {msg.status_message}")
-    routes = [r for r in msg.routes if r.vehicle_id == vehicle_id] if vehicle_id else list(msg.routes)
-    if len(routes) != 1:
-        raise InputRejectedError("no_route_for_asset", f"{len(routes)} routes match {vehicle_id!r}")
-    stops = routes[0].stops
+    matching = [e for e in entries if getattr(e, id_field) == wanted] if wanted else list(entries)
+    if len(matching) != 1:
+        raise InputRejectedError(reason, f"{len(matching)} {what} match {wanted!r}")
+    return matching[0]
+
+
+def route_track(msg: RoutePlan, vehicle_id: str) -> RouteTrack:
+    """This vehicle's route of a RoutePlan (the only route if ``vehicle_id`` is empty)."""
+    stops = _entry_for(msg, msg.routes, "vehicle_id", vehicle_id, "routes", "no_route_for_asset").stops
     if not stops:
         raise InputRejectedError("empty_route", msg.plan_id)
     east = np.array([s.position.x for s in stops], dtype=float)
@@ -103,15 +112,11 @@ def route_track(msg: RoutePlan, vehicle_id: str) -> RouteTrack:
 
 def power_schedule(msg: LoadSchedule, asset_id: str) -> PowerSchedule:
     """This asset's power slots of a LoadSchedule (the only asset if ``asset_id`` is empty)."""
-    if msg.status not in _USABLE_PLAN:
-        raise InputRejectedError("plan_status", f"status {msg.status}: {msg.status_message}")
-    assets = [a for a in msg.assets if a.asset_id == asset_id] if asset_id else list(msg.assets)
-    if len(assets) != 1:
-        raise InputRejectedError("no_schedule_for_asset", f"{len(assets)} schedules match {asset_id!r}")
+    mine = _entry_for(msg, msg.assets, "asset_id", asset_id, "schedules", "no_schedule_for_asset")
     _finite("slot_s", msg.slot_s)
     if msg.slot_s <= 0:
         raise InputRejectedError("out_of_range", f"slot_s={msg.slot_s}")
-    power = tuple(float(v) for v in assets[0].power_kw)
+    power = tuple(float(v) for v in mine.power_kw)
     _finite("power_kw", *power)
     return PowerSchedule(msg.plan_id, to_seconds(msg.start), msg.slot_s, power)
 

@@ -7,10 +7,11 @@ import math
 
 from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Path
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from carbon_ai_msgs.msg import RoutePlan, RouteStop, VehicleRoute
+from carbon_ai_nodes.conversions.planning import co2_colour, stops_marker
 from carbon_ai_nodes.core.eco_speed import EcoProfile
 
 
@@ -71,18 +72,12 @@ def eco_markers(profile: EcoProfile, header: Header) -> MarkerArray:
     line.scale.x = 4.0
     line.pose.orientation.w = 1.0
     for i in range(1, len(pts.s_m)):
-        r = profile.co2_g_per_m[i]
-        f = 0.0 if hi <= lo or not math.isfinite(r) else min(max((r - lo) / (hi - lo), 0.0), 1.0)
-        colour = ColorRGBA(r=f, g=1.0 - f, b=0.0, a=1.0)
+        colour = co2_colour(profile.co2_g_per_m[i], lo, hi)
         line.points += [Point(x=float(pts.east_m[i - 1]), y=float(pts.north_m[i - 1]), z=float(pts.up_m[i - 1])),
                         Point(x=float(pts.east_m[i]), y=float(pts.north_m[i]), z=float(pts.up_m[i]))]
         line.colors += [colour, colour]
     out.markers.append(line)
-    stops = Marker(header=header, ns="route_stops", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
-    stops.scale.x = stops.scale.y = stops.scale.z = 15.0
-    stops.pose.orientation.w = 1.0
-    stops.color = ColorRGBA(r=0.1, g=0.4, b=1.0, a=1.0)
-    stops.points = [Point(x=float(pts.east_m[i]), y=float(pts.north_m[i]), z=float(pts.up_m[i]))
-                    for i in range(len(pts.s_m) - 1) if pts.is_stop[i]]
-    out.markers.append(stops)
+    out.markers.append(stops_marker(header, [Point(x=float(pts.east_m[i]), y=float(pts.north_m[i]),
+                                                   z=float(pts.up_m[i]))
+                                             for i in range(len(pts.s_m) - 1) if pts.is_stop[i]], 15.0))
     return out

@@ -123,10 +123,20 @@ def plan_to_path(plan: RoutePlanResult, problem: RoutingProblem, header: Header)
     return path
 
 
-def _co2_colour(g_per_m: float, lo: float, hi: float) -> ColorRGBA:
-    """Green (lowest CO2 per metre of this plan) to red (highest)."""
-    f = 0.0 if hi <= lo else min(max((g_per_m - lo) / (hi - lo), 0.0), 1.0)
+def co2_colour(g_per_m: float, lo: float, hi: float) -> ColorRGBA:
+    """Green (lowest CO2 per metre of the route, ``lo``) to red (highest, ``hi``); unknown (NaN) is green."""
+    f = 0.0 if hi <= lo or not math.isfinite(g_per_m) else min(max((g_per_m - lo) / (hi - lo), 0.0), 1.0)
     return ColorRGBA(r=f, g=1.0 - f, b=0.0, a=1.0)
+
+
+def stops_marker(header: Header, points: list[Point], size_m: float) -> Marker:
+    """The stops of a route as one SPHERE_LIST marker of ``size_m`` (m) spheres."""
+    stops = Marker(header=header, ns="route_stops", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    stops.scale.x = stops.scale.y = stops.scale.z = size_m
+    stops.pose.orientation.w = 1.0
+    stops.color = ColorRGBA(r=0.1, g=0.4, b=1.0, a=1.0)
+    stops.points = points
+    return stops
 
 
 def plan_to_markers(plan: RoutePlanResult, problem: RoutingProblem, header: Header) -> MarkerArray:
@@ -141,16 +151,11 @@ def plan_to_markers(plan: RoutePlanResult, problem: RoutingProblem, header: Head
         m.pose.orientation.w = 1.0
         for a, b in zip(r.stops, r.stops[1:], strict=False):
             sa, sb = problem.stops[a.stop_index], problem.stops[b.stop_index]
-            colour = _co2_colour(b.arc_co2_g / b.arc_distance_m if b.arc_distance_m > 0 else lo, lo, hi)
+            colour = co2_colour(b.arc_co2_g / b.arc_distance_m if b.arc_distance_m > 0 else lo, lo, hi)
             m.points += [Point(x=sa.x_m, y=sa.y_m, z=sa.z_m), Point(x=sb.x_m, y=sb.y_m, z=sb.z_m)]
             m.colors += [colour, colour]
         out.markers.append(m)
-    stops = Marker(header=header, ns="route_stops", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
-    stops.scale.x = stops.scale.y = stops.scale.z = 6.0
-    stops.pose.orientation.w = 1.0
-    stops.color = ColorRGBA(r=0.1, g=0.4, b=1.0, a=1.0)
-    stops.points = [Point(x=s.x_m, y=s.y_m, z=s.z_m) for s in problem.stops]
-    out.markers.append(stops)
+    out.markers.append(stops_marker(header, [Point(x=s.x_m, y=s.y_m, z=s.z_m) for s in problem.stops], 6.0))
     return out
 
 

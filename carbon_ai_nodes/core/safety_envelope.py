@@ -29,10 +29,11 @@ import math
 from collections.abc import Iterable
 from typing import ClassVar
 
+# The VehicleState.sources names that measure motion are the ones fusion writes (engine does not measure motion).
+from carbon_ai_nodes.core.fusion import MOTION_SOURCES
 from carbon_ai_nodes.core.params import ParamSet, param
 
 INPUT_NAMES = ("vehicle_state", "carbon_estimate", "route_plan", "load_schedule")
-MOTION_SOURCES = ("gnss", "imu", "odom")  # VehicleState.sources names that measure motion (engine does not)
 
 
 class Mode(enum.IntEnum):
