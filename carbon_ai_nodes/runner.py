@@ -32,7 +32,7 @@ from typing import Any
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
-from carbon_ai_nodes.testing import NodeProcess, _format_param
+from carbon_ai_nodes.testing import NodeProcess, node_ros_args
 
 MANAGER = "lifecycle_manager"
 
@@ -191,16 +191,8 @@ class _ComposedProcess(NodeProcess):
 
 def ros_args(entry: Mapping[str, Any]) -> list[str]:
     """The ``--ros-args`` of one composed node (namespace, remaps, defaults file, parameters)."""
-    args = ["--ros-args"]
-    if entry.get("namespace"):
-        args += ["-r", f"__ns:={entry['namespace']}"]
-    for src, dst in entry.get("remaps", {}).items():
-        args += ["-r", f"{src}:={dst}"]
-    if entry.get("params_file"):
-        args += ["--params-file", entry["params_file"]]
-    for key, value in entry.get("params", {}).items():
-        args += ["-p", f"{key}:={_format_param(value)}"]
-    return args
+    return ["--ros-args", *node_ros_args(namespace=entry.get("namespace", ""), remaps=entry.get("remaps"),
+                                         params_file=entry.get("params_file"), params=entry.get("params"))]
 
 
 def node_class(module: str) -> type:

@@ -50,6 +50,24 @@ def _format_param(value: Any) -> str:
     return repr(value)
 
 
+def node_ros_args(*, namespace: str = "", remaps: Mapping[str, str] | None = None,
+                  params_file: str | Path | None = None, params: Mapping[str, Any] | None = None,
+                  node_name: str | None = None) -> list[str]:
+    """The arguments after ``--ros-args`` that give one node its name, namespace, remaps and parameters."""
+    args: list[str] = []
+    if node_name:
+        args += ["-r", f"__node:={node_name}"]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
+    for src, dst in (remaps or {}).items():
+        args += ["-r", f"{src}:={dst}"]
+    if params_file:
+        args += ["--params-file", str(params_file)]
+    for key, value in (params or {}).items():
+        args += ["-p", f"{key}:={_format_param(value)}"]
+    return args
+
+
 class NodeProcess:
     """One carbon_ai node (``python -m carbon_ai_nodes.nodes.<module>``) as a separate process.
 
@@ -69,17 +87,8 @@ class NodeProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
-        ros_args: list[str] = []
-        if node_name:
-            ros_args += ["-r", f"__node:={node_name}"]
-        if namespace:
-            ros_args += ["-r", f"__ns:={namespace}"]
-        for src, dst in (remaps or {}).items():
-            ros_args += ["-r", f"{src}:={dst}"]
-        if params_file:
-            ros_args += ["--params-file", str(params_file)]
-        for key, value in (params or {}).items():
-            ros_args += ["-p", f"{key}:={_format_param(value)}"]
+        ros_args = node_ros_args(namespace=namespace, remaps=remaps, params_file=params_file, params=params,
+                                 node_name=node_name)
         self.argv = [sys.executable, "-m", f"carbon_ai_nodes.nodes.{module}", *extra_args]
         if ros_args:
             self.argv += ["--ros-args", *ros_args]
