@@ -108,7 +108,7 @@ def replan_latency(n_stops: int, deadline_s: float, repeats: int, quiet: bool) -
         placeholder_cruise_co2_g_per_m,
         plan_routes,
         plan_violations,
-        repair_routes,
+        replan_routes,
     )
 
     rng = random.Random(1)
@@ -132,10 +132,8 @@ def replan_latency(n_stops: int, deadline_s: float, repeats: int, quiet: bool) -
                                          demand_kg=-50.0))
         t0 = time.monotonic()
         costs = arc_costs(changed, co2)
-        initial = repair_routes(changed, costs, plan.customer_routes(), old_ids)
-        baseline = repair_routes(changed, costs, base, old_ids)
-        replan, _ = plan_routes(changed, solver, costs, time_limit_s=deadline_s * REPLAN_SOLVER_SHARE,
-                                initial_routes=initial, baseline_routes=baseline, is_replan=True)
+        replan, _ = replan_routes(changed, solver, costs, current_routes=plan.customer_routes(), baseline_routes=base,
+                                  old_ids=old_ids, time_limit_s=deadline_s * REPLAN_SOLVER_SHARE)
         walls.append(time.monotonic() - t0)
         if replan.status == "infeasible":  # reported, not hidden: no plan within the deadline
             failed += 1

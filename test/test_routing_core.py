@@ -27,6 +27,7 @@ from carbon_ai_nodes.core.routing_model import (
     plan_routes,
     plan_violations,
     repair_routes,
+    replan_routes,
 )
 
 
@@ -227,10 +228,8 @@ def test_replan_is_warm_started_and_meets_the_deadline(change):
         q = p.with_arc_speed(p.stops[first_arc[0].stop_index].stop_id, p.stops[first_arc[1].stop_index].stop_id, 1.0)
     t0 = time.monotonic()
     q_costs = arc_costs(q, stand_in_co2)
-    initial = repair_routes(q, q_costs, plan.customer_routes(), old_ids)
-    baseline = repair_routes(q, q_costs, base, old_ids)
-    replan, _ = plan_routes(q, solver, q_costs, time_limit_s=deadline_s * REPLAN_SOLVER_SHARE,
-                                initial_routes=initial, baseline_routes=baseline, is_replan=True)
+    replan, _ = replan_routes(q, solver, q_costs, current_routes=plan.customer_routes(), baseline_routes=base,
+                              old_ids=old_ids, time_limit_s=deadline_s * REPLAN_SOLVER_SHARE)
     elapsed = time.monotonic() - t0
     assert elapsed < deadline_s * 1.5, elapsed  # generous: 2 shared cores; the solvers stop at 0.1 s
     assert replan.status in ("feasible", "optimal", "deadline")

@@ -537,6 +537,17 @@ def plan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, tim
     return plan, [list(r) for r in base_routes]
 
 
+def replan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, current_routes: Sequence[Sequence[int]],
+                  baseline_routes: Sequence[Sequence[int]], old_ids: Sequence[str],
+                  time_limit_s: float) -> tuple[RoutePlanResult, list[list[int]]]:
+    """A replan of a changed ``problem``, warm-started from the current plan's routes and its baseline's (both
+    indexing ``old_ids`` and carried over by :func:`repair_routes`), within ``time_limit_s`` (s)."""
+    initial = repair_routes(problem, costs, current_routes, old_ids)
+    baseline = repair_routes(problem, costs, baseline_routes, old_ids)
+    return plan_routes(problem, solver, costs, time_limit_s=time_limit_s, initial_routes=initial,
+                       baseline_routes=baseline, is_replan=True)
+
+
 def repair_routes(problem: RoutingProblem, costs: ArcCosts, routes: Sequence[Sequence[int]],
                   old_ids: Sequence[str]) -> list[list[int]]:
     """Carry a previous plan over to a changed problem: ``routes`` index ``old_ids``; stops that no longer

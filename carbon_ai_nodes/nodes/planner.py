@@ -57,7 +57,7 @@ from carbon_ai_nodes.core.routing_model import (
     co2_depends_on_grid,
     default_co2_model,
     plan_routes,
-    repair_routes,
+    replan_routes,
 )
 from carbon_ai_nodes.node_base import CarbonNode, run_node
 
@@ -189,16 +189,12 @@ class Planner(CarbonNode[PlannerParams]):
         of ``replan_deadline_s`` since ``t0`` (time.monotonic(), s) for the solvers; a fresh plan gets
         ``fresh_limit_s`` (s). Raises SolverError."""
         costs = arc_costs(problem, self.co2_model, self.grid_gco2_per_kwh)
-        if replan:
-            old_ids = [s.stop_id for s in self.problem.stops]
-            initial = repair_routes(problem, costs, self.plan.customer_routes(), old_ids)
-            baseline = repair_routes(problem, costs, self.baseline_routes, old_ids)
-            limit = self.params.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
-        else:
-            initial = baseline = None
-            limit = fresh_limit_s
-        return plan_routes(problem, self.solver, costs, time_limit_s=max(limit, 0.01), initial_routes=initial,
-                           baseline_routes=baseline, is_replan=replan)
+        if not replan:
+            return plan_routes(problem, self.solver, costs, time_limit_s=max(fresh_limit_s, 0.01))
+        limit = self.params.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
+        return replan_routes(problem, self.solver, costs, current_routes=self.plan.customer_routes(),
+                             baseline_routes=self.baseline_routes, old_ids=[s.stop_id for s in self.problem.stops],
+                             time_limit_s=max(limit, 0.01))
 
     def _adopt(self, plan: RoutePlanResult, base: RoutingProblem, problem: RoutingProblem,
                base_routes: list[list[int]], replan: bool, t0: float) -> RoutePlan:
