@@ -192,7 +192,7 @@ def test_node_fuses_at_rate_rejects_bad_input_and_flags_staleness(probe):
         count = len(states)
         assert probe.spin_until(lambda: len(states) >= count + 15, timeout_s=20)
         tail = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-10:]])
-        assert np.median(np.diff(tail)) == pytest.approx(0.1, abs=0.02)
+        assert (tail[-1] - tail[0]) / (len(tail) - 1) == pytest.approx(0.1, abs=0.02)
         assert node.stop() == 0, node.output
     assert "Traceback" not in node.output
 
@@ -206,10 +206,17 @@ def test_input_mode_goes_quiet_with_the_sensors_and_timer_mode_flags_them_stale(
         "datum_latitude": DATUM.lat_deg, "datum_longitude": DATUM.lon_deg, "datum_altitude_m": DATUM.alt_m,
     }) as node:
         assert probe.spin_until(lambda: len(states) >= 20, timeout_s=30), node.output
-        # publish_mode input (the default): one state per sensor tick (IMU and odometry arrive together), each
-        # stamped right after the measurement it follows
-        stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[-15:]])
-        assert np.median(np.diff(stamps)) == pytest.approx(0.02, abs=0.004)
+        # publish_mode input (the default): at most one state per sensor tick (IMU and odometry arrive together,
+        # yet give one state, not two), never faster than rate_hz on average. Counted over 50 states rather than
+        # read from single gaps: on a loaded machine fusion may work off a short backlog, and then two states can
+        # come half a period apart.
+        ticks0, count0 = feeder.ticks, len(states)
+        assert probe.spin_until(lambda: len(states) >= count0 + 50, timeout_s=30), node.output
+        window = states[count0:]
+        ticks = feeder.ticks - ticks0
+        assert 0.5 * ticks <= len(window) <= ticks + 2, (len(window), ticks)
+        stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in window])
+        assert (stamps[-1] - stamps[0]) / (len(stamps) - 1) >= 0.018
         # every sensor falls silent: so does fusion (downstream deadlines see it), instead of predicting on
         feeder.on = False
         probe.spin_for(0.3)  # lets in-flight messages land
