@@ -120,7 +120,6 @@ def test_node_fuses_at_rate_rejects_bad_input_and_flags_staleness(probe):
         stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in window])
         rate_hz = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         assert 40.0 < rate_hz < 60.0, rate_hz
-        assert np.median(np.diff(stamps)) == pytest.approx(0.02, abs=0.004)
         last = states[-1]
         assert last.asset_id == "truck7" and last.header.frame_id == "map"
         assert last.speed_mps == pytest.approx(SPEED_MPS, abs=0.3)
