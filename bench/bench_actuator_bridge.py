@@ -146,12 +146,12 @@ def main() -> int:
     if args.relay:
         return _relay_main()
 
-    from carbon_ai_nodes.testing import NodeProcess, isolated_ros_env
+    from carbon_ai_nodes.node_process import NodeProcess, isolated_ros_env
 
     os.environ.update(isolated_ros_env())
     import rclpy
 
-    from carbon_ai_nodes.testing import Probe
+    from carbon_ai_nodes.probe import Probe
 
     bridge_params = {
         "asset_id": "bench", "required_inputs": ["carbon_estimate"], "co2_limit_g_s": CO2_LIMIT_G_S,

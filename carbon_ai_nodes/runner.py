@@ -32,7 +32,7 @@ from typing import Any
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
-from carbon_ai_nodes.testing import NodeProcess, node_ros_args
+from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
 
 MANAGER = "lifecycle_manager"
 

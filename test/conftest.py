@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from carbon_ai_nodes.testing import Probe, isolated_ros_env
+from carbon_ai_nodes.node_process import isolated_ros_env
+from carbon_ai_nodes.probe import Probe
 
 # Before any rclpy.init() in this process or a child: a domain of our own, discovery on this host only.
 os.environ.update(isolated_ros_env())

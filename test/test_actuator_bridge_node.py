@@ -29,7 +29,7 @@ from carbon_ai_msgs.msg import (
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.conversions import actuation
 from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 CONTROL_HZ = 20.0
 TIMEOUT_S = 0.5

@@ -108,7 +108,7 @@ def test_node_publishes_the_plan_the_bridge_follows_and_none_when_disabled(probe
     from carbon_ai_msgs.msg import RoutePlan
     from carbon_ai_nodes import qos
     from carbon_ai_nodes.conversions.actuation import route_track
-    from carbon_ai_nodes.testing import NodeProcess
+    from carbon_ai_nodes.node_process import NodeProcess
 
     scenario = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
     plans = probe.collect(RoutePlan, "/e1/route_plan", qos.latched())

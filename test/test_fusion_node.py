@@ -16,7 +16,7 @@ from sensor_msgs.msg import Imu, NavSatFix
 from carbon_ai_msgs.msg import EngineTelemetry, VehicleState
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.core.geodesy import LocalFrame
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 NS = "/fz"
 DATUM = LocalFrame(48.137, 11.575, 520.0)

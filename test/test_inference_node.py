@@ -15,7 +15,7 @@ from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
 from carbon_ai_msgs.srv import SwapModel
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.conversions.time import to_time
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 SEDAN = str(REPO / "config" / "vehicles" / "example_sedan.yaml")
 MODEL = str(REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.onnx")

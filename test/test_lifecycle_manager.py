@@ -96,7 +96,7 @@ def test_node_brings_up_managed_nodes_and_goes_safe_when_one_dies(probe):
     from diagnostic_msgs.msg import DiagnosticArray
 
     from carbon_ai_nodes import qos
-    from carbon_ai_nodes.testing import NodeProcess
+    from carbon_ai_nodes.node_process import NodeProcess
 
     scenario = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
     forecast = str(REPO / "config" / "grid" / "forecast_example.csv")

@@ -15,7 +15,7 @@ from rcl_interfaces.srv import SetParameters
 
 from carbon_ai_msgs.msg import GridIntensity
 from carbon_ai_nodes import qos
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 FORECAST = str(REPO / "config" / "grid" / "forecast_example.csv")
 

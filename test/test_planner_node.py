@@ -18,7 +18,7 @@ from visualization_msgs.msg import MarkerArray
 from carbon_ai_msgs.msg import GridIntensity, LoadSchedule, RoadCongestion, RoutePlan, RouteStop, VehicleSpec
 from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes import qos
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 JOBS = str(REPO / "config" / "planner_loads_example.yaml")
 

@@ -11,7 +11,7 @@ from sensor_msgs.msg import Imu, NavSatFix
 
 from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, EngineTelemetry
 from carbon_ai_nodes import qos
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 SCENARIO = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
 

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
 from carbon_ai_nodes import qos
-from carbon_ai_nodes.testing import NodeProcess
+from carbon_ai_nodes.node_process import NodeProcess
 
 pytestmark = pytest.mark.timeout(240)
 NODE = "/truck1/uplink_bridge"

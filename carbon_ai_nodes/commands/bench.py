@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.report import percentiles_ms
     from carbon_ai_nodes.node_base import default_executor_kind
-    from carbon_ai_nodes.testing import isolated_ros_env
+    from carbon_ai_nodes.node_process import isolated_ros_env
 
     if not 1.0 <= args.rate <= 2000.0:
         raise ConfigError(f"--rate={args.rate}: must be in [1, 2000]")
@@ -208,7 +208,7 @@ def _measure_all(args: argparse.Namespace, run_dir, pipeline_executor: str, log)
     import math
 
     from carbon_ai_nodes.core.errors import CarbonAIError
-    from carbon_ai_nodes.testing import Probe
+    from carbon_ai_nodes.probe import Probe
 
     probe = Probe("bench")
     chains: dict[str, _Chain] = {}

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core import report
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
-    from carbon_ai_nodes.testing import isolated_ros_env
+    from carbon_ai_nodes.node_process import isolated_ros_env
 
     scenario = load_scenario(args.scenario)
     if not args.duration:
@@ -139,8 +139,8 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     from carbon_ai_nodes import qos
     from carbon_ai_nodes.conversions.time import to_seconds
     from carbon_ai_nodes.core.errors import CarbonAIError
+    from carbon_ai_nodes.probe import Probe
     from carbon_ai_nodes.runner import GraphRunner
-    from carbon_ai_nodes.testing import Probe
 
     vehicles = [v.id for v in scenario.vehicles]
     rec = _Recording(label, vehicles)

@@ -1,5 +1,5 @@
-"""Helpers to run nodes as real processes over real DDS and observe them: used by the tests, the benchmarks
-and the runner. Nothing here mocks ROS: processes talk through Fast DDS on this host only.
+"""Start carbon_ai nodes as real processes over real DDS: the runner, the demo, the benchmarks and the tests all
+launch nodes this way. Nothing here mocks ROS, and nothing here imports rclpy (a launcher needs no context).
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile
 
 
 def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
@@ -132,54 +128,3 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class Probe:
-    """A test-side rclpy node with its own executor: publish, collect messages, wait for conditions.
-
-    Needs ``rclpy.init()`` done by the caller (the tests' session fixture does it).
-    """
-
-    def __init__(self, name: str = "probe") -> None:
-        self.node = rclpy.create_node(f"{name}_{os.getpid()}_{random.randint(0, 1 << 30)}")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-
-    def collect(self, msg_type: Any, topic: str, qos: QoSProfile) -> list[Any]:
-        """Subscribe and return the list every received message is appended to."""
-        received: list[Any] = []
-        self.node.create_subscription(msg_type, topic, received.append, qos)
-        return received
-
-    def publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
-        """A plain publisher on ``topic``."""
-        return self.node.create_publisher(msg_type, topic, qos)
-
-    def spin_for(self, seconds: float) -> None:
-        """Process callbacks for ``seconds`` (use only to let time pass, never to wait for an event)."""
-        end = time.monotonic() + seconds
-        while (remaining := end - time.monotonic()) > 0:
-            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
-
-    def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        """Process callbacks until ``predicate()`` holds or ``timeout_s`` passes; returns the predicate."""
-        end = time.monotonic() + timeout_s
-        while not predicate():
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                return bool(predicate())
-            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
-        return True
-
-    def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout_s: float = 10.0) -> bool:
-        """Wait until ``publisher`` has matched ``count`` subscriptions (discovery is asynchronous)."""
-        return self.spin_until(lambda: publisher.get_subscription_count() >= count, timeout_s)
-
-    def wait_for_publishers(self, topic: str, count: int = 1, timeout_s: float = 10.0) -> bool:
-        """Wait until ``topic`` has ``count`` publishers in the graph."""
-        return self.spin_until(lambda: self.node.count_publishers(topic) >= count, timeout_s)
-
-    def close(self) -> None:
-        """Destroy the node."""
-        self.executor.remove_node(self.node)
-        self.node.destroy_node()
