@@ -24,6 +24,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -51,6 +52,7 @@ except ImportError:  # Humble, Iron
     _EventsExecutor = None
 
 P = TypeVar("P", bound=ParamSet)
+SHUTDOWN_FLUSH_S = 1.0  # at most this long, in all, for readers to acknowledge a node's last messages
 EXECUTOR_ENV = "CARBON_AI_EXECUTOR"  # "events" (default where available) or "single"
 
 
@@ -338,6 +340,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
     def _destroy_entities(self) -> None:
         for t in self._carbon_timers:
             self.destroy_timer(t)
+        self._flush_publishers()
         for entity in self._carbon_entities:
             if hasattr(entity, "publish"):
                 # Humble has no destroy_lifecycle_publisher; there the plain destroy is right.
@@ -347,6 +350,18 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self._carbon_timers.clear()
         self._carbon_entities.clear()
         self.health.watchdog.clear()
+
+    def _flush_publishers(self, budget_s: float = SHUTDOWN_FLUSH_S) -> None:
+        # A reliable writer deleted before its readers acknowledged drops what it still holds: the bridge's
+        # safe setpoint, published while deactivating, would then never reach the actuator.
+        from rclpy.duration import Duration
+
+        deadline_ns = time.monotonic_ns() + int(budget_s * 1e9)
+        for entity in self._carbon_entities:
+            left_ns = deadline_ns - time.monotonic_ns()
+            if hasattr(entity, "wait_for_all_acked") and left_ns > 0:
+                with contextlib.suppress(Exception):  # best effort: shutting down must not fail on it
+                    entity.wait_for_all_acked(Duration(nanoseconds=left_ns))
 
     def _apply_params(self, new: P) -> None:
         old, self.params = self.params, new
