@@ -3,8 +3,12 @@
 the same model measured in the same run (the machine is shared and noisy: read the ratios).
 
 Rows:
-  bare onnxruntime session.run  the floor: one [1, 9] float32 input, nothing else
-  backend.run (<name>)          the adapter alone
+  bare onnxruntime session.run  the floor: one [1, N_FEATURES] float32 input, nothing else; a plain
+                                InferenceSession.run of the same file, default session options except
+                                intra_op_num_threads=1 and inter_op_num_threads=1 (the backend's too)
+  backend.run (<name>)          the adapter alone (batch API, one row)
+  backend.run_one (<name>)      the adapter's single-row path the estimator uses, where it has one
+                                (onnxruntime-cpu: preallocated input/output bound with IOBinding)
   estimate (<name>)             CarbonEstimator.estimate: validation, physics, features, OOD check, backend
   node path (<name>)            what the node does per VehicleState: message -> StateInput -> estimate ->
                                 CarbonEstimate message (everything but DDS transport)
@@ -59,7 +63,8 @@ def main() -> int:
 
     profile = load_profile(REPO / "config" / "vehicles" / "example_sedan.yaml")
     state = StateInput("car1", 1.0, 14.0, 0.4, 0.02, math.nan)
-    x = np.asarray([feature_row(profile, 14.0, 0.4, 0.02, math.nan)], np.float32)
+    row = feature_row(profile, 14.0, 0.4, 0.02, math.nan)
+    x = np.asarray([row], np.float32)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
@@ -95,16 +100,18 @@ def main() -> int:
         if backend.name != "physics" and est.estimate(state).is_out_of_distribution:
             print(f"warning: the benchmark state is out of distribution for {name}: the model would not run")
         paths.append((f"backend.run ({name})", lambda b=backend: b.run(x)))
+        if hasattr(backend, "run_one"):
+            paths.append((f"backend.run_one ({name})", lambda b=backend: b.run_one(row)))
         paths.append((f"estimate ({name})", lambda e=est: e.estimate(state)))
         if node_path is not None:
             paths.append((f"node path ({name})", node_path(est)))
 
     rows = measure(paths, args.n)
-    base = float(np.percentile(rows[0][1], 50))
-    print(f"\n{'path':<40} {'p50 us':>9} {'p99 us':>9} {'p50 / bare':>11}   (n={args.n} each)")
+    base50, base99 = np.percentile(rows[0][1], [50, 99])
+    print(f"\n{'path':<40} {'p50 us':>9} {'p99 us':>9} {'p50 / bare':>11} {'p99 / bare':>11}   (n={args.n} each)")
     for label, t in rows:
         p50, p99 = np.percentile(t, [50, 99])
-        print(f"{label:<40} {p50:9.1f} {p99:9.1f} {p50 / base:11.2f}")
+        print(f"{label:<40} {p50:9.1f} {p99:9.1f} {p50 / base50:11.2f} {p99 / base99:11.2f}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,43 @@ class OrtBackend:
         probe = self.run(np.zeros((1, N_FEATURES), np.float32))
         if probe.shape != (1,) or not np.all(np.isfinite(probe)):
             raise ModelError(f"{model.path}: model output for a zero input is {probe!r}, expected one finite value")
+        self._bind_single_row(cpu=provider == "cpu")
+
+    def _bind_single_row(self, cpu: bool) -> None:
+        """Preallocate the [1, N_FEATURES] input and [1, 1] output that :meth:`run_one` refills.
+
+        On the CPU provider both are bound to the session (IOBinding): a run then converts no arguments
+        and allocates no output (bench/bench_inference.py: backend.run_one vs backend.run). GPU providers
+        (not measured: no GPU here) refill the same input buffer but keep ``run``.
+        """
+        self._one_in = np.zeros((1, N_FEATURES), np.float32)
+        self._one_in_bytes = memoryview(self._one_in).cast("B")
+        # struct packs doubles to float32 with the same C cast numpy uses, without building an array
+        self._pack_row = struct.Struct(f"={N_FEATURES}f").pack_into
+        self._one_out = np.zeros((1, 1), np.float32)
+        self._one_out_f = memoryview(self._one_out).cast("B").cast("f")
+        self._one_lock = threading.Lock()  # the buffers serve one caller at a time; others allocate
+        self._run_bound = None
+        if not cpu:
+            return
+        binding = self.session.io_binding()
+        binding.bind_input(INPUT_NAME, "cpu", 0, np.float32, list(self._one_in.shape), self._one_in.ctypes.data)
+        binding.bind_output(OUTPUT_NAME, "cpu", 0, np.float32, list(self._one_out.shape), self._one_out.ctypes.data)
+        inner, c_binding = getattr(self.session, "_sess", None), getattr(binding, "_iobinding", None)
+        if inner is not None and c_binding is not None and hasattr(inner, "run_with_iobinding"):
+            self._run_bound = lambda: inner.run_with_iobinding(c_binding, None)
+        else:
+            self._run_bound = lambda: self.session.run_with_iobinding(binding)
+        self._binding = binding  # owns the binding the lambdas use
+        # the bound path must give what run gives, or it is not used
+        check = [float(i) for i in range(1, N_FEATURES + 1)]
+        want = float(self.run(np.asarray([check], np.float32))[0])
+        try:
+            got = self.run_one(check)
+        except Exception:  # noqa: BLE001 - any failure of the optional path leaves the plain run serving
+            got = None
+        if got != want:
+            self._run_bound = None
 
     def run(self, features: np.ndarray) -> np.ndarray:
         """Corrections [N] for float32 features [N, N_FEATURES]."""
@@ -81,3 +120,19 @@ class OrtBackend:
             except TypeError:  # a binding with another signature: use the public API from now on
                 self._fast_run = None
         return self.session.run(self._outputs, {INPUT_NAME: features})[0].reshape(-1)
+
+    def run_one(self, row: list[float]) -> float:
+        """Correction for one feature row (N_FEATURES plain floats, FEATURES order); same value as ``run``."""
+        if not self._one_lock.acquire(blocking=False):  # another thread holds the buffers
+            return float(self.run(np.asarray([row], np.float32))[0])
+        try:
+            try:
+                self._pack_row(self._one_in_bytes, 0, *row)
+            except OverflowError:  # beyond float32: numpy makes it inf, as the batch path does
+                self._one_in[0] = row
+            if self._run_bound is not None:
+                self._run_bound()
+                return self._one_out_f[0]
+            return float(self.run(self._one_in)[0])
+        finally:
+            self._one_lock.release()

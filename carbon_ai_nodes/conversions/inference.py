@@ -9,12 +9,9 @@ from carbon_ai_nodes.core.carbon_estimator import Estimate, StateInput
 
 def state_input(msg: VehicleState) -> StateInput:
     """The estimator's view of a VehicleState (stamp in seconds)."""
-    return StateInput(
-        asset_id=msg.asset_id, stamp_s=to_seconds(msg.header.stamp), speed_mps=msg.speed_mps,
-        accel_mps2=msg.accel_mps2, grade=msg.grade, payload_kg=msg.payload_kg,
-        engine_speed_rpm=msg.engine_speed_rpm, engine_load_pct=msg.engine_load_pct,
-        coolant_temp_c=msg.coolant_temp_c,
-    )
+    # positional (StateInput's field order): once per message, keywords cost about 1 us more
+    return StateInput(msg.asset_id, to_seconds(msg.header.stamp), msg.speed_mps, msg.accel_mps2, msg.grade,
+                      msg.payload_kg, msg.engine_speed_rpm, msg.engine_load_pct, msg.coolant_temp_c)
 
 
 # This message is built once per state on the hot path. Where rosidl supports it (Jazzy and newer) the

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class CarbonInferenceParams(ParamSet):
         min=1, max=10000, read_only=True)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # slots: built and read once per message on the hot path
 class StateInput:
     """The VehicleState fields the estimator uses (SI units; NaN = unknown where allowed)."""
 
@@ -83,7 +83,7 @@ class StateInput:
     coolant_temp_c: float = math.nan
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Estimate:
     """One CarbonEstimate's content (g/s, L/h, kW)."""
 
@@ -101,9 +101,12 @@ class Estimate:
 
 def validate_state(s: StateInput, profile: VehicleProfile) -> None:
     """Raise InputRejectedError (reason ``nan`` | ``out_of_range``) for a state no estimate should come from."""
-    for name in ("stamp_s", "speed_mps", "accel_mps2", "grade"):
-        if not math.isfinite(getattr(s, name)):
-            raise InputRejectedError("nan", f"{name}={getattr(s, name)}")
+    # One test for the usual all-finite state; a NaN or inf anywhere makes the sum non-finite (so does an
+    # overflow of huge finite values, which the loop then finds none of and the range checks refuse).
+    if not math.isfinite(s.stamp_s + s.speed_mps + s.accel_mps2 + s.grade):
+        for name in ("stamp_s", "speed_mps", "accel_mps2", "grade"):
+            if not math.isfinite(getattr(s, name)):
+                raise InputRejectedError("nan", f"{name}={getattr(s, name)}")
     if not -0.5 <= s.speed_mps <= 120.0:
         raise InputRejectedError("out_of_range", f"speed_mps={s.speed_mps:g} outside [0, 120]")
     if abs(s.accel_mps2) > 15.0:
@@ -116,6 +119,20 @@ def validate_state(s: StateInput, profile: VehicleProfile) -> None:
         raise InputRejectedError("out_of_range", f"engine_load_pct={s.engine_load_pct:g}")
 
 
+def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:
+    """``run_one`` for a backend that has only ``run``: a batch of one row."""
+    return lambda row: float(backend.run(np.array([row], dtype=np.float32))[0])
+
+
+class _Serving(NamedTuple):
+    """What an estimate needs of the backend, swapped as one object."""
+
+    backend: Any
+    ranges: FeatureRanges | None
+    not_for_me: str  # why the model does not apply to this profile at all ('' when it does)
+    run_one: Callable[[list[float]], float]  # one feature row -> correction
+
+
 class CarbonEstimator:
     """Physics + residual for one profile. Swap the backend with :meth:`set_backend` (atomic for callers)."""
 
@@ -124,7 +141,7 @@ class CarbonEstimator:
         self.profile = profile
         self.constants = constants
         self.grid_gco2_per_kwh = grid_gco2_per_kwh
-        self._model: tuple[Any, FeatureRanges | None, str] = (backend, None, "")
+        self._model = _Serving(backend, None, "", _run_one_as_batch(backend))
         self.set_backend(backend)
 
     @property
@@ -143,28 +160,31 @@ class CarbonEstimator:
         not_for_me = ""
         if backend.name != "physics" and (self.profile.kind != "road" or self.profile.fuel != trained_fuel):
             not_for_me = f"model trained on {trained_fuel} road vehicles"
-        self._model = (backend, ranges, not_for_me)
+        # A backend's own run_one (preallocated buffers) when it has one: the per-message path runs one row.
+        run_one = getattr(backend, "run_one", None) or _run_one_as_batch(backend)
+        self._model = _Serving(backend, ranges, not_for_me, run_one)
 
-    def estimate(self, s: StateInput) -> Estimate:
-        """One validated state -> one estimate (raises InputRejectedError for bad input).
+    def estimate(self, s: StateInput, *, validated: bool = False) -> Estimate:
+        """One state -> one estimate (raises InputRejectedError for bad input).
 
         The per-message path of the node, kept lean: same maths as :meth:`estimate_batch` with one row.
+        ``validated=True`` skips :func:`validate_state` for a caller that has just run it on ``s``.
         """
-        backend, ranges, not_for_me = self._model
+        backend, ranges, not_for_me, run_one = self._model
         p, k = self.profile, self.constants
-        validate_state(s, p)
+        if not validated:
+            validate_state(s, p)
         r = physics_rates(p, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
                           engine_load_pct=s.engine_load_pct, engine_speed_rpm=s.engine_speed_rpm,
                           coolant_temp_c=s.coolant_temp_c, grid_gco2_per_kwh=self.grid_gco2_per_kwh, constants=k)
-        is_physics = backend.name == "physics"
-        burning = r.co2_g_s > 0 and not r.fuel_cut
         factor, sigma, ood = 1.0, PHYSICS_RELATIVE_SIGMA, False
-        if not is_physics and burning:
-            row = feature_row(p, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg, s.coolant_temp_c, k)
-            if not_for_me or (ranges is not None and ranges.outside(row)):
+        if r.co2_g_s > 0 and not r.fuel_cut and backend.name != "physics":
+            row = None if not_for_me else feature_row(p, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
+                                                      s.coolant_temp_c, k)
+            if row is None or (ranges is not None and ranges.outside(row)):
                 ood = True
             else:
-                c = float(backend.run(np.array([row], dtype=np.float32))[0])
+                c = run_one(row)
                 if math.isfinite(c):
                     factor = 1.0 + min(max(c, -MAX_CORRECTION), MAX_CORRECTION)
                     sigma = MODEL_RELATIVE_SIGMA
@@ -174,7 +194,7 @@ class CarbonEstimator:
 
     def estimate_batch(self, states: Sequence[StateInput]) -> list[Estimate]:
         """Estimates for many states in one backend call; every state must already pass :func:`validate_state`."""
-        backend, ranges, not_for_me = self._model
+        backend, ranges, not_for_me, _ = self._model
         p, k = self.profile, self.constants
         phys, rows, use_model = [], [], []
         for s in states:
@@ -213,7 +233,7 @@ class CarbonEstimator:
 
     def ood_reason(self, s: StateInput) -> str:
         """Why this state would be out of distribution ('' when the model applies)."""
-        backend, ranges, not_for_me = self._model
+        backend, ranges, not_for_me, _ = self._model
         if not_for_me:
             return not_for_me
         if ranges is None:
@@ -229,7 +249,7 @@ class CarbonEstimator:
         from carbon_ai_nodes.core.emission_model import cycle_rates
         from carbon_ai_nodes.core.residual_features import feature_matrix
 
-        backend, ranges, not_for_me = self._model
+        backend, ranges, not_for_me, _ = self._model
         p = self.profile
         r = cycle_rates(p, speed_mps, accel_mps2, grade, payload_kg, coolant_temp_c=coolant_temp_c,
                         constants=self.constants)

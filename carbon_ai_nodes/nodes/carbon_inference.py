@@ -185,18 +185,19 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             validate_state(s, asset.estimator.profile)
             if s.stamp_s <= asset.last_stamp_s:
                 raise InputRejectedError("out_of_order", f"stamp {s.stamp_s:.3f} <= last {asset.last_stamp_s:.3f}")
-            age = self.now_s() - s.stamp_s
+            now_s = self.now_s()  # read once: the age check and the watchdog share it
+            age = now_s - s.stamp_s
             if self.params.max_state_age_s > 0 and age > self.params.max_state_age_s:
                 raise InputRejectedError("stale", f"state is {age:.2f} s old")
         except InputRejectedError as exc:
             self.reject(name, exc.reason, exc.detail)
             return
         asset.last_stamp_s = s.stamp_s
-        self.accept(name)
+        self.accept(name, now_s)
         if self.params.batch_period_s > 0:
             self.pending.append((asset, msg, arrival_ns))
             return
-        e = asset.estimator.estimate(s)
+        e = asset.estimator.estimate(s, validated=True)
         self._publish(asset, e, msg, arrival_ns)
 
     def _flush(self) -> None:
