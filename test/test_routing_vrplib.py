@@ -124,6 +124,22 @@ def test_tuned_search_reaches_the_optimum_of_a_n32_k5_within_2_s():
     assert _gap_pct(inst, out) <= 1.0
 
 
+def test_tuned_cold_search_iterates_past_the_first_local_optimum():
+    # The tuned start (parallel cheapest insertion + local search) stops at 863 (+5.9 %) on E-n101-k8 and
+    # guided local search at +3.3 % within 5 s; OR-Tools' iterated local search gets to ~+2 % within 1 s on an
+    # idle core. RoutingModel.SolveWithParameters silently ignores use_iterated_local_search, so a search
+    # that only sets the flag would stay at +5.9 %.
+    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+
+    inst = read_instance(DATA / "E-n101-k8.vrp")
+    t0 = time.monotonic()
+    out = OrToolsRoutingSolver("tuned", exact_integer_costs=True).solve(
+        inst.problem, _costs(inst.problem), time_limit_s=1.5)
+    assert time.monotonic() - t0 < 2.5  # wall clock, model building included (loose for a loaded runner)
+    assert out.status == "feasible"
+    assert _gap_pct(inst, out) < 4.5
+
+
 @pytest.mark.slow
 def test_tuned_search_on_a_100_customer_instance_within_5_s():
     from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
@@ -132,4 +148,6 @@ def test_tuned_search_on_a_100_customer_instance_within_5_s():
     out = OrToolsRoutingSolver("tuned", exact_integer_costs=True).solve(
         inst.problem, _costs(inst.problem), time_limit_s=5.0)
     assert out.solve_time_s < 5.5
-    assert _gap_pct(inst, out) <= 5.0  # ~1 % on an idle core; loose for shared CI runners
+    # 0-0.5 % on an idle core, 1.1 % within 0.3 s; the textbook setting stays at 2.6 %. Loose for shared
+    # CI runners, where the solver may get a small share of a core.
+    assert _gap_pct(inst, out) <= 3.0

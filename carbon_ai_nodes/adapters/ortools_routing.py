@@ -6,9 +6,12 @@ the load on board (pickups add, deliveries subtract, the start load is free so a
 its deliveries need), a ``time`` dimension with windows, fixed vehicle costs, and for the CO2 objective
 OR-Tools' path energy cost ``sum(load on board x co2_per_kg of the arc)``: the load-dependent part of CO2.
 
-Search: ``plain`` is the textbook setting (cheapest-arc start, guided local search); ``tuned`` (default)
-starts from parallel cheapest insertion, runs guided local search until its best cost stalls, then
-re-optimises groups of neighbouring routes as small OR-Tools problems; every cost matrix is registered as a
+Search: ``plain`` is the textbook setting (cheapest-arc start, guided local search). ``tuned`` (default) runs
+OR-Tools' iterated local search on a cold solve (SISR ruin-and-recreate: strings of neighbouring customers
+removed from a few adjacent routes and reinserted by local cheapest insertion, accepted by simulated
+annealing). A warm-started solve (a replan, or the baseline plan next to a CO2 plan) keeps its start, so it
+runs guided local search from it, as does a problem mixing pickups and deliveries, and given the time
+re-optimises groups of neighbouring routes as small OR-Tools problems. Every cost matrix is registered as a
 C++ transit matrix (no Python callback per arc evaluation). Gaps: see bench/bench_routing.py.
 """
 
@@ -43,6 +46,14 @@ DECOMPOSE_FIRST_STALL_CPU_S = 0.4  # ... which ends earlier once its best cost h
 DECOMPOSE_GROUP_ROUTES = 4  # routes re-solved together (3 and 5 measured no better; 2 worse)
 DECOMPOSE_INNER_LIMIT_S = 0.3  # wall cap of one group's solve (0.1 s too short to improve a group)
 DECOMPOSE_INNER_STALL_CPU_S = 0.1  # ... which ends earlier once flat this long: more groups per second
+# Cold solves of the tuned search: OR-Tools' iterated local search with SISR ruin-and-recreate (Christiaens and
+# Vanden Berghe 2020), run through RoutingModel.SolveWithIteratedLocalSearch (SolveWithParameters ignores
+# use_iterated_local_search). Measured on the same four instances, also with a fixed number of ruin-and-recreate
+# iterations (load-independent); see _iterated_local_search for what was rejected.
+SISR_AVG_REMOVED = 15  # customers removed per ruin on average (5: stuck at +20 % on M-n101-k10; 10, 20, 25 worse)
+SISR_MAX_STRING = 15  # longest string removed from one route (10: 0.1-0.6 points worse on E-n101-k8, whose
+#   routes hold 12.5 customers, in 9 of 9 fixed-iteration runs; no change where routes are shorter; 20: as 15)
+SISR_BYPASS = 0.01  # bypass factor of the split-string removal (the paper's value; 0.1 no better)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,21 +87,29 @@ class OrToolsRoutingSolver:
         self.exact_integer_costs = exact_integer_costs
         self.log_search = seed_log
         # Imported at construction (node start-up), not in the first solve: the import takes ~0.3 s, up to
-        # 1 s on a loaded machine, which would otherwise eat the first request's whole time limit.
-        from ortools.constraint_solver import pywrapcp  # noqa: F401
+        # 1 s on a loaded machine, which would otherwise eat the first request's whole time limit (the enums
+        # module alone took 0.1 s: a first 1 s solve ended at 1.11 s).
+        from ortools.constraint_solver import pywrapcp, routing_enums_pb2  # noqa: F401
 
     def solve(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
               initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
         """Build the model and search; returns the best plan found when the time limit hits.
 
-        ``tuned`` on fleets of 4+ vehicles and limits of 0.5 s or more runs guided local search on the
-        whole fleet until its best cost has been flat for DECOMPOSE_FIRST_STALL_CPU_S (at most
+        ``tuned`` without ``initial_routes`` runs OR-Tools' iterated local search (SISR ruin-and-recreate)
+        for the whole limit when every stop is a delivery or every stop a pickup (with both mixed it measured
+        worse than the search below). OR-Tools cannot start that search from given routes, so other ``tuned``
+        solves on a fleet of 4+ vehicles with a limit of 0.5 s or more run guided local search on
+        the whole fleet until its best cost has been flat for DECOMPOSE_FIRST_STALL_CPU_S (at most
         DECOMPOSE_FIRST_SHARE of the limit), then spends the rest re-optimising groups of neighbouring
         routes as small OR-Tools problems (a decomposition: each sub-problem is solved nearly to optimality
         in a fraction of a second, which guided local search on the whole fleet does not reach), keeping
-        each improvement. Shorter limits (replans) run the whole-fleet search alone.
+        each improvement. Shorter limits (replans) and smaller fleets run the whole-fleet search alone.
         """
         t0 = time.monotonic()
+        demands = [s.demand_kg for s in problem.stops]
+        one_way = all(d >= 0 for d in demands) or all(d <= 0 for d in demands)
+        if self.search == "tuned" and initial_routes is None and one_way:
+            return self._solve_once(problem, costs, time_limit_s=time_limit_s, iterated=True)
         decompose = self.search == "tuned" and time_limit_s >= 0.5 and len(problem.vehicles) >= 4
         share = DECOMPOSE_FIRST_SHARE if decompose else 1.0
         first = self._solve_once(problem, costs, time_limit_s=time_limit_s * share, initial_routes=initial_routes,
@@ -151,10 +170,10 @@ class OrToolsRoutingSolver:
 
     def _solve_once(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
                     initial_routes: Sequence[Sequence[int]] | None = None,
-                    stall_cpu_s: float | None = None) -> SolveOutcome:
+                    stall_cpu_s: float | None = None, iterated: bool = False) -> SolveOutcome:
+        t0 = time.monotonic()
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-        t0 = time.monotonic()
         if not (math.isfinite(time_limit_s) and time_limit_s > 0):
             raise SolverError(f"time_limit_s={time_limit_s!r}: must be finite and > 0")
         p = problem
@@ -260,7 +279,7 @@ class OrToolsRoutingSolver:
             elif p.allow_dropping:
                 routing.AddDisjunction([manager.NodeToIndex(i)], int(round(p.drop_penalty * unit)))
 
-        params = self._parameters(p, has_windows, pywrapcp, routing_enums_pb2)
+        params = self._parameters(p, has_windows, pywrapcp, routing_enums_pb2, iterated=iterated)
         if stall_cpu_s is not None:
             # Stop once the best cost has not improved for stall_cpu_s of this process's CPU time: on a
             # loaded machine a wall-clock share would end the search before it reaches a local optimum.
@@ -297,9 +316,15 @@ class OrToolsRoutingSolver:
         if assignment is None:
             remaining = time_limit_s - (time.monotonic() - t0)
             params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
-            assignment = routing.SolveWithParameters(params)
+            if iterated:
+                assignment = routing.SolveWithIteratedLocalSearch(params)
+            else:
+                assignment = routing.SolveWithParameters(params)
         elapsed = time.monotonic() - t0
         status_code = routing.status()
+        if iterated and assignment is not None:
+            # SolveWithIteratedLocalSearch leaves the status unset; a plan it returns has had its full time.
+            status_code = routing_enums_pb2.RoutingSearchStatus.ROUTING_SUCCESS
         if assignment is None:
             reason = "no feasible plan (capacity, time windows or fleet size)"
             if status_code in (routing_enums_pb2.RoutingSearchStatus.ROUTING_FAIL_TIMEOUT,):
@@ -322,7 +347,7 @@ class OrToolsRoutingSolver:
         }.get(status_code, "deadline")
         return SolveOutcome(out_routes, dropped, status, elapsed)
 
-    def _parameters(self, p: RoutingProblem, has_windows: bool, pywrapcp, enums):
+    def _parameters(self, p: RoutingProblem, has_windows: bool, pywrapcp, enums, iterated: bool = False):
         params = pywrapcp.DefaultRoutingSearchParameters()
         params.log_search = self.log_search
         fss = enums.FirstSolutionStrategy
@@ -340,9 +365,38 @@ class OrToolsRoutingSolver:
         # with tabu/annealing (no change), GLS lambda 0.05/0.2/0.3 (no change), ls_operator_neighbors_ratio
         # 0.1-0.3 with min 10-20 neighbours (+4 to +50 points), switching off the pickup/delivery,
         # active/inactive and LNS operators that plain CVRP cannot use (no change), the multi-armed-bandit
-        # operator order (worse), solver-internal distance scaling x1000 (no change). OR-Tools
-        # 9.15's iterated local search (SISR ruin-and-recreate, greedy or annealing acceptance) ended at
-        # the first local optimum in this Python build, so the solver's own decomposition stands in.
+        # operator order (worse), solver-internal distance scaling x1000 (no change). (An earlier note said
+        # OR-Tools' iterated local search ended at the first local optimum: SolveWithParameters ignores
+        # use_iterated_local_search; SolveWithIteratedLocalSearch runs it, see _iterated_local_search.)
         params.first_solution_strategy = fss.PARALLEL_CHEAPEST_INSERTION
         params.local_search_metaheuristic = meta.GUIDED_LOCAL_SEARCH
+        if iterated:
+            self._iterated_local_search(params, fss, meta)
         return params
+
+    @staticmethod
+    def _iterated_local_search(params, fss, meta) -> None:
+        """Turn ``params`` into the cold tuned search: local search to the first local optimum, then SISR
+        ruin-and-recreate with simulated-annealing acceptance until the time limit."""
+        # Mean gap on E-n101-k8, M-n101-k10, X-n101-k25, X-n106-k14 at 5 s on a shared machine: 1.0-1.5 %
+        # against 2.1-2.3 % for the guided-local-search decomposition (bench/bench_routing.py and
+        # single-setting runs). Rejected: local search on every recreated solution
+        # (improve_perturbed_solution: ~40 ms each, ~100 iterations in 5 s instead of ~3000; 2.6-3.0 %),
+        # greedy acceptance (1.7-1.8 %), a random or largest-demand-first reinsertion order (M-n101-k10 stuck
+        # at +15 %, X-n101-k25 at +5 %), cheapest insertion with neighbour lists, local cheapest cost insertion
+        # or savings as the recreate heuristic (2.4-6 %), savings, cheapest-arc or local cheapest insertion as
+        # the first solution (1.7-2.6 % against 1.2 %), mixing in random-walk ruins (1.7 %), fixed annealing
+        # temperatures (0.05-0.3 x the mean arc cost falling to 1/10-1/100 of that: 1.2-1.6 % against 1.2 %
+        # for OR-Tools' automatic ones), guided local search from the best solution for the last second (no
+        # better).
+        params.local_search_metaheuristic = meta.GREEDY_DESCENT
+        params.use_iterated_local_search = True
+        ils = params.iterated_local_search_parameters
+        ruin = ils.ruin_recreate_parameters
+        sisr = ruin.ruin_strategies.add().sisr
+        sisr.avg_num_removed_visits = SISR_AVG_REMOVED
+        sisr.max_removed_sequence_size = SISR_MAX_STRING
+        sisr.bypass_factor = SISR_BYPASS
+        ruin.recreate_strategy.heuristic = fss.LOCAL_CHEAPEST_INSERTION
+        ils.improve_perturbed_solution = False
+        ils.reference_solution_acceptance_strategy.simulated_annealing.automatic_temperatures = True
