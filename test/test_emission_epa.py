@@ -43,6 +43,9 @@ def test_only_conventional_vehicles_with_a_top_gear_ratio(shared_data):
     assert all(t.profile.top_gear_rpm_per_mps for t in tests)  # the N/V ratio sets the engine speed
     # sanity of the units: a 2022 car turns 1,000-4,000 rpm at 70 mph in top gear
     assert all(1000 < t.profile.top_gear_rpm_per_mps * 31.29 < 4000 for t in tests)
+    # the cylinder count sets the cylinder size (friction per litre): 0.25-1.0 L per cylinder in 2022 cars
+    assert sum(t.profile.cylinders is None for t in tests) <= 4
+    assert all(0.25 < t.profile.displacement_l / t.profile.cylinders < 1.0 for t in tests if t.profile.cylinders)
 
 
 def predict_g_per_mi(estimator: CarbonEstimator, test: str, hw, udds) -> float:
@@ -76,11 +79,12 @@ def test_held_out_manufacturers_mape(held_out, shared_data):
     physics = mape_by_test(held_out, "physics", shared_data)
     print(f"\nheld-out MAPE: model HWFE {model['HWFE']:.2f} % FTP-75 {model['FTP']:.2f} %; "
           f"physics HWFE {physics['HWFE']:.2f} % FTP-75 {physics['FTP']:.2f} %")
-    # Engine-speed physics (N/V ratio, specific-power friction) measured 4.49 % / 5.46 % here; the shipped
-    # residual is strongly regularised (a looser one overfits the training makers) and must not make it worse.
-    assert physics["HWFE"] < 5.0 and physics["FTP"] < 6.0
-    assert model["HWFE"] < 5.0 and model["FTP"] < 6.0
-    assert model["HWFE"] < physics["HWFE"] + 0.2 and model["FTP"] < physics["FTP"] + 0.2
+    # Measured here: physics 4.34 % / 5.46 %, model 4.33 % / 5.46 % (engine-speed physics with cylinder-size
+    # friction and engine-size accessories; before those two terms 4.49 % / 5.46 %). The shipped residual sees
+    # only the operating point and is strongly regularised: it must not make the physics worse.
+    assert physics["HWFE"] < 4.45 and physics["FTP"] < 5.6
+    assert model["HWFE"] < 4.45 and model["FTP"] < 5.6
+    assert model["HWFE"] < physics["HWFE"] + 0.1 and model["FTP"] < physics["FTP"] + 0.1
 
 
 def test_cli_json_matches_the_estimator_for_epa_vehicles(held_out, shared_data, tmp_path):
@@ -90,7 +94,8 @@ def test_cli_json_matches_the_estimator_for_epa_vehicles(held_out, shared_data, 
                            "c_n_per_mps2": t.profile.c_n_per_mps2},
              "fuel": "gasoline", "rated_power_kw": t.profile.rated_power_kw,
              "displacement_l": t.profile.displacement_l,
-             "top_gear_rpm_per_mps": t.profile.top_gear_rpm_per_mps} for t in picks]
+             "top_gear_rpm_per_mps": t.profile.top_gear_rpm_per_mps, "cylinders": t.profile.cylinders}
+            for t in picks]
     f = tmp_path / "cars.yaml"
     f.write_text(yaml.safe_dump(docs))
     out = subprocess.run([sys.executable, "-m", "carbon_ai_nodes.cli", "estimate", "--vehicle", str(f), "--cycle",

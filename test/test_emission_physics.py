@@ -25,7 +25,7 @@ from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profiles
 # a torque limit never reached); test_engine_speed_* exercises it with its own constants.
 K = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, fmep_specific_power_gain=0.0, idle_rpm=1200.0,
                       min_moving_rpm=1200.0, default_top_gear_rpm_per_mps=10.0, downshift_gain=0.0, bmep_max_kpa=1e6,
-                      accessory_kw=1.0, cold_extra=0.5, fuel_cut_min_speed_mps=2.0)
+                      accessory_kw=1.0, accessory_kw_per_l=0.0, cold_extra=0.5, fuel_cut_min_speed_mps=2.0)
 CAR = VehicleProfile(name="hand car", mass_kg=1500.0, a_n=150.0, b_n_per_mps=0.0, c_n_per_mps2=0.5,
                      fuel="gasoline", rated_power_kw=100.0, displacement_l=2.0, drivetrain_efficiency=0.9)
 GASOLINE_G_PER_L = 8887.0 / 3.78541
@@ -70,7 +70,7 @@ def test_payload_costs_rolling_resistance_on_flat_ground():
 
 KR = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, fmep_specific_power_gain=0.0, idle_rpm=700.0,
                        min_moving_rpm=1000.0, downshift_gain=1.0, downshift_speed_mps=10.0, bmep_max_kpa=1000.0,
-                       max_cruise_rpm=4000.0, accessory_kw=1.0, cold_extra=0.5)
+                       max_cruise_rpm=4000.0, accessory_kw=1.0, accessory_kw_per_l=0.0, cold_extra=0.5)
 GEARED = VehicleProfile(**{**CAR.__dict__, "top_gear_rpm_per_mps": 60.0})
 
 
@@ -111,6 +111,36 @@ def test_engine_speed_rises_when_power_needs_a_downshift_and_big_engines_lose_mo
     # a measured engine speed replaces the model
     measured = physics_rates(GEARED, 20.0, 0.0, 0.0, 0.0, engine_speed_rpm=3000.0, constants=KR)
     assert measured.fuel_lph == pytest.approx(fuel_lph((7.0 / 0.9 + 1.0 + 200.0 * 2.0e-3 * 3000.0 / 120.0) / 0.4))
+
+
+def test_small_cylinders_rub_more_and_big_engines_carry_bigger_pumps():
+    kc = dataclasses.replace(K, fmep_cylinder_size_gain=-0.3, accessory_kw_per_l=0.5)
+    wheel_kw = 7.0  # 20 m/s cruise, as test_steady_cruise_by_hand; the engine turns 1200 rpm
+    # no cylinder count = the 0.5 L reference cylinder; 2 L in 4 cylinders is that reference too:
+    # fmep 200 kPa -> 4.0 kW friction; accessories 1.0 + 0.5 * 2.0 = 2.0 kW
+    expected = fuel_lph((wheel_kw / 0.9 + 2.0 + 4.0) / 0.4)
+    four = VehicleProfile(**{**CAR.__dict__, "cylinders": 4})
+    assert physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(expected)
+    assert physics_rates(four, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(expected)
+    # 2 L in 3 cylinders: 0.667 L each, 4/3 of the reference: fmep = 200 * (1 - 0.3 * (4/3 - 1)) = 180 kPa
+    three = VehicleProfile(**{**CAR.__dict__, "cylinders": 3})
+    assert physics_rates(three, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
+        fuel_lph((wheel_kw / 0.9 + 2.0 + 180.0 * 2.0e-3 * 1200.0 / 120.0) / 0.4))
+    # 2 L in 16 cylinders is 1/4 of the reference, held at the 1/2 edge: fmep = 200 * (1 + 0.3 * 0.5) = 230 kPa
+    many = VehicleProfile(**{**CAR.__dict__, "cylinders": 16})
+    assert physics_rates(many, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
+        fuel_lph((wheel_kw / 0.9 + 2.0 + 230.0 * 2.0e-3 * 1200.0 / 120.0) / 0.4))
+    # a 5 L engine carries 1.0 + 0.5 * 5.0 = 3.5 kW of accessories; a profile's own figure is taken as given,
+    # and an electric drive has no engine-driven pumps (1.0 kW)
+    big = VehicleProfile(**{**CAR.__dict__, "displacement_l": 5.0})
+    assert physics_rates(big, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
+        fuel_lph((wheel_kw / 0.9 + 3.5 + 200.0 * 5.0e-3 * 1200.0 / 120.0) / 0.4))
+    own = VehicleProfile(**{**big.__dict__, "accessory_power_kw": 1.0})
+    assert physics_rates(own, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
+        fuel_lph((wheel_kw / 0.9 + 1.0 + 200.0 * 5.0e-3 * 1200.0 / 120.0) / 0.4))
+    ev = VehicleProfile(**{**CAR.__dict__, "fuel": "electric", "displacement_l": 0.0})
+    assert physics_rates(ev, 20.0, 0.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=kc).co2_g_s == pytest.approx(
+        (wheel_kw / 0.9 + 1.0) * 500.0 / 3600.0)
 
 
 def test_idle_burns_accessory_and_friction_or_the_profile_idle_rate():
@@ -200,6 +230,8 @@ def test_every_shipped_profile_loads():
     ("name: x\nmass_kg: 1000\nfuel: gasoline\nrated_power_kw: 90\ndisplacement_l: 1.6\n", "road_load: required"),
     ("name: x\nmass_kg: 1000\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: gasoline\n"
      "rated_power_kw: 90\ndisplacement_l: 1.6\nwheels: 4\n", "wheels: unknown key"),
+    ("name: x\nmass_kg: 1000\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: gasoline\n"
+     "rated_power_kw: 90\ndisplacement_l: 1.6\ncylinders: 3.5\n", "x.cylinders=3.5: must be a whole number"),
     ("- name: ok\n  mass_kg: 1000\n  road_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\n  fuel: gasoline\n"
      "  rated_power_kw: 90\n  displacement_l: 1.6\n- name: bad\n  mass_kg: 1000\n  fuel: gasoline\n"
      "  rated_power_kw: .nan\n  road_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\n",

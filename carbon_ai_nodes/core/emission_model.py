@@ -4,7 +4,8 @@ Road vehicles: tractive force ``F = a*(m+payload)/m + b*v + c*v^2 + M*a_x + M*g*
 (coast-down form; the constant term is mostly tyre rolling resistance, so it scales with the carried mass
 ``M``), wheel power ``P_w = F*v``. The engine delivers ``P_b = P_w/eta_dt + P_acc`` and burns fuel power
 ``P_f = (P_b + P_fric)/eta_i`` (Willans line: a fixed indicated efficiency plus a friction offset
-``fmep * displacement * rpm / 120``, so a big or fast-turning engine at light load is inefficient). Engine
+``fmep * displacement * rpm / 120``, so a big or fast-turning engine at light load is inefficient; fmep rises
+with specific power and with smaller cylinders, and the accessory load with displacement). Engine
 speed comes from the top-gear ratio (EPA "N/V", rpm per unit road speed) times speed, raised at low speed
 (lower gears), never below a moving minimum, and raised when the demanded power needs more than a full-load
 mean effective pressure at the current speed (a downshift). When the wheels need no power above a low speed
@@ -51,11 +52,14 @@ class EmissionConstants:
     indicated_efficiency: Willans slope (fuel power -> indicated power) for gasoline; diesel and CNG scale it.
     fmep_kpa: friction mean effective pressure, kPa (friction power = fmep * displacement * rpm / 120), of an
     engine rated at fmep_ref_kw_per_l; it grows by fmep_specific_power_gain per unit of relative excess
-    specific power (rated kW per litre), since high-output engines carry larger valves, bearings and pumping.
+    specific power (rated kW per litre), since high-output engines carry larger valves, bearings and pumping;
+    with the profile's cylinder count it also changes by fmep_cylinder_size_gain per unit of relative excess
+    cylinder size (litres per cylinder over fmep_ref_l_per_cyl; no count = the reference size).
     Engine speed when the state carries no measured rpm: idle_rpm at standstill; moving,
     ``max(min_moving_rpm, r*v*(1 + downshift_gain*exp(-v/downshift_speed_mps)), P_b*120/(D*bmep_max_kpa))``
     capped at max_cruise_rpm, with r the profile's top-gear ratio or default_top_gear_rpm_per_mps (rpm per m/s).
-    accessory_kw: accessory load when the profile gives none, kW.
+    accessory_kw: accessory load when the profile gives none, kW (alternator, HVAC; an electric drive's whole
+    load); a combustion engine adds accessory_kw_per_l per litre of displacement (its engine-driven pumps).
     cold_extra: extra fuel fraction of a fully cold engine (20 C); warmup_tau_s: coolant warm-up time constant.
     fuel_cut_min_speed_mps: below this speed a coasting engine idles instead of cutting fuel.
     regen_efficiency: fraction of braking power an electric drive returns to the battery.
@@ -63,21 +67,24 @@ class EmissionConstants:
 
     # Fitted by ``tools/train_residual.py --fit-physics`` on the EPA 2022 HWFE + FTP-75 tests of the
     # manufacturers not held out (conventional gasoline); held-out MAPE in the model card.
-    indicated_efficiency: float = 0.5172
-    fmep_kpa: float = 93.34
-    fmep_specific_power_gain: float = 0.3797
+    indicated_efficiency: float = 0.5093
+    fmep_kpa: float = 75.55
+    fmep_specific_power_gain: float = 0.4335
     fmep_ref_kw_per_l: float = 60.0
+    fmep_cylinder_size_gain: float = -0.2092  # a V8 of 0.66 L cylinders: 7 % less friction per litre
+    fmep_ref_l_per_cyl: float = 0.5
     idle_rpm: float = 750.0
     # an effective value (it sits at the fit's upper bound): it also carries the part-load pumping loss that
     # a pure friction term misses, so it is higher than a real engine's typical moving speed
     min_moving_rpm: float = 2500.0
     default_top_gear_rpm_per_mps: float = 57.3  # EPA 2022 median N/V 25.6 rpm/mph
-    downshift_gain: float = 4.232
-    downshift_speed_mps: float = 17.21
-    bmep_max_kpa: float = 301.9
+    downshift_gain: float = 4.322
+    downshift_speed_mps: float = 17.94
+    bmep_max_kpa: float = 327.7
     max_cruise_rpm: float = 4000.0
-    accessory_kw: float = 2.345
-    cold_extra: float = 2.798
+    accessory_kw: float = 2.229
+    accessory_kw_per_l: float = 0.4096
+    cold_extra: float = 2.574
     warmup_tau_s: float = 200.0
     warm_coolant_c: float = 90.0
     fuel_cut_min_speed_mps: float = 2.0
@@ -109,8 +116,14 @@ def _eta_i(profile: VehicleProfile, k: EmissionConstants) -> float:
 
 
 def accessory_kw(profile: VehicleProfile, k: EmissionConstants = DEFAULT_CONSTANTS) -> float:
-    """Accessory (alternator, pumps, HVAC) load the engine carries, kW: the profile's, else the shared constant."""
-    return k.accessory_kw if profile.accessory_power_kw is None else profile.accessory_power_kw
+    """Accessory (alternator, pumps, HVAC) load the engine carries, kW: the profile's, else the shared constant,
+    which for a combustion engine grows with its displacement (bigger engine-driven oil and coolant pumps)."""
+    own = profile.accessory_power_kw
+    if own is not None:
+        return own
+    if profile.fuel == "electric":
+        return k.accessory_kw
+    return k.accessory_kw + k.accessory_kw_per_l * profile.displacement_l
 
 
 def _rpm_cap(profile: VehicleProfile, k: EmissionConstants) -> float:
@@ -121,10 +134,19 @@ def _rpm_cap(profile: VehicleProfile, k: EmissionConstants) -> float:
 def friction_kw(profile: VehicleProfile, rpm: float | np.ndarray,
                 k: EmissionConstants = DEFAULT_CONSTANTS) -> float | np.ndarray:
     """Engine friction power (kW) at ``rpm``: the Willans-line intercept, fmep * displacement * rpm / 120."""
-    specific = profile.rated_power_kw / max(profile.displacement_l, 1e-3) / k.fmep_ref_kw_per_l
+    d = profile.displacement_l
+    specific = profile.rated_power_kw / max(d, 1e-3) / k.fmep_ref_kw_per_l
     # floor at 0.2: the linear trend must not give a low-output engine (a truck diesel) ~zero friction
     fmep = k.fmep_kpa * max(0.2, 1.0 + k.fmep_specific_power_gain * (specific - 1.0))
-    return fmep * profile.displacement_l * 1e-3 * rpm / 120.0
+    n = profile.cylinders
+    if n:
+        # Small cylinders carry more piston-ring and bearing surface per litre swept, so more friction per
+        # litre (the bore terms of SI-engine friction models, e.g. Sandoval & Heywood, SAE 2003-01-0725).
+        # Held within half/twice the reference: the EPA data spans 0.325-0.8 L per cylinder.
+        size = d / n / k.fmep_ref_l_per_cyl
+        size = 0.5 if size < 0.5 else 2.0 if size > 2.0 else size
+        fmep *= 1.0 + k.fmep_cylinder_size_gain * (size - 1.0)
+    return fmep * d * 1e-3 * rpm / 120.0
 
 
 def engine_rpm(profile: VehicleProfile, speed_mps: float, brake_kw: float,
@@ -138,7 +160,8 @@ def engine_rpm(profile: VehicleProfile, speed_mps: float, brake_kw: float,
     geared = ratio * speed_mps * (1.0 + k.downshift_gain * math.exp(-speed_mps / k.downshift_speed_mps))
     # A power demand beyond the full-load torque at this speed forces a downshift (power = bmep*D*rpm/120).
     torque_limited = brake_kw * 120.0 / (max(profile.displacement_l, 1e-3) * 1e-3 * k.bmep_max_kpa)
-    return min(max(k.min_moving_rpm, geared, torque_limited), _rpm_cap(profile, k))
+    cap = k.max_cruise_rpm if profile.fuel != "diesel" else _rpm_cap(profile, k)  # no call on the common path
+    return min(max(k.min_moving_rpm, geared, torque_limited), cap)
 
 
 def engine_rpm_array(profile: VehicleProfile, v: np.ndarray, brake_kw: np.ndarray,
@@ -187,43 +210,47 @@ def physics_rates(profile: VehicleProfile, speed_mps: float, accel_mps2: float, 
     Optional measurements refine it: engine_speed_rpm (friction), coolant_temp_c (cold start),
     engine_load_pct (machines), grid_gco2_per_kwh (electric; NaN = the profile's value).
     """
+    # The per-message path of the inference node: each quantity is computed only on the branch that uses it.
     k = constants
-    payload = payload_kg if math.isfinite(payload_kg) else 0.0
-    grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
-    p_acc = accessory_kw(profile, k)
+    electric = profile.fuel == "electric"
     if profile.kind == "machine":
         load = min(max(engine_load_pct, 0.0), 100.0) if math.isfinite(engine_load_pct) else 0.0
         power_kw = load / 100.0 * profile.rated_power_kw
-        if profile.is_electric:
+        if electric:
+            grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
             return Rates(power_kw * grid / 3600.0, 0.0, power_kw)
         fuel_lph = float(np.interp(power_kw, profile.fuel_map_power_kw, profile.fuel_map_fuel_lph))
         return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, power_kw)
 
     v = max(speed_mps, 0.0)
-    mass = profile.mass_kg + payload
+    mass = profile.mass_kg + (payload_kg if math.isfinite(payload_kg) else 0.0)
     sin_t = grade / math.sqrt(1.0 + grade * grade)
-    force_n = road_load_n(profile, v, payload) + mass * accel_mps2 + mass * G_MPS2 * sin_t
-    wheel_kw = force_n * v / 1000.0
+    # road_load_n, inline: rolling resistance scales with the carried weight
+    road_n = (profile.a_n * mass / profile.mass_kg + profile.b_n_per_mps * v + profile.c_n_per_mps2 * v * v
+              if v > 0.0 else 0.0)
+    wheel_kw = (road_n + mass * accel_mps2 + mass * G_MPS2 * sin_t) * v / 1000.0
     eta_dt = profile.drivetrain_efficiency
-    if profile.is_electric:
-        batt_kw = (wheel_kw / eta_dt if wheel_kw > 0 else wheel_kw * eta_dt * k.regen_efficiency) + p_acc
+    if electric:
+        grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
+        batt_kw = (wheel_kw / eta_dt if wheel_kw > 0 else wheel_kw * eta_dt * k.regen_efficiency) \
+            + accessory_kw(profile, k)
         return Rates(batt_kw * grid / 3600.0, 0.0, wheel_kw)
 
-    eta_i = _eta_i(profile, k)
     cut = False
     if v < 0.1 and profile.idle_fuel_lph is not None:
         fuel_lph = profile.idle_fuel_lph
     elif wheel_kw <= 0.0 and v >= k.fuel_cut_min_speed_mps and profile.fuel_cut:
         fuel_lph, cut = 0.0, True
     else:
-        brake_kw = min(max(wheel_kw, 0.0) / eta_dt + p_acc, profile.rated_power_kw)
+        brake_kw = min(max(wheel_kw, 0.0) / eta_dt + accessory_kw(profile, k), profile.rated_power_kw)
         if math.isfinite(engine_speed_rpm) and engine_speed_rpm > 0:
             rpm = engine_speed_rpm
         else:
             rpm = engine_rpm(profile, v, brake_kw, k)
         fric_kw = friction_kw(profile, rpm, k)
-        fuel_lph = (brake_kw + fric_kw) / eta_i * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
-    fuel_lph *= 1.0 + k.cold_extra * cold_fraction(coolant_temp_c, k)
+        fuel_lph = (brake_kw + fric_kw) / _eta_i(profile, k) * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
+    if coolant_temp_c < k.warm_coolant_c:  # False for NaN (unknown = warm) and a warm engine: nothing to add
+        fuel_lph *= 1.0 + k.cold_extra * cold_fraction(coolant_temp_c, k)
     return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, wheel_kw, cut)
 
 

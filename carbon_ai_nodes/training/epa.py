@@ -71,7 +71,17 @@ def profile_from_row(row: dict[str, str]) -> VehicleProfile:
         rated_power_kw=float(row["Rated Horsepower"]) * HP_KW,
         displacement_l=float(row["Test Veh Displacement (L)"]),
         top_gear_rpm_per_mps=_top_gear(row),
+        cylinders=_cylinders(row),
     )
+
+
+def _cylinders(row: dict[str, str]) -> int | None:
+    """Number of cylinders (rotary engines count rotors); None if absent."""
+    try:
+        n = int(row.get("# of Cylinders and Rotors") or "")
+    except ValueError:
+        return None
+    return n if 1 <= n <= 24 else None
 
 
 def _top_gear(row: dict[str, str]) -> float | None:

@@ -6,7 +6,7 @@ outputs (a cycle total, or one logged sample), which is what the EPA data and lo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
@@ -99,6 +99,16 @@ def fit_grouped(x: np.ndarray, base: np.ndarray, group: np.ndarray, target: np.n
                    options={"maxiter": max_iter})
     ws, bs = _unpack(res.x, shapes)
     return Mlp(mean, std, [w.copy() for w in ws], [b.copy() for b in bs])
+
+
+def widen(model: Mlp, used: Sequence[int], n_inputs: int) -> Mlp:
+    """The same function taking ``n_inputs`` features, of which only the columns ``used`` (the fitted model's
+    inputs, in order) reach it: the other columns get zero first-layer weights, so the model ignores them."""
+    mean, std = np.zeros(n_inputs), np.ones(n_inputs)
+    w0 = np.zeros((n_inputs, model.weights[0].shape[1]))
+    idx = np.asarray(used, int)
+    mean[idx], std[idx], w0[idx] = model.mean, model.std, model.weights[0]
+    return Mlp(mean, std, [w0, *model.weights[1:]], list(model.biases))
 
 
 def to_onnx(model: Mlp, input_name: str, output_name: str, *, metadata: dict[str, str] | None = None,
