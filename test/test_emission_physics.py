@@ -116,28 +116,30 @@ def test_engine_speed_rises_when_power_needs_a_downshift_and_big_engines_lose_mo
 def test_small_cylinders_rub_more_and_big_engines_carry_bigger_pumps():
     kc = dataclasses.replace(K, fmep_cylinder_size_gain=-0.3, accessory_kw_per_l=0.5)
     wheel_kw = 7.0  # 20 m/s cruise, as test_steady_cruise_by_hand; the engine turns 1200 rpm
+
+    def by_hand(accessory_kw: float, fmep_kpa: float, displacement_l: float) -> float:
+        return fuel_lph((wheel_kw / 0.9 + accessory_kw + fmep_kpa * displacement_l * 1e-3 * 1200.0 / 120.0) / 0.4)
+
+    def modelled(profile: VehicleProfile) -> float:
+        return physics_rates(profile, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph
+
     # no cylinder count = the 0.5 L reference cylinder; 2 L in 4 cylinders is that reference too:
     # fmep 200 kPa -> 4.0 kW friction; accessories 1.0 + 0.5 * 2.0 = 2.0 kW
-    expected = fuel_lph((wheel_kw / 0.9 + 2.0 + 4.0) / 0.4)
     four = VehicleProfile(**{**CAR.__dict__, "cylinders": 4})
-    assert physics_rates(CAR, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(expected)
-    assert physics_rates(four, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(expected)
+    assert modelled(CAR) == pytest.approx(by_hand(2.0, 200.0, 2.0))
+    assert modelled(four) == pytest.approx(by_hand(2.0, 200.0, 2.0))
     # 2 L in 3 cylinders: 0.667 L each, 4/3 of the reference: fmep = 200 * (1 - 0.3 * (4/3 - 1)) = 180 kPa
     three = VehicleProfile(**{**CAR.__dict__, "cylinders": 3})
-    assert physics_rates(three, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
-        fuel_lph((wheel_kw / 0.9 + 2.0 + 180.0 * 2.0e-3 * 1200.0 / 120.0) / 0.4))
+    assert modelled(three) == pytest.approx(by_hand(2.0, 180.0, 2.0))
     # 2 L in 16 cylinders is 1/4 of the reference, held at the 1/2 edge: fmep = 200 * (1 + 0.3 * 0.5) = 230 kPa
     many = VehicleProfile(**{**CAR.__dict__, "cylinders": 16})
-    assert physics_rates(many, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
-        fuel_lph((wheel_kw / 0.9 + 2.0 + 230.0 * 2.0e-3 * 1200.0 / 120.0) / 0.4))
+    assert modelled(many) == pytest.approx(by_hand(2.0, 230.0, 2.0))
     # a 5 L engine carries 1.0 + 0.5 * 5.0 = 3.5 kW of accessories; a profile's own figure is taken as given,
     # and an electric drive has no engine-driven pumps (1.0 kW)
     big = VehicleProfile(**{**CAR.__dict__, "displacement_l": 5.0})
-    assert physics_rates(big, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
-        fuel_lph((wheel_kw / 0.9 + 3.5 + 200.0 * 5.0e-3 * 1200.0 / 120.0) / 0.4))
+    assert modelled(big) == pytest.approx(by_hand(3.5, 200.0, 5.0))
     own = VehicleProfile(**{**big.__dict__, "accessory_power_kw": 1.0})
-    assert physics_rates(own, 20.0, 0.0, 0.0, 0.0, constants=kc).fuel_lph == pytest.approx(
-        fuel_lph((wheel_kw / 0.9 + 1.0 + 200.0 * 5.0e-3 * 1200.0 / 120.0) / 0.4))
+    assert modelled(own) == pytest.approx(by_hand(1.0, 200.0, 5.0))
     ev = VehicleProfile(**{**CAR.__dict__, "fuel": "electric", "displacement_l": 0.0})
     assert physics_rates(ev, 20.0, 0.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=kc).co2_g_s == pytest.approx(
         (wheel_kw / 0.9 + 1.0) * 500.0 / 3600.0)

@@ -160,8 +160,7 @@ def engine_rpm(profile: VehicleProfile, speed_mps: float, brake_kw: float,
     geared = ratio * speed_mps * (1.0 + k.downshift_gain * math.exp(-speed_mps / k.downshift_speed_mps))
     # A power demand beyond the full-load torque at this speed forces a downshift (power = bmep*D*rpm/120).
     torque_limited = brake_kw * 120.0 / (max(profile.displacement_l, 1e-3) * 1e-3 * k.bmep_max_kpa)
-    cap = k.max_cruise_rpm if profile.fuel != "diesel" else _rpm_cap(profile, k)  # no call on the common path
-    return min(max(k.min_moving_rpm, geared, torque_limited), cap)
+    return min(max(k.min_moving_rpm, geared, torque_limited), _rpm_cap(profile, k))
 
 
 def engine_rpm_array(profile: VehicleProfile, v: np.ndarray, brake_kw: np.ndarray,
@@ -210,47 +209,43 @@ def physics_rates(profile: VehicleProfile, speed_mps: float, accel_mps2: float, 
     Optional measurements refine it: engine_speed_rpm (friction), coolant_temp_c (cold start),
     engine_load_pct (machines), grid_gco2_per_kwh (electric; NaN = the profile's value).
     """
-    # The per-message path of the inference node: each quantity is computed only on the branch that uses it.
     k = constants
-    electric = profile.fuel == "electric"
+    payload = payload_kg if math.isfinite(payload_kg) else 0.0
+    grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
+    p_acc = accessory_kw(profile, k)
     if profile.kind == "machine":
         load = min(max(engine_load_pct, 0.0), 100.0) if math.isfinite(engine_load_pct) else 0.0
         power_kw = load / 100.0 * profile.rated_power_kw
-        if electric:
-            grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
+        if profile.is_electric:
             return Rates(power_kw * grid / 3600.0, 0.0, power_kw)
         fuel_lph = float(np.interp(power_kw, profile.fuel_map_power_kw, profile.fuel_map_fuel_lph))
         return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, power_kw)
 
     v = max(speed_mps, 0.0)
-    mass = profile.mass_kg + (payload_kg if math.isfinite(payload_kg) else 0.0)
+    mass = profile.mass_kg + payload
     sin_t = grade / math.sqrt(1.0 + grade * grade)
-    # road_load_n, inline: rolling resistance scales with the carried weight
-    road_n = (profile.a_n * mass / profile.mass_kg + profile.b_n_per_mps * v + profile.c_n_per_mps2 * v * v
-              if v > 0.0 else 0.0)
-    wheel_kw = (road_n + mass * accel_mps2 + mass * G_MPS2 * sin_t) * v / 1000.0
+    force_n = road_load_n(profile, v, payload) + mass * accel_mps2 + mass * G_MPS2 * sin_t
+    wheel_kw = force_n * v / 1000.0
     eta_dt = profile.drivetrain_efficiency
-    if electric:
-        grid = grid_gco2_per_kwh if math.isfinite(grid_gco2_per_kwh) else profile.grid_gco2_per_kwh
-        batt_kw = (wheel_kw / eta_dt if wheel_kw > 0 else wheel_kw * eta_dt * k.regen_efficiency) \
-            + accessory_kw(profile, k)
+    if profile.is_electric:
+        batt_kw = (wheel_kw / eta_dt if wheel_kw > 0 else wheel_kw * eta_dt * k.regen_efficiency) + p_acc
         return Rates(batt_kw * grid / 3600.0, 0.0, wheel_kw)
 
+    eta_i = _eta_i(profile, k)
     cut = False
     if v < 0.1 and profile.idle_fuel_lph is not None:
         fuel_lph = profile.idle_fuel_lph
     elif wheel_kw <= 0.0 and v >= k.fuel_cut_min_speed_mps and profile.fuel_cut:
         fuel_lph, cut = 0.0, True
     else:
-        brake_kw = min(max(wheel_kw, 0.0) / eta_dt + accessory_kw(profile, k), profile.rated_power_kw)
+        brake_kw = min(max(wheel_kw, 0.0) / eta_dt + p_acc, profile.rated_power_kw)
         if math.isfinite(engine_speed_rpm) and engine_speed_rpm > 0:
             rpm = engine_speed_rpm
         else:
             rpm = engine_rpm(profile, v, brake_kw, k)
         fric_kw = friction_kw(profile, rpm, k)
-        fuel_lph = (brake_kw + fric_kw) / _eta_i(profile, k) * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
-    if coolant_temp_c < k.warm_coolant_c:  # False for NaN (unknown = warm) and a warm engine: nothing to add
-        fuel_lph *= 1.0 + k.cold_extra * cold_fraction(coolant_temp_c, k)
+        fuel_lph = (brake_kw + fric_kw) / eta_i * 3600.0 / (FUEL_LHV_MJ_PER_L[profile.fuel] * 1000.0)
+    fuel_lph *= 1.0 + k.cold_extra * cold_fraction(coolant_temp_c, k)
     return Rates(fuel_lph * FUEL_CO2_G_PER_L[profile.fuel] / 3600.0, fuel_lph, wheel_kw, cut)
 
 
