@@ -17,6 +17,7 @@ NODES = {
     "grid_publisher": "grid_publisher",
     "lifecycle_manager": "lifecycle_manager",
     "eco_speed": "eco_speed",
+    "latency_probe": "latency_probe",
 }
 
 setup(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -33,13 +34,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
 from carbon_ai_nodes import qos, ros_params
 from carbon_ai_nodes.core.errors import ConfigError, ParameterError
 from carbon_ai_nodes.core.health import HealthMonitor
 from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.intra_process import BusSubscription, IntraProcessBus, is_stamped
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -77,17 +79,58 @@ def default_executor_kind() -> str:
 
 
 _node_kwargs: dict[str, Any] = {}
+_composition: dict[str, IntraProcessBus] = {}
 
 
 @contextlib.contextmanager
-def node_arguments(cli_args: list[str]) -> Iterator[None]:
+def node_arguments(cli_args: list[str], bus: IntraProcessBus | None = None) -> Iterator[None]:
     """CarbonNodes constructed inside take ``cli_args`` as node-local ``--ros-args`` (namespace, remaps,
-    parameters): how the composed container gives each node its own while node classes take no arguments."""
+    parameters): how the composed container gives each node its own while node classes take no arguments.
+    With ``bus`` their stamped publishers and subscriptions also deliver directly to the other nodes on it
+    (intra_process.py): only nodes spun by the same executor thread may share one."""
     _node_kwargs["cli_args"] = list(cli_args)
+    if bus is not None:
+        _composition["bus"] = bus
     try:
         yield
     finally:
         _node_kwargs.pop("cli_args", None)
+        _composition.pop("bus", None)
+
+
+class BusPublisher:
+    """A lifecycle publisher that first hands each message to the subscribers on its node's intra-process bus,
+    then publishes it through DDS if anyone else is subscribed. Everything else is the wrapped publisher's."""
+
+    __slots__ = ("pub", "bus", "topic", "latched", "_count", "_count_until_s")
+
+    COUNT_TTL_S = 0.05  # how long a matched-subscriber count is reused (the query costs ~5 % of a chain tick)
+
+    def __init__(self, pub: Any, bus: IntraProcessBus, profile: QoSProfile) -> None:
+        self.pub = pub
+        self.bus = bus
+        self.topic = pub.topic_name
+        # A transient-local writer must hold the last message for subscribers that join later: always publish.
+        self.latched = profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        self._count = 0
+        self._count_until_s = -1.0
+
+    def publish(self, msg: Any) -> None:
+        """Deliver ``msg`` on the bus (synchronously) and through DDS to subscribers off the bus."""
+        pub = self.pub
+        if not pub.is_activated:
+            return  # as the lifecycle publisher itself: nothing goes out while inactive
+        local = self.bus.deliver(self.topic, msg)
+        now_s = time.monotonic()
+        if now_s > self._count_until_s:
+            self._count, self._count_until_s = pub.get_subscription_count(), now_s + self.COUNT_TTL_S
+        # Every bus subscriber also has a DDS subscription, matched to this publisher in-process at creation;
+        # more matches than that are subscribers off the bus (other threads and processes, rviz).
+        if self.latched or self._count > local:
+            pub.publish(msg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pub, name)
 
 
 def executor_kind(executor: Executor) -> str:
@@ -126,6 +169,8 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self.config_error: str | None = None
         self._carbon_entities: list[Any] = []
         self._carbon_timers: list[Any] = []
+        self._bus: IntraProcessBus | None = _composition.get("bus")
+        self._bus_subscriptions: list[BusSubscription] = []
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics())
         self._diag_timer = self.create_timer(self.base_params.diagnostics_period_s, self.publish_diagnostics)
         self.add_on_set_parameters_callback(
@@ -162,9 +207,12 @@ class CarbonNode(LifecycleNode, Generic[P]):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def publisher(self, msg_type: Any, topic: str, profile: QoSProfile) -> Any:
-        """A lifecycle publisher: publishes only while active; destroyed at cleanup."""
+        """A lifecycle publisher: publishes only while active; destroyed at cleanup. In a composed process
+        with an intra-process bus, stamped messages also go directly to the bus's subscribers."""
         pub = self.create_lifecycle_publisher(msg_type, topic, profile)
         self._carbon_entities.append(pub)
+        if self._bus is not None and is_stamped(msg_type):
+            return BusPublisher(pub, self._bus, profile)
         return pub
 
     def subscription(
@@ -195,10 +243,16 @@ class CarbonNode(LifecycleNode, Generic[P]):
                         {name: info.total_count_change}
                     )
                 )
+        run = self.guarded(name, callback)
+        bus_sub = BusSubscription(run) if self._bus is not None and is_stamped(msg_type) else None
         sub = self.create_subscription(
-            msg_type, topic, self.guarded(name, callback), profile, event_callbacks=event_callbacks
+            msg_type, topic, run if bus_sub is None else bus_sub.from_middleware, profile,
+            event_callbacks=event_callbacks,
         )
         self._carbon_entities.append(sub)
+        if bus_sub is not None:
+            self._bus.attach(sub.topic_name, bus_sub)
+            self._bus_subscriptions.append(bus_sub)
         return sub
 
     def timer(self, period_s: float, callback: Callable[[], None], name: str = "timer") -> Any:
@@ -253,6 +307,10 @@ class CarbonNode(LifecycleNode, Generic[P]):
         extra = {"lifecycle_state": state}
         if self.config_error:
             extra["config_error"] = self.config_error
+        if self._bus_subscriptions:
+            extra["intra_process_inputs"] = str(len(self._bus_subscriptions))
+            extra["intra_process_dds_duplicates_dropped"] = str(
+                sum(b.dropped_duplicates for b in self._bus_subscriptions))
         try:
             extra.update(self.diagnostics_values())
         except Exception as exc:  # noqa: BLE001
@@ -338,6 +396,9 @@ class CarbonNode(LifecycleNode, Generic[P]):
                 t.cancel()
 
     def _destroy_entities(self) -> None:
+        for bus_sub in self._bus_subscriptions:
+            self._bus.detach(bus_sub)
+        self._bus_subscriptions.clear()
         for t in self._carbon_timers:
             self.destroy_timer(t)
         self._flush_publishers()
@@ -375,6 +436,18 @@ class CarbonNode(LifecycleNode, Generic[P]):
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)
 
 
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive now out of the garbage collector's reach (``gc.freeze``).
+
+    Call when a process has built its nodes: the modules, models and solvers loaded at start-up are hundreds
+    of thousands of long-lived objects that every older-generation collection would otherwise traverse again.
+    Measured on the composed sensor -> command chain (2-core VM, 100 Hz): generation-1 collections took 1.8 ms
+    on average and two full collections 22 and 74 ms, each one a latency spike on the control path.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = None) -> int:
     """Run one node until SIGINT/SIGTERM; in plain mode configure and activate it first.
 
@@ -404,6 +477,7 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
             node.trigger_activate()
         executor = make_executor()
         executor.add_node(node)
+        freeze_startup_objects()
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except ConfigError as exc:  # raised while constructing: a base parameter with a bad value

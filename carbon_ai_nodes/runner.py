@@ -55,7 +55,7 @@ class GraphRunner:
                  only: Sequence[str] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print, managed: bool = False,
-                 heartbeat_timeout_s: float = 5.0) -> None:
+                 heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = ()) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.compose = compose
@@ -67,6 +67,7 @@ class GraphRunner:
         launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only))
         for name, extra in (overrides or {}).items():
             launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
+        launches = [*launches, *extra_nodes]
         self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
         self.launches = [n for n in launches if n.module not in self.skipped]
         if self.managed and self.launches:
@@ -212,10 +213,19 @@ def node_class(module: str) -> type:
 # Nodes on the sensor -> actuator path of one vehicle: composed, they share one executor thread, so a message
 # crosses them without a thread hand-off (and GIL ping-pong); slower nodes (planner solves, uplink I/O) get a
 # thread each so they never hold that path up.
-CHAIN_NODES = ("fusion", "carbon_inference", "actuator_bridge")
+CHAIN_NODES = ("fusion", "carbon_inference", "actuator_bridge", "latency_probe")
 
 
 COMPOSE_THREADS_ENV = "CARBON_AI_COMPOSE_THREADS"  # "chain" (default) or "node": one executor thread per node
+INTRA_PROCESS_ENV = "CARBON_AI_INTRA_PROCESS"  # "1" (default) or "0": composed nodes talk only through DDS
+
+
+def intra_process_enabled() -> bool:
+    """Whether composed nodes on one executor thread deliver to each other directly (``CARBON_AI_INTRA_PROCESS``,
+    default on; ``0`` leaves every message to DDS, e.g. to compare)."""
+    import os
+
+    return os.environ.get(INTRA_PROCESS_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def executor_groups(labels: Sequence[str], per_node: bool | None = None) -> list[list[str]]:
@@ -240,7 +250,8 @@ def compose_main(spec_path: str) -> int:
     from rclpy.lifecycle import LifecycleState
     from rclpy.signals import SignalHandlerOptions
 
-    from carbon_ai_nodes.node_base import executor_kind, make_executor, node_arguments
+    from carbon_ai_nodes.intra_process import IntraProcessBus
+    from carbon_ai_nodes.node_base import executor_kind, freeze_startup_objects, make_executor, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
     stop = threading.Event()
@@ -252,10 +263,14 @@ def compose_main(spec_path: str) -> int:
         rclpy.init(args=[sys.argv[0]])
     nodes: dict[str, Any] = {}
     executors: list[Any] = []
+    groups = executor_groups([f"{e['namespace']}/{e['module']}" for e in entries])
+    # One intra-process bus per executor thread: its nodes hand stamped messages to each other directly.
+    buses = {g[0]: IntraProcessBus() for g in groups if len(g) > 1} if intra_process_enabled() else {}
+    bus_of = {label: buses.get(g[0]) for g in groups for label in g}
     try:
         for entry in entries:
             label = f"{entry['namespace']}/{entry['module']}"
-            with node_arguments(ros_args(entry)):
+            with node_arguments(ros_args(entry), bus_of[label]):
                 node = node_class(entry["module"])()
             nodes[label] = node
             if node.base_params.autostart:
@@ -264,11 +279,13 @@ def compose_main(spec_path: str) -> int:
                     print(f"{label}: could not configure", file=sys.stderr)
                     return 1
                 node.trigger_activate()
-        for group in executor_groups(list(nodes)):
+        for group in groups:
             executor = make_executor()
             for label in group:
                 executor.add_node(nodes[label])
             executors.append(executor)
+
+        freeze_startup_objects()
 
         def spin(executor: Any) -> None:
             while not stop.is_set():
@@ -278,7 +295,8 @@ def compose_main(spec_path: str) -> int:
         for t in threads:
             t.start()
         kind = executor_kind(executors[0]) if executors else "none"
-        print(f"composed {len(nodes)} nodes on {len(executors)} {kind} executor threads", flush=True)
+        print(f"composed {len(nodes)} nodes on {len(executors)} {kind} executor threads, intra-process delivery "
+              f"{'on' if buses else 'off'}", flush=True)
         stop.wait()
         for t in threads:
             t.join(timeout=2.0)

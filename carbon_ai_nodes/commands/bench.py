@@ -14,8 +14,12 @@ chain alike instead of whichever happened to run then. A window's own warm-up an
 The bare chain is what a plain rclpy program does: ``SingleThreadedExecutor`` (``bare_*``). The carbon_ai nodes
 spin on rclpy's EventsExecutor where this rclpy has it (see node_base.make_executor), so the bare chain is also
 measured on that executor (``bare_events_*``) to keep the comparison honest; ``p99_ratio`` compares with the
-former, ``p99_ratio_same_executor`` with the latter. ``--compose`` adds the graph composed in one process (a
-second vehicle's namespace, so both graphs can stay up).
+former, ``p99_ratio_same_executor`` with the latter.
+
+``--compose`` adds the graph composed in one process (a second vehicle's namespace, so both graphs can stay up)
+as a vehicle computer would run it with in-process sensor drivers: a ``latency_probe`` node on the chain's
+executor thread publishes the same sensor streams and times the ActuatorCommand answers itself, and the
+messages between the composed nodes take the intra-process bus (``CARBON_AI_INTRA_PROCESS=0``: DDS instead).
 """
 
 from __future__ import annotations
@@ -110,89 +114,100 @@ class _Feeder:
 
     def __init__(self, node, prefix: str, rate_hz: float, bare: bool) -> None:
         from carbon_ai_nodes import qos
+        from carbon_ai_nodes.core.latency_probe import LatencyMatcher
+        from carbon_ai_nodes.nodes.latency_probe import SENSOR_TOPICS
 
         self.node = node
-        self.sent_s: list[float] = []
-        self.measured: list[bool] = []
+        self.matcher = LatencyMatcher()
         self.publishing = False
-        self.bare = bare
-        self.k = 0
-        sensor = qos.sensor()
-        if bare:
-            from sensor_msgs.msg import Imu
-
-            self.pubs = [node.create_publisher(Imu, f"{prefix}/in", sensor)]
-        else:
-            from nav_msgs.msg import Odometry
-            from sensor_msgs.msg import Imu, NavSatFix
-
-            from carbon_ai_msgs.msg import EngineTelemetry
-
-            self.pubs = [node.create_publisher(t, f"{prefix}/{n}", sensor) for t, n in
-                         ((Imu, "imu/data"), (Odometry, "odom/wheel"), (NavSatFix, "gnss/fix"),
-                          (EngineTelemetry, "engine/telemetry"))]
-        self.timer = node.create_timer(1.0 / rate_hz, self.tick)
         self.active = False
+        self.rate_hz = rate_hz
+        self.k = 0
+        topics = SENSOR_TOPICS[:1] if bare else SENSOR_TOPICS  # the bare chain relays the IMU only
+        self.pubs = [node.create_publisher(t, f"{prefix}/{'in' if bare else topic}", qos.sensor())
+                     for topic, t in topics]
+        self.timer = node.create_timer(1.0 / rate_hz, self.tick)
 
     def tick(self) -> None:
-        import math
-
-        from nav_msgs.msg import Odometry
-        from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
-
-        from carbon_ai_msgs.msg import EngineTelemetry
+        from carbon_ai_nodes.nodes.latency_probe import synthetic_sensors
 
         if not self.publishing:
             return
         now = self.node.get_clock().now()
-        stamp = now.to_msg()
         self.k += 1
-        t = self.k * 0.01
-        imu = Imu()
-        imu.header.stamp = stamp
-        imu.header.frame_id = "imu"
-        imu.orientation.w = 1.0
-        imu.linear_acceleration.x = 0.2 * math.sin(t)
-        imu.linear_acceleration.z = 9.80665
-        self.pubs[0].publish(imu)
-        if not self.bare:
-            odom = Odometry()
-            odom.header.stamp = stamp
-            odom.pose.pose.orientation.w = 1.0
-            odom.twist.twist.linear.x = 10.0 + math.sin(t)
-            self.pubs[1].publish(odom)
-            if self.k % 10 == 0:  # GNSS and engine at a tenth of the rate, as on a vehicle
-                # northward at the odometry's speed (10 + sin t m/s), so fixes agree with it and are not gated
-                north_m = 10.0 * t - math.cos(t) + 1.0
-                fix = NavSatFix(latitude=-22.7 + north_m / 111_320.0, longitude=117.8, altitude=600.0)
-                fix.header.stamp = stamp
-                fix.status.status = NavSatStatus.STATUS_FIX
-                fix.position_covariance = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 4.0]
-                fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_DIAGONAL_KNOWN
-                self.pubs[2].publish(fix)
-                eng = EngineTelemetry(engine_speed_rpm=1400.0, engine_load_pct=50.0, fuel_rate_lph=20.0,
-                                      coolant_temp_c=88.0, payload_kg=500.0, ambient_temp_c=20.0)
-                eng.header.stamp = stamp
-                self.pubs[3].publish(eng)
-        self.sent_s.append(now.nanoseconds * 1e-9)
-        self.measured.append(self.active)
+        for pub, msg in zip(self.pubs, synthetic_sensors(self.k, now.to_msg(), self.rate_hz), strict=False):
+            if msg is not None:
+                pub.publish(msg)
+        self.matcher.sent(now.nanoseconds * 1e-9, self.active)
+
+    def measured_sent(self) -> int:
+        """Sensor messages sent inside measured windows."""
+        return self.matcher.measured_sent
+
+
+class _ProbeInGraph:
+    """The composed graph's own latency_probe node as the chain's feeder: switched through its ``~/mode``
+    topic; its latencies come from its results file once the graph has stopped."""
+
+    def __init__(self, node, namespace: str, results_file) -> None:
+        from std_msgs.msg import String
+
+        from carbon_ai_nodes import qos
+
+        self._string = String
+        self._pub = node.create_publisher(String, f"{namespace}/latency_probe/mode", qos.latched())
+        self.results_file = results_file
+        self._publishing = self._active = False
+        self._measured_sent = 0
+
+    def _send(self) -> None:
+        mode = "measure" if self._active else "feed" if self._publishing else "idle"
+        self._pub.publish(self._string(data=mode))
+
+    @property
+    def publishing(self) -> bool:
+        return self._publishing
+
+    @publishing.setter
+    def publishing(self, value: bool) -> None:
+        self._publishing = value
+        self._send()
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = value
+        self._send()
+
+    def collect(self, samples: list[float]) -> None:
+        """Read the probe's results (after the graph stopped) into ``samples``."""
+        import json
+
+        if not self.results_file.is_file():  # the graph never ran: the error raised earlier says why
+            return
+        data = json.loads(self.results_file.read_text())
+        samples.extend(data["samples_ms"])
+        self._measured_sent = data["measured_sent"]
+
+    def measured_sent(self) -> int:
+        """Sensor messages the probe sent inside measured windows (known once collected)."""
+        return self._measured_sent
 
 
 def _latency_collector(node, msg_type, topic: str, feeder: _Feeder, samples: list[float],
                        accept=lambda m: True) -> None:
-    import bisect
-
     from carbon_ai_nodes import qos
     from carbon_ai_nodes.conversions.time import to_seconds
 
     def on_msg(msg) -> None:
         if not accept(msg):
             return
-        t_recv = node.get_clock().now().nanoseconds * 1e-9
-        published = to_seconds(msg.header.stamp)
-        i = bisect.bisect_right(feeder.sent_s, published) - 1
-        if i >= 0 and feeder.measured[i]:  # caused by a message sent inside a measured window
-            samples.append((t_recv - feeder.sent_s[i]) * 1000.0)
+        latency_ms = feeder.matcher.output(to_seconds(msg.header.stamp), node.get_clock().now().nanoseconds * 1e-9)
+        if latency_ms is not None:
+            samples.append(latency_ms)
 
     node.create_subscription(msg_type, topic, on_msg, qos.command())
 
@@ -241,12 +256,12 @@ def _measure_all(args: argparse.Namespace, run_dir, pipeline_executor: str, log)
                 feeder.active = False
                 probe.spin_for(0.2)  # fed, unmeasured tail: outputs of the window's last messages still count
                 feeder.publishing = False
-        for name, chain in chains.items():
-            log(f"  {name}: {sum(chain.feeder.measured)} sensor messages measured, {len(chain.samples)} outputs")
     finally:
         for chain in chains.values():
             chain.stop()
         probe.close()
+    for name, chain in chains.items():
+        log(f"  {name}: {chain.feeder.measured_sent()} sensor messages measured, {len(chain.samples)} outputs")
     return {name: chain.samples for name, chain in chains.items()}
 
 
@@ -281,7 +296,7 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
 
     from carbon_ai_msgs.msg import ActuatorCommand
     from carbon_ai_nodes.core.errors import CarbonAIError
-    from carbon_ai_nodes.core.scenario import load_scenario
+    from carbon_ai_nodes.core.scenario import NodeLaunch, load_scenario
     from carbon_ai_nodes.runner import GraphRunner
 
     scenario = load_scenario("delivery_van_fleet")
@@ -289,28 +304,41 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
     vehicle = scenario.vehicles[1 if compose else 0]
     scenario = dataclasses.replace(scenario, vehicles=(vehicle,))
     ns = f"/{vehicle.id}"
-    feeder = _Feeder(probe.node, ns, args.rate, bare=False)
+    graph_dir = run_dir / ("composed" if compose else "processes")
+    graph_dir.mkdir(parents=True, exist_ok=True)
     samples: list[float] = []
     got = []
     auto = ActuatorCommand.MODE_AUTO
-    _latency_collector(probe.node, ActuatorCommand, f"{ns}/actuator_command", feeder, samples,
-                       accept=lambda m: m.mode == auto)
     probe.node.create_subscription(ActuatorCommand, f"{ns}/actuator_command",
                                    lambda m: got.append(m) if m.mode == auto else None, 10)
+    extra = ()
+    if compose:
+        # The sensors come from a latency_probe on the chain's own executor thread, as in-process drivers
+        # would: its messages and the chain's take the intra-process bus, and it times the commands itself.
+        feeder = _ProbeInGraph(probe.node, ns, graph_dir / "latency_probe.json")
+        extra = (NodeLaunch(module="latency_probe", namespace=ns, remaps={}, params={
+            "rate_hz": args.rate, "start_mode": "idle", "results_file": str(feeder.results_file)}),)
+    else:
+        feeder = _Feeder(probe.node, ns, args.rate, bare=False)
+        _latency_collector(probe.node, ActuatorCommand, f"{ns}/actuator_command", feeder, samples,
+                           accept=lambda m: m.mode == auto)
     # Between its windows a chain is not fed: long input deadlines keep the bridge in AUTO meanwhile (this
     # measures latency, not the watchdog), and the 1 Hz control timer keeps its own commands rare.
     overrides = {"fusion": {"rate_hz": args.rate},
                  "actuator_bridge": {"control_rate_hz": 1.0, "vehicle_state_timeout_s": 600.0,
                                      "carbon_estimate_timeout_s": 600.0, "healthy_window_s": 0.5}}
-    graph_dir = run_dir / ("composed" if compose else "processes")
-    graph_dir.mkdir(parents=True, exist_ok=True)
-    runner = GraphRunner(scenario, graph_dir,
-                         only=("fusion", "carbon_inference", "actuator_bridge"), overrides=overrides,
-                         compose=compose, log=log)
+    runner = GraphRunner(scenario, graph_dir, only=("fusion", "carbon_inference", "actuator_bridge"),
+                         overrides=overrides, compose=compose, log=log, extra_nodes=extra)
     if runner.skipped:
         raise CarbonAIError(f"pipeline nodes not in this build: {', '.join(runner.skipped)}")
     runner.start()
-    return _Chain(feeder, samples, lambda: bool(got), runner.stop)
+
+    def stop() -> None:
+        runner.stop()
+        if compose:
+            feeder.collect(samples)
+
+    return _Chain(feeder, samples, lambda: bool(got), stop)
 
 
 def relay_main(topic_in: str, topic_out: str, executor_kind: str = "single") -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
+
 from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
 from carbon_ai_nodes.conversions.time import to_seconds
 from carbon_ai_nodes.core.carbon_estimator import Estimate, StateInput
@@ -12,6 +15,11 @@ def state_input(msg: VehicleState) -> StateInput:
     # positional (StateInput's field order): once per message, keywords cost about 1 us more
     return StateInput(msg.asset_id, to_seconds(msg.header.stamp), msg.speed_mps, msg.accel_mps2, msg.grade,
                       msg.payload_kg, msg.engine_speed_rpm, msg.engine_load_pct, msg.coolant_temp_c)
+
+
+def header_copy(header: Header) -> Header:
+    """A Header with the same stamp and frame that shares nothing with ``header`` (to keep past a callback)."""
+    return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id)
 
 
 # This message is built once per state on the hot path. Where rosidl supports it (Jazzy and newer) the

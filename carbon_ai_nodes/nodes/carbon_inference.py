@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 from rcl_interfaces.msg import SetParametersResult
+from std_msgs.msg import Header
 
 from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
 from carbon_ai_msgs.srv import SwapModel
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.adapters import Selection, select_backend
-from carbon_ai_nodes.conversions.inference import carbon_estimate, new_carbon_estimate, state_input
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, CarbonInferenceParams, validate_state
+from carbon_ai_nodes.conversions.inference import carbon_estimate, header_copy, new_carbon_estimate, state_input
+from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, CarbonInferenceParams, StateInput, validate_state
 from carbon_ai_nodes.core.errors import ConfigError, InputRejectedError, ModelError
 from carbon_ai_nodes.core.vehicle_profile import load_profile
 from carbon_ai_nodes.node_base import CarbonNode, run_node
@@ -55,7 +56,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         super().__init__("carbon_inference", CarbonInferenceParams)
         self.assets: list[Asset] = []
         self.selection: Selection | None = None
-        self.pending: list[tuple[Asset, VehicleState, int]] = []
+        self.pending: list[tuple[Asset, StateInput, Header, int]] = []
         self.count = 0
         self.ood_count = 0
         self.max_latency_us = 0
@@ -195,10 +196,11 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         asset.last_stamp_s = s.stamp_s
         self.accept(name, now_s)
         if self.params.batch_period_s > 0:
-            self.pending.append((asset, msg, arrival_ns))
+            # The message itself is not kept: a publisher (composed, on the intra-process bus) refills it.
+            self.pending.append((asset, s, header_copy(msg.header), arrival_ns))
             return
         e = asset.estimator.estimate(s, validated=True)
-        self._publish(asset, e, msg, arrival_ns)
+        self._publish(asset, e, msg.header, arrival_ns)
 
     def _flush(self) -> None:
         if not self.pending:
@@ -210,13 +212,13 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             by_estimator.setdefault(id(item[0].estimator), []).append(item)
         for items in by_estimator.values():
             est = items[0][0].estimator
-            results = est.estimate_batch([state_input(m) for _, m, _ in items])
-            for (asset, msg, arrival_ns), e in zip(items, results, strict=False):
-                self._publish(asset, e, msg, arrival_ns)
+            results = est.estimate_batch([s for _, s, _, _ in items])
+            for (asset, _, header, arrival_ns), e in zip(items, results, strict=False):
+                self._publish(asset, e, header, arrival_ns)
 
-    def _publish(self, asset: Asset, e, msg: VehicleState, arrival_ns: int) -> None:
+    def _publish(self, asset: Asset, e, header: Header, arrival_ns: int) -> None:
         latency_us = (time.perf_counter_ns() - arrival_ns) // 1000
-        asset.pub.publish(carbon_estimate(e, msg.header, latency_us, into=asset.out))
+        asset.pub.publish(carbon_estimate(e, header, latency_us, into=asset.out))
         self.count += 1
         self.ood_count += e.is_out_of_distribution
         self.max_latency_us = max(self.max_latency_us, latency_us)
