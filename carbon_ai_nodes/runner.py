@@ -33,6 +33,13 @@ from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
 from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
+from carbon_ai_nodes.realtime import (
+    RT_PRIORITY_ENV,
+    freeze_startup_objects,
+    rt_priority_from_env,
+    set_thread_ordinary,
+    set_thread_realtime,
+)
 
 MANAGER = "lifecycle_manager"
 
@@ -55,13 +62,17 @@ class GraphRunner:
                  only: Sequence[str] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print, managed: bool = False,
-                 heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = ()) -> None:
+                 heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = (),
+                 rt_priority: int = 0) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.compose = compose
         self.managed = managed and not compose  # the composed container configures its nodes itself
         self.restart_limit = restart_limit
         self.env = dict(env or {})
+        if not 0 <= rt_priority <= 99:
+            raise ConfigError(f"rt_priority={rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
+        self.rt_priority = rt_priority
         self.log = log
         write_profiles(scenario, self.run_dir)
         launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only))
@@ -88,7 +99,8 @@ class GraphRunner:
         if self.compose:
             spec = self.run_dir / "compose.json"
             spec.write_text(json.dumps([launch_dict(n) for n in self.launches]))
-            self.procs["composed"] = _ComposedProcess(spec, self.env)
+            env = {**self.env, RT_PRIORITY_ENV: str(self.rt_priority)} if self.rt_priority else self.env
+            self.procs["composed"] = _ComposedProcess(spec, env)
             self.log(f"started {len(self.launches)} nodes composed in one process")
             return
         for launch in self.launches:
@@ -97,8 +109,11 @@ class GraphRunner:
 
     def _spawn(self, launch: NodeLaunch) -> NodeProcess:
         extra = ["--ros-args", "--log-level", launch.log_level] if launch.log_level != "info" else []
+        env = self.env
+        if self.rt_priority and launch.module in CHAIN_NODES:  # only the sensor -> actuator path runs real-time
+            env = {**env, RT_PRIORITY_ENV: str(self.rt_priority)}
         return NodeProcess(launch.module, params=launch.params, params_file=defaults_file(launch.module),
-                           namespace=launch.namespace, remaps=launch.remaps, extra_args=extra, env=self.env)
+                           namespace=launch.namespace, remaps=launch.remaps, extra_args=extra, env=env)
 
     def poll(self) -> list[str]:
         """Check the processes; restart the ones that died (within the limit). Returns what happened."""
@@ -251,9 +266,13 @@ def compose_main(spec_path: str) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from carbon_ai_nodes.intra_process import IntraProcessBus
-    from carbon_ai_nodes.node_base import executor_kind, freeze_startup_objects, make_executor, node_arguments
+    from carbon_ai_nodes.node_base import executor_kind, make_executor, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
+    rt_priority = rt_priority_from_env()
+    rt_refused = set_thread_realtime(rt_priority)  # before rclpy.init: the middleware's threads inherit it
+    if rt_refused:
+        print(rt_refused, file=sys.stderr, flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -287,11 +306,16 @@ def compose_main(spec_path: str) -> int:
 
         freeze_startup_objects()
 
-        def spin(executor: Any) -> None:
+        def spin(executor: Any, realtime: bool) -> None:
+            if rt_priority and not realtime:
+                set_thread_ordinary()
             while not stop.is_set():
                 executor.spin_once(timeout_sec=0.1)
 
-        threads = [threading.Thread(target=spin, args=(e,), daemon=True) for e in executors]
+        # Only the chain threads (sensor -> actuator) run real-time; a planner solve must never hold them up.
+        chain = [any(label.rpartition("/")[2] in CHAIN_NODES for label in g) for g in groups]
+        threads = [threading.Thread(target=spin, args=(e, c), daemon=True) for e, c in zip(executors, chain,
+                                                                                            strict=True)]
         for t in threads:
             t.start()
         kind = executor_kind(executors[0]) if executors else "none"
@@ -339,6 +363,10 @@ def node_names(launches: Sequence[NodeLaunch]) -> list[str]:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "compose":
-        sys.exit(compose_main(sys.argv[2]))
+        try:
+            sys.exit(compose_main(sys.argv[2]))
+        except ConfigError as exc:
+            print(f"could not start: {exc}", file=sys.stderr)
+            sys.exit(2)
     print("usage: python -m carbon_ai_nodes.runner compose SPEC.json", file=sys.stderr)
     sys.exit(2)

@@ -1,7 +1,7 @@
 """End-to-end latency benchmark. ``carbon-ai bench latency`` publishes sensor messages at --rate Hz into the real
 node graph (fusion -> carbon_inference -> actuator_bridge, separate processes) and measures sensor -> ActuatorCommand;
-in the same run it measures a bare rclpy relay chain of the same hop count at the same rate, so the ratio is
-meaningful on a noisy machine.
+in the same run it measures a bare rclpy relay chain of the same hop count, rate and QoS per hop (best effort
+from the sensors, reliable after), so the ratio is meaningful on a noisy machine.
 
 Latency of one output message = its receipt time minus the send time of the newest sensor message sent before the
 output's header stamp (its publish time). The same definition is applied to the bare chain. The fusion node
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=0.5, metavar="S",
                         help="unmeasured seconds fed before each window (default 0.5)")
     parser.add_argument("--compose", action="store_true", help="also measure the pipeline composed in one process")
+    parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                        help="every chain (bare relays included) and the measuring process under SCHED_FIFO "
+                             "priority N (1-99); default 0: ordinary scheduling")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,10 +58,18 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.report import percentiles_ms
     from carbon_ai_nodes.node_base import default_executor_kind
     from carbon_ai_nodes.node_process import isolated_ros_env
+    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV, set_thread_realtime
 
     if not 1.0 <= args.rate <= 2000.0:
         raise ConfigError(f"--rate={args.rate}: must be in [1, 2000]")
+    if not 0 <= args.rt_priority <= 99:
+        raise ConfigError(f"--rt-priority={args.rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
     os.environ.update(isolated_ros_env())
+    if args.rt_priority:  # the relays read it; the measuring thread (feeders, collectors) is set here
+        os.environ[RT_PRIORITY_ENV] = str(args.rt_priority)
+        refused = set_thread_realtime(args.rt_priority)
+        if refused:
+            raise ConfigError(refused)
     import rclpy
 
     rclpy.init()
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         out.update(composed_p50_ms=stats["composed"]["p50"], composed_p99_ms=stats["composed"]["p99"],
                    composed_count=stats["composed"]["count"])
     out["window_s"] = args.window
+    out["rt_priority"] = args.rt_priority
     if args.json:
         print(json.dumps(out))
     else:
@@ -100,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
               f"{pipeline_executor})", end="")
         if "p99_ratio_same_executor" in out:
             print(f"; same executor: {out['p99_ratio_same_executor']:.2f}", end="")
-        print(f"  ({out['machine']}, load {out['loadavg_before'][0]:.2f} -> {out['loadavg_after'][0]:.2f})")
+        rt = f", SCHED_FIFO {args.rt_priority}" if args.rt_priority else ""
+        print(f"  ({out['machine']}, load {out['loadavg_before'][0]:.2f} -> {out['loadavg_after'][0]:.2f}{rt})")
     return 0
 
 
@@ -328,7 +341,8 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
                  "actuator_bridge": {"control_rate_hz": 1.0, "vehicle_state_timeout_s": 600.0,
                                      "carbon_estimate_timeout_s": 600.0, "healthy_window_s": 0.5}}
     runner = GraphRunner(scenario, graph_dir, only=("fusion", "carbon_inference", "actuator_bridge"),
-                         overrides=overrides, compose=compose, log=log, extra_nodes=extra)
+                         overrides=overrides, compose=compose, log=log, extra_nodes=extra,
+                         rt_priority=args.rt_priority)
     if runner.skipped:
         raise CarbonAIError(f"pipeline nodes not in this build: {', '.join(runner.skipped)}")
     runner.start()
@@ -343,7 +357,8 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
 
 def relay_main(topic_in: str, topic_out: str, executor_kind: str = "single") -> int:
     """A bare rclpy relay hop: republish each Imu on receipt with a fresh stamp (the benchmark's baseline), spun
-    by a SingleThreadedExecutor (``single``, a plain rclpy program) or the EventsExecutor (``events``)."""
+    by a SingleThreadedExecutor (``single``, a plain rclpy program) or the EventsExecutor (``events``). Its QoS is
+    the pipeline's: best effort from the sensor feed (``.../in``), reliable after."""
     import signal
 
     import rclpy
@@ -351,18 +366,24 @@ def relay_main(topic_in: str, topic_out: str, executor_kind: str = "single") -> 
     from sensor_msgs.msg import Imu
 
     from carbon_ai_nodes import qos
+    from carbon_ai_nodes.realtime import rt_priority_from_env, set_thread_realtime
 
+    refused = set_thread_realtime(rt_priority_from_env())  # before rclpy.init, as the nodes do
     rclpy.init()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     node = rclpy.create_node("relay_" + topic_out.strip("/").replace("/", "_"))
-    pub = node.create_publisher(Imu, topic_out, qos.command() if topic_out.endswith("out") else qos.sensor())
+    if refused:
+        node.get_logger().warning(refused)
+    # The pipeline's QoS hop for hop: sensor data in best effort, then reliable (vehicle_state, carbon_estimate,
+    # actuator_command), whose writers also handle acknowledgements.
+    pub = node.create_publisher(Imu, topic_out, qos.command())
 
     def on_msg(msg: Imu) -> None:
         msg.header.stamp = node.get_clock().now().to_msg()
         pub.publish(msg)
 
-    node.create_subscription(Imu, topic_in, on_msg, qos.sensor())
+    node.create_subscription(Imu, topic_in, on_msg, qos.sensor() if topic_in.endswith("/in") else qos.command())
     if executor_kind == "events":
         from rclpy.experimental import EventsExecutor
 

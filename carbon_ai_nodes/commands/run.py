@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S seconds (default: run until Ctrl-C)")
     parser.add_argument("--compose", action="store_true", help="run every node in one process")
+    parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                        help="run the sensor -> actuator nodes (fusion, carbon_inference, actuator_bridge) under "
+                             "SCHED_FIFO priority N (1-99; needs CAP_SYS_NICE or an rtprio limit); default 0: off")
     parser.add_argument("--no-manager", action="store_true",
                         help="nodes activate themselves; by default a lifecycle_manager brings the graph up in "
                              "dependency order and supervises it (not with --compose)")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                             "fault_length_s": args.fault_length}
     runner = GraphRunner(scenario, run_dir, use_sim=not args.no_sim, baseline=args.baseline, only=args.only,
                          overrides=overrides, compose=args.compose,
-                         managed=not args.no_manager)
+                         managed=not args.no_manager, rt_priority=args.rt_priority)
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}")
     recorder = _start_recorder(args.record, args.record_topics) if args.record else None
     try:
