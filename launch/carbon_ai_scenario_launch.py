@@ -6,7 +6,8 @@ same expansion ``carbon-ai run`` uses, so the launch files and the runner cannot
 Arguments: ``use_sim`` (true: start the simulator; false on a vehicle with real sensors), ``baseline`` (apply the
 scenario's baseline_params: carbon optimisation off), ``log_level`` (all nodes), ``<node>_log_level`` (one
 node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every namespace), ``remap`` (extra
-``from:=to`` remappings for every node, comma separated), ``respawn`` (restart nodes that die).
+``from:=to`` remappings for every node, comma separated), ``respawn`` (restart nodes that die), ``rt_priority``
+(SCHED_FIFO priority of the sensor -> actuator nodes, 1-99; 0: ordinary scheduling).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ARGUMENTS = {
     "namespace_prefix": ("", "prepended to every node namespace, e.g. /site3"),
     "remap": ("", "extra remappings for every node, comma separated from:=to pairs"),
     "respawn": ("true", "restart a node process that dies"),
+    "rt_priority": ("0", "SCHED_FIFO priority (1-99) of fusion, carbon_inference, actuator_bridge; 0: off"),
 }
 NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "uplink_bridge", "actuator_bridge")
 
@@ -33,6 +35,8 @@ def _truthy(value: str) -> bool:
 def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, Any]]:
     """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
     from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
+    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV
+    from carbon_ai_nodes.runner import CHAIN_NODES
 
     scenario = load_scenario(scenario_name)
     run_dir = Path(tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_launch_"))
@@ -41,6 +45,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     for pair in filter(None, (p.strip() for p in config.get("remap", "").split(","))):
         src, _, dst = pair.partition(":=")
         extra_remaps[src] = dst
+    rt_priority = config.get("rt_priority", "0").strip() or "0"
     entries = []
     for n in graph(scenario, run_dir, use_sim=_truthy(config.get("use_sim", "true")),
                    baseline=_truthy(config.get("baseline", "false"))):
@@ -53,6 +58,8 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
             "remappings": list({**n.remaps, **extra_remaps}.items()),
             "log_level": level,
             "respawn": _truthy(config.get("respawn", "true")),
+            # read (and validated, with a one-line error) by the node at start
+            "env": {RT_PRIORITY_ENV: rt_priority} if n.module in CHAIN_NODES and rt_priority != "0" else {},
         })
     return entries
 
@@ -70,7 +77,7 @@ def generate(scenario_name: str):
         config = {k: LaunchConfiguration(k).perform(context) for k in names}
         return [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
                      parameters=e["parameters"], remappings=e["remappings"], output="screen",
-                     respawn=e["respawn"], respawn_delay=2.0,
+                     respawn=e["respawn"], respawn_delay=2.0, additional_env=e["env"],
                      arguments=["--ros-args", "--log-level", e["log_level"]])
                 for e in node_entries(scenario_name, config)]
 
