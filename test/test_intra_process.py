@@ -66,6 +66,7 @@ def test_latency_matcher_pairs_an_output_with_the_newest_earlier_message():
     m.sent(10.010, True)
     assert m.output(10.005, 10.006) is None  # answers the unmeasured message
     assert m.output(10.012, 10.013) == pytest.approx(3.0)
+    assert m.output(10.015, 10.016) is None  # a second output after the same message is not its answer
     assert m.output(9.0, 9.1) is None  # before anything was sent
     for k in range(2, 10):
         m.sent(10.0 + k * 0.01, True)
@@ -166,7 +167,7 @@ def test_composed_chain_on_the_bus_serves_outside_subscribers_once(probe, tmp_pa
     stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in states]
     assert len(stamps) >= 100 and len(set(stamps)) == len(stamps)
     assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in estimates}) == len(estimates) >= 100
-    # the in-process probe timed the commands it caused
+    # the in-process probe timed the commands it caused (those sent while the bridge was in AUTO)
     data = json.loads(results.read_text())
-    assert data["measured_sent"] >= 100 and len(data["samples_ms"]) >= 100
+    assert data["measured_sent"] >= 100 and len(data["samples_ms"]) >= 50
     assert all(0.0 < s < 1000.0 for s in data["samples_ms"])

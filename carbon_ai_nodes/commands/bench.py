@@ -3,9 +3,10 @@ node graph (fusion -> carbon_inference -> actuator_bridge, separate processes) a
 in the same run it measures a bare rclpy relay chain of the same hop count, rate and QoS per hop (best effort
 from the sensors, reliable after), so the ratio is meaningful on a noisy machine.
 
-Latency of one output message = its receipt time minus the send time of the newest sensor message sent before the
-output's header stamp (its publish time). The same definition is applied to the bare chain. The fusion node
-publishes on input (``publish_mode: input``), so every hop is event driven, as in the relay chain.
+Latency of one sensor message = the receipt time of its first answer minus its send time, where an output answers
+the newest sensor message sent before the output's header stamp (its publish time; core/latency_probe.py). The same
+definition is applied to the bare chain. The fusion node publishes on input (``publish_mode: input``), so every
+hop is event driven, as in the relay chain.
 
 All chains are started first and then measured in short interleaved windows (``--window`` s each, the order
 rotating every round, only one chain fed at a time), so a load spike from other work on the machine hits every

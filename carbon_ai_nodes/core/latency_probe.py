@@ -1,14 +1,16 @@
 """Sensor -> ActuatorCommand latency: which sensor message an output answers, and the probe node's parameters.
 
 An output (ActuatorCommand) answers the newest sensor message sent before the output's header stamp (its
-publish time); its latency is its receipt time minus that message's send time. ``carbon-ai bench latency``
-applies the same rule to the bare relay chain, so both are measured alike.
+publish time); a sensor message's latency is the receipt time of its first answer minus its send time. Later
+outputs after the same message are not answers to it (the actuator bridge also commands on its own control
+timer). ``carbon-ai bench latency`` applies the same rule to the bare relay chain, so both are measured alike.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 from typing import ClassVar
 
 from carbon_ai_nodes.core.params import ParamSet, param
@@ -29,6 +31,7 @@ class LatencyMatcher:
         self.samples_ms: list[float] = []
         self.measured_sent = 0
         self.unrecorded = 0
+        self._last_answered_s = -math.inf
         self._keep_sent = keep_sent
         self._max_samples = max_samples
 
@@ -41,10 +44,13 @@ class LatencyMatcher:
             del self.sent_s[:self._keep_sent], self.measured[:self._keep_sent]
 
     def output(self, published_s: float, received_s: float) -> float | None:
-        """An output stamped ``published_s`` arrived at ``received_s`` (s): its latency (ms) if it answers a
-        measured message, else None."""
+        """An output stamped ``published_s`` arrived at ``received_s`` (s): the latency (ms) of the message it is
+        the first answer to, if that message was measured; else None."""
         i = bisect.bisect_right(self.sent_s, published_s) - 1
-        if i < 0 or not self.measured[i]:
+        if i < 0 or self.sent_s[i] == self._last_answered_s:
+            return None
+        self._last_answered_s = self.sent_s[i]
+        if not self.measured[i]:
             return None
         latency_ms = (received_s - self.sent_s[i]) * 1000.0
         if len(self.samples_ms) < self._max_samples:

@@ -45,6 +45,7 @@ class Fusion(CarbonNode[FusionParams]):
         self._on_input = False
         self._half_period_s = 0.0
         self._next_publish_s = -math.inf
+        self._last_publish_s = -math.inf
         self._publish_timer: Any = None
         # One VehicleState (with its SourceHealth entries) refilled per publish: publish() serialises
         # synchronously, and rebuilding ~60 checked fields per message is the node's largest per-message cost.
@@ -76,7 +77,7 @@ class Fusion(CarbonNode[FusionParams]):
 
     def activate(self) -> None:
         self._last_now_s = self.now_s()
-        self._next_publish_s = -math.inf
+        self._next_publish_s = self._last_publish_s = -math.inf
 
     def params_changed(self, old: FusionParams, new: FusionParams) -> None:
         self.filter.set_params(new)
@@ -131,9 +132,14 @@ class Fusion(CarbonNode[FusionParams]):
             self.accept(name, now_s)
             # Token bucket on the publish time: on average at most rate_hz, yet input jitter of up to half a
             # period never makes a measurement wait for the next one (that would cost a whole input period).
-            if motion and self._on_input and now_s >= self._next_publish_s - self._half_period_s:
+            # And never two states within a quarter period: the IMU and odometry of one instant make one state,
+            # even after a late one (measured: 3.7 % of 100 Hz ticks gave two states, the second a whole chain
+            # run later, before this).
+            if (motion and self._on_input and now_s >= self._next_publish_s - self._half_period_s
+                    and now_s - self._last_publish_s >= 0.5 * self._half_period_s):
                 self._next_publish_s = max(self._next_publish_s + 2.0 * self._half_period_s,
                                            now_s + self._half_period_s)
+                self._last_publish_s = now_s
                 self._publish(now, now_s)
 
         return callback
@@ -148,7 +154,7 @@ class Fusion(CarbonNode[FusionParams]):
             self.reject("clock", "jumped_back", f"{self._last_now_s - now_s:.1f} s")
             self.filter = FusionFilter(self.params)
             self.health.watchdog.rearm(now_s)
-            self._next_publish_s = -math.inf
+            self._next_publish_s = self._last_publish_s = -math.inf
         self._last_now_s = now_s
 
     def _housekeeping(self) -> None:
