@@ -389,6 +389,19 @@ class OrToolsRoutingSolver:
         # temperatures (0.05-0.3 x the mean arc cost falling to 1/10-1/100 of that: 1.2-1.6 % against 1.2 %
         # for OR-Tools' automatic ones), guided local search from the best solution for the last second (no
         # better).
+        # Also rejected (2026-12-01; median of 3 stop orders at the iteration count an idle core reaches in
+        # 5 s, E / M / X-n101-k25 / X-n106-k14 %, against 0.86 / 0.00 / 2.37 / 1.42 for this setting; seeds
+        # differ by about +-0.5 points): local search after each recreate with only relocate, exchange, 2-opt,
+        # or-opt and cross (1.10 / 0.49 / 2.88 / 1.95), with ls_operator_neighbors_ratio 0.1 (+8 to +39 %),
+        # cooler or linear annealing schedules (1.35 / 0-0.61 / 1.92-2.08 / 1.25-1.77), re-heated restarts from
+        # the best every half or quarter of the run (1.23-1.96 / 0.00 / 1.89-2.22 / 1.43-1.50), smaller ruins
+        # (8 or 11 removed: X-n101-k25 2.09-2.11), re-solving groups of 4 routes in the last 30-50 % of the
+        # limit (1.35-2.21 / 0.00 / 2.09-2.28 / 1.59-2.12), a close- or far-first reinsertion order (ignored
+        # by OR-Tools 9.15: identical plans). More search does not close the gap either: twice and four times
+        # the iterations end at X-n101-k25 1.77 / 2.08 %, X-n106-k14 1.54 / 1.34 %; so neither does a second
+        # process (a 2-process portfolio with a shared best, sent through route locks as OR-Tools' iterated
+        # search has no warm start: 1.10 / 0.00 / 2.06 / 1.38 at fixed iterations, no better than one process at
+        # 5 s on the shared machine). An iteration costs ~1.4 ms of CPU on X-n101-k25, ~1 ms of it fixed.
         params.local_search_metaheuristic = meta.GREEDY_DESCENT
         params.use_iterated_local_search = True
         ils = params.iterated_local_search_parameters
