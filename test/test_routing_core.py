@@ -313,3 +313,15 @@ def test_electric_arc_co2_scales_with_the_grid_intensity_and_diesel_does_not():
     assert co2_depends_on_grid(model, "electric crossover", 12.0)
     assert not co2_depends_on_grid(model, "delivery_van", 12.0)
     assert not co2_depends_on_grid(stand_in_co2, "anything", 12.0)  # a grid-blind model
+
+
+def test_a_regenerating_downhill_arc_costs_nothing_and_still_plans():
+    model = default_co2_model([str(REPO / "config" / "vehicles")])
+    assert model("electric crossover", 12.0, -0.08, 0.0) < 0  # the battery charges on a steep descent
+    stops = (Stop("d", 0, 0, is_depot=True, z_m=80.0), Stop("a", 1000, 0, demand_kg=100), Stop("b", 1000, 700))
+    p = RoutingProblem(stops, (Vehicle("ev", 400.0, "d", "d", profile="electric crossover",
+                                       cruise_speed_mps=12.0),), objective="co2")
+    costs = arc_costs(p, model)
+    assert costs.co2_empty_g[0][0, 1] == 0.0 and costs.co2_empty_g[0][1, 0] > 0.0  # down free, back up not
+    plan = OrToolsRoutingSolver().solve(p, costs, time_limit_s=1.0)
+    assert sorted(i for r in plan.routes for i in r) == [1, 2]

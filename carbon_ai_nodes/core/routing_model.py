@@ -331,8 +331,11 @@ def arc_costs(p: RoutingProblem, co2_model: Co2PerMetre, grid_gco2_per_kwh: floa
         pairs = np.round(np.stack([v.ravel(), g.ravel()], axis=1), 4)
         uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
         vals = np.array([float(co2_model(profile, float(s), float(gr), payload, **grid_kw)) for s, gr in uniq])
-        if not np.isfinite(vals).all() or (vals < 0).any():
-            raise SolverError(f"emission model gave a non-finite or negative g/m for profile {profile!r}")
+        if not np.isfinite(vals).all():
+            raise SolverError(f"emission model gave a non-finite g/m for profile {profile!r}")
+        # An electric drive regenerates downhill (negative g/m); the solver needs costs >= 0, so such an arc
+        # costs nothing and its recovered energy is not credited (the route's CO2 is slightly overstated).
+        vals = np.maximum(vals, 0.0)
         return vals[np.asarray(inverse).ravel()].reshape(v.shape)
 
     for k, veh in enumerate(p.vehicles):
