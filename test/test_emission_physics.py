@@ -25,7 +25,8 @@ from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profiles
 # a torque limit never reached); test_engine_speed_* exercises it with its own constants.
 K = EmissionConstants(indicated_efficiency=0.4, fmep_kpa=200.0, fmep_specific_power_gain=0.0, idle_rpm=1200.0,
                       min_moving_rpm=1200.0, default_top_gear_rpm_per_mps=10.0, downshift_gain=0.0, bmep_max_kpa=1e6,
-                      accessory_kw=1.0, accessory_kw_per_l=0.0, cold_extra=0.5, fuel_cut_min_speed_mps=2.0)
+                      accessory_kw=1.0, accessory_kw_per_l=0.0, electric_accessory_kw=1.0, cold_extra=0.5,
+                      fuel_cut_min_speed_mps=2.0)
 CAR = VehicleProfile(name="hand car", mass_kg=1500.0, a_n=150.0, b_n_per_mps=0.0, c_n_per_mps2=0.5,
                      fuel="gasoline", rated_power_kw=100.0, displacement_l=2.0, drivetrain_efficiency=0.9)
 GASOLINE_G_PER_L = 8887.0 / 3.78541
@@ -88,6 +89,28 @@ def test_engine_speed_from_top_gear_ratio_and_low_gears():
     crawl_kw = (150.0 + 0.5 * 4.0) * 2.0 / 1000.0
     assert physics_rates(GEARED, 2.0, 0.0, 0.0, 0.0, constants=KR).fuel_lph == pytest.approx(
         fuel_lph((crawl_kw / 0.9 + 1.0 + 200.0 * 2.0e-3 * 1000.0 / 120.0) / 0.4))
+
+
+def test_a_manual_gearbox_turns_faster_at_low_speed():
+    # manual_downshift_ratio 2 doubles the low-gear excess over top gear: 60*20*(1 + 2*exp(-20/10)) = 1524.8 rpm
+    km = dataclasses.replace(KR, manual_downshift_ratio=2.0)
+    manual = VehicleProfile(**{**GEARED.__dict__, "transmission": "manual"})
+    rpm = 60.0 * 20.0 * (1.0 + 2.0 * math.exp(-2.0))
+    assert rpm == pytest.approx(1524.8, abs=0.1)
+    r = physics_rates(manual, 20.0, 0.0, 0.0, 0.0, constants=km)
+    assert r.fuel_lph == pytest.approx(fuel_lph((7.0 / 0.9 + 1.0 + 200.0 * 2.0e-3 * rpm / 120.0) / 0.4))
+    one = np.array([20.0])
+    assert cycle_rates(manual, one, one * 0, one * 0, constants=km).fuel_lph[0] == pytest.approx(r.fuel_lph)
+    # the key is optional in YAML and read as given
+    doc = {"name": "m", "mass_kg": 1500.0, "road_load": {"a_n": 150.0, "b_n_per_mps": 0.0, "c_n_per_mps2": 0.5},
+           "fuel": "gasoline", "rated_power_kw": 100.0, "displacement_l": 2.0}
+    assert VehicleProfile.from_mapping(doc).transmission is None
+    assert VehicleProfile.from_mapping({**doc, "transmission": "manual"}).transmission == "manual"
+    # any other (or no) transmission keeps the shared low-gear model
+    for other in ("automatic", "automated_manual", "cvt", None):
+        p = VehicleProfile(**{**GEARED.__dict__, "transmission": other})
+        assert physics_rates(p, 20.0, 0.0, 0.0, 0.0, constants=km).fuel_lph == pytest.approx(
+            physics_rates(GEARED, 20.0, 0.0, 0.0, 0.0, constants=KR).fuel_lph)
 
 
 def test_engine_speed_rises_when_power_needs_a_downshift_and_big_engines_lose_more():
@@ -180,6 +203,9 @@ def test_fuel_types_and_electric_grid_conversion():
     r = physics_rates(ev, 20.0, 0.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=K)
     assert r.fuel_lph == 0.0
     assert r.co2_g_s == pytest.approx((7.0 / 0.9 + 1.0) * 500.0 / 3600.0)
+    # the electric accessory load is its own constant: refitting combustion accessories does not move it
+    k2 = dataclasses.replace(K, accessory_kw=3.0)
+    assert physics_rates(ev, 20.0, 0.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=k2).co2_g_s == r.co2_g_s
     regen = physics_rates(ev, 20.0, -1.0, 0.0, 0.0, grid_gco2_per_kwh=500.0, constants=K)
     assert regen.co2_g_s < 0  # braking energy returns to the battery
 
@@ -238,6 +264,9 @@ def test_every_shipped_profile_loads():
      "  rated_power_kw: 90\n  displacement_l: 1.6\n- name: bad\n  mass_kg: 1000\n  fuel: gasoline\n"
      "  rated_power_kw: .nan\n  road_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\n",
      "[1]: bad.rated_power_kw=nan"),
+    ("name: x\nmass_kg: 1000\nroad_load: {a_n: 1, b_n_per_mps: 0, c_n_per_mps2: 0.4}\nfuel: gasoline\n"
+     "rated_power_kw: 90\ndisplacement_l: 1.6\ntransmission: tiptronic\n",
+     "x.transmission='tiptronic': must be one of automatic, manual, automated_manual, cvt"),
     ("name: [unclosed", "not valid YAML"),
 ])
 def test_bad_profiles_are_refused_naming_the_key(tmp_path, text, expected):

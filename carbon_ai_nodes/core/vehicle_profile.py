@@ -14,7 +14,9 @@ A profile file is YAML holding one profile (a mapping) or a list of them. The mi
 
 Optional keys: ``top_gear_rpm_per_mps`` (engine rpm per m/s of road speed in top gear: the EPA "N/V"
 ratio in rpm/mph times 2.237; sets the modelled engine speed), ``cylinders`` (number of engine cylinders:
-with the displacement it gives the cylinder size, which sets the friction per litre), ``idle_fuel_lph``,
+with the displacement it gives the cylinder size, which sets the friction per litre), ``transmission``
+(``automatic`` | ``manual`` | ``automated_manual`` | ``cvt``; a ``manual``, shifted at fixed road speeds,
+keeps the engine faster at low speed; the others and no value use the shared gear model), ``idle_fuel_lph``,
 ``payload_capacity_kg``, ``accessory_power_kw``, ``drivetrain_efficiency``, ``fuel_cut`` (bool), ``kind``
 (``road`` | ``machine``), ``fuel_map`` (``power_kw``/``fuel_lph`` lists, for non-road machinery such as
 excavators, kilns, compressors), ``grid_gco2_per_kwh`` (electric), ``description``. Errors name the file,
@@ -32,6 +34,7 @@ from typing import Any
 from carbon_ai_nodes.core.errors import ConfigError
 
 FUELS = ("gasoline", "diesel", "cng", "electric")
+TRANSMISSIONS = ("automatic", "manual", "automated_manual", "cvt")
 KINDS = ("road", "machine")
 
 
@@ -54,6 +57,7 @@ class VehicleProfile:
     idle_fuel_lph: float | None = None
     top_gear_rpm_per_mps: float | None = None
     cylinders: int | None = None
+    transmission: str | None = None
     payload_capacity_kg: float = 0.0
     accessory_power_kw: float | None = None
     drivetrain_efficiency: float = 0.90
@@ -89,6 +93,8 @@ class VehicleProfile:
         c = self.cylinders
         if c is not None and (not isinstance(c, int) or isinstance(c, bool) or not 1 <= c <= 24):
             raise bad("cylinders", "must be a whole number in [1, 24]")
+        if self.transmission is not None and self.transmission not in TRANSMISSIONS:
+            raise bad("transmission", "must be one of " + ", ".join(TRANSMISSIONS))
         if not _is_num(self.drivetrain_efficiency) or not 0.3 <= self.drivetrain_efficiency <= 1.0:
             raise bad("drivetrain_efficiency", "must be in [0.3, 1.0]")
         if self.fuel not in FUELS:
@@ -120,8 +126,9 @@ class VehicleProfile:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where or 'profile'}: expected a mapping of keys, got {type(data).__name__}")
         known = {"name", "mass_kg", "road_load", "fuel", "rated_power_kw", "displacement_l", "idle_fuel_lph",
-                 "top_gear_rpm_per_mps", "cylinders", "payload_capacity_kg", "accessory_power_kw",
-                 "drivetrain_efficiency", "fuel_cut", "kind", "fuel_map", "grid_gco2_per_kwh", "description"}
+                 "top_gear_rpm_per_mps", "cylinders", "transmission", "payload_capacity_kg",
+                 "accessory_power_kw", "drivetrain_efficiency", "fuel_cut", "kind", "fuel_map", "grid_gco2_per_kwh",
+                 "description"}
         for key in data:
             if key not in known:
                 raise ConfigError(f"{prefix}{key}: unknown key; known: {', '.join(sorted(known))}")
@@ -151,6 +158,7 @@ class VehicleProfile:
                 c_n_per_mps2=road["c_n_per_mps2"], fuel=data["fuel"], rated_power_kw=data["rated_power_kw"],
                 displacement_l=data.get("displacement_l", 0.0), idle_fuel_lph=data.get("idle_fuel_lph"),
                 top_gear_rpm_per_mps=data.get("top_gear_rpm_per_mps"), cylinders=data.get("cylinders"),
+                transmission=data.get("transmission"),
                 payload_capacity_kg=data.get("payload_capacity_kg", 0.0),
                 accessory_power_kw=data.get("accessory_power_kw"),
                 drivetrain_efficiency=data.get("drivetrain_efficiency", 0.90),
