@@ -9,7 +9,8 @@ OR-Tools' path energy cost ``sum(load on board x co2_per_kg of the arc)``: the l
 Search: ``plain`` is the textbook setting (cheapest-arc start, guided local search). ``tuned`` (default) runs
 OR-Tools' iterated local search on a cold solve (SISR ruin-and-recreate: strings of neighbouring customers
 removed from a few adjacent routes and reinserted by local cheapest insertion, accepted by simulated
-annealing). A warm-started solve (a replan, or the baseline plan next to a CO2 plan) keeps its start, so it
+annealing), and for plain distance CVRP ends with a set partitioning over the routes it visited (CP-SAT). A
+warm-started solve (a replan, or the baseline plan next to a CO2 plan) keeps its start, so it
 runs guided local search from it, as does a problem mixing pickups and deliveries, and given the time
 re-optimises groups of neighbouring routes as small OR-Tools problems. Every cost matrix is registered as a
 C++ transit matrix (no Python callback per arc evaluation). Gaps: see bench/bench_routing.py.
@@ -54,6 +55,34 @@ SISR_AVG_REMOVED = 15  # customers removed per ruin on average (5: stuck at +20 
 SISR_MAX_STRING = 15  # longest string removed from one route (10: 0.1-0.6 points worse on E-n101-k8, whose
 #   routes hold 12.5 customers, in 9 of 9 fixed-iteration runs; no change where routes are shorter; 20: as 15)
 SISR_BYPASS = 0.01  # bypass factor of the split-string removal (the paper's value; 0.1 no better)
+# Route-pool set partitioning after the iterated local search (a matheuristic in the spirit of ILS-SP): the
+# routes of the solutions the search visits are pooled, and CP-SAT picks the cheapest set of them covering every
+# customer once, hinted with the search's best plan (so never worse); the time it leaves goes to a cold search from
+# its plan. Only for plain CVRP with the distance objective on a homogeneous fleet (_set_partitioning_applies).
+# bench/bench_routing.py-style interleaved runs at 5 s, 3 each, idle shared 2-core machine (cpu/wall 0.93-0.99),
+# median gap % E-n101-k8 / M-n101-k10 / X-n101-k25 / X-n106-k14 (2026-12-01): without 0.98 / 0.00 / 1.88 / 1.61,
+# with 0.61 / 0.00 / 0.34 / 1.62 (18:23 UTC); bench/bench_routing.py --settings plain tuned tuned-nosp (18:26 UTC,
+# cpu/wall 0.99): without 1.35 / 0.61 / 1.81 / 1.42, with 0.74 / 0.00 / 0.38 / 1.55; again at 18:34 (cpu/wall
+# 0.72): without 0.86 / 0.00 / 2.09 / 1.83, with 1.23 / 0.00 / 0.42 / 1.76. The step lowered X-n101-k25 in all
+# 12 runs at 5 s with this setting (28086-28177 -> 27683-28111); E-n101-k8 by 0-5 units; X-n106-k14 rarely
+# (1.35-1.87 % with, 1.36-1.99 without: its pools hold few better combinations, and the search loses 0.5 s).
+# Measured and rejected: 1.0 s for the step (the search's lost second cost M-n101-k10 0.61 % in 2 of 3 and
+# X-n106-k14 ~0.3 points), 0.2-0.3 s (CP-SAT timed out on X-n101-k25: 1.83 %), two or three search -> set
+# partitioning rounds restarting the search from the set partitioning's plan (X-n106-k14 1.74-2.05 %), wider
+# pools (6 % slack, 3000 LP candidates: no better), 700-800 routes to CP-SAT (often unsolved within the time).
+SP_SHARE = 0.1  # share of the wall limit kept for the set partitioning (and the cold search after it) ...
+SP_MAX_S = 0.5  # ... at most this long (X-n101-k25: LP + CP-SAT to optimality 0.18-0.25 s on an idle core)
+SP_MIN_LIMIT_S = 3.0  # shorter limits run the iterated search alone (at 1 s the 0.1 s left to LP + CP-SAT
+#   ended unsolved in 7 of 12 runs, and the search's lost 0.1 s cost E-n101-k8 / X-n101-k25 / X-n106-k14 2.21 /
+#   2.67 / 2.48 % against 2.82 / 2.17 / 1.74 without it, 18:30 UTC; 2-4 s not measured)
+POOL_SLACK = 0.03  # pool only the routes of solutions within 3 % of the best cost so far (reading every
+#   solution's routes in the callback, which fires ~2400-3200 times in 4 s on X-n101-k25, took 0.5 s of the 4 s)
+SP_LP_CANDIDATES = 1500  # routes of the cheapest solutions, ranked by their reduced cost in the LP relaxation ...
+SP_POOL_MAX = 400  # ... for CP-SAT, which gets those of lowest reduced cost (ranked by solution cost instead,
+#   400-800 X-n106-k14 routes stayed unsolved in 1 s; by reduced cost optimal in 0.3 s, 0.1 point better)
+SP_POLISH_MIN_S = 0.15  # time left after the set partitioning, if at least this, goes to a cold search from it
+ILS_COLD = 0.001  # annealing temperature of that search x the mean arc cost (the final one of the manual
+#   schedules measured in _iterated_local_search; in 5 of 11 runs the cold search found 1-6 units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,20 +105,35 @@ class RoutingSolver(Protocol):
         ...
 
 
+def _set_partitioning_applies(p: RoutingProblem) -> bool:
+    """Whether pooled routes can be recombined freely: distance objective (a route's cost does not depend on
+    the load it carries, unlike CO2), no time windows, no dropping, every vehicle alike (start, end, capacity,
+    fixed cost), so any route seen in a feasible solution is feasible on any vehicle."""
+    v0 = p.vehicles[0] if p.vehicles else None
+    return (v0 is not None and p.objective == "distance" and not p.allow_dropping
+            and not any(s.window_open_s > 0 or math.isfinite(s.window_close_s) for s in p.stops)
+            and all((v.start_stop_id, v.end_stop_id, v.capacity_kg, v.fixed_cost)
+                    == (v0.start_stop_id, v0.end_stop_id, v0.capacity_kg, v0.fixed_cost) for v in p.vehicles))
+
+
 class OrToolsRoutingSolver:
     """The default solver. ``search`` is ``tuned`` (default) or ``plain``; ``exact_integer_costs`` keeps
     instance distances unscaled (VRPLIB costs are integers, so objective == instance cost)."""
 
-    def __init__(self, search: str = "tuned", exact_integer_costs: bool = False, seed_log: bool = False) -> None:
+    def __init__(self, search: str = "tuned", exact_integer_costs: bool = False, seed_log: bool = False,
+                 set_partitioning: bool = True) -> None:
         if search not in ("tuned", "plain"):
             raise SolverError(f"search={search!r}: must be 'tuned' or 'plain'")
         self.search = search
+        self.set_partitioning = set_partitioning
         self.exact_integer_costs = exact_integer_costs
         self.log_search = seed_log
         # Imported at construction (node start-up), not in the first solve: the import takes ~0.3 s, up to
         # 1 s on a loaded machine, which would otherwise eat the first request's whole time limit (the enums
         # module alone took 0.1 s: a first 1 s solve ended at 1.11 s).
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2  # noqa: F401
+        if search == "tuned" and set_partitioning:
+            from ortools.sat.python import cp_model  # noqa: F401  (0.4 s on first import, measured)
 
     def solve(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
               initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
@@ -97,7 +141,9 @@ class OrToolsRoutingSolver:
 
         ``tuned`` without ``initial_routes`` runs OR-Tools' iterated local search (SISR ruin-and-recreate)
         for the whole limit when every stop is a delivery or every stop a pickup (with both mixed it measured
-        worse than the search below). OR-Tools cannot start that search from given routes, so other ``tuned``
+        worse than the search below); for distance CVRP on a like fleet without windows the last SP_SHARE of a
+        limit of SP_MIN_LIMIT_S or more goes to a set partitioning over the routes it visited. OR-Tools cannot
+        start that search from given routes, so other ``tuned``
         solves on a fleet of 4+ vehicles with a limit of 0.5 s or more run guided local search on
         the whole fleet until its best cost has been flat for DECOMPOSE_FIRST_STALL_CPU_S (at most
         DECOMPOSE_FIRST_SHARE of the limit), then spends the rest re-optimising groups of neighbouring
@@ -109,6 +155,8 @@ class OrToolsRoutingSolver:
         demands = [s.demand_kg for s in problem.stops]
         one_way = all(d >= 0 for d in demands) or all(d <= 0 for d in demands)
         if self.search == "tuned" and initial_routes is None and one_way:
+            if self.set_partitioning and time_limit_s >= SP_MIN_LIMIT_S and _set_partitioning_applies(problem):
+                return self._iterated_with_set_partitioning(problem, costs, t0, time_limit_s)
             return self._solve_once(problem, costs, time_limit_s=time_limit_s, iterated=True)
         decompose = self.search == "tuned" and time_limit_s >= 0.5 and len(problem.vehicles) >= 4
         share = DECOMPOSE_FIRST_SHARE if decompose else 1.0
@@ -118,6 +166,111 @@ class OrToolsRoutingSolver:
             return first
         routes = self._decompose(problem, costs, first.routes, first.dropped, t0 + time_limit_s)
         return dataclasses.replace(first, routes=routes, solve_time_s=time.monotonic() - t0)
+
+    def _iterated_with_set_partitioning(self, p: RoutingProblem, costs: ArcCosts, t0: float,
+                                        time_limit_s: float) -> SolveOutcome:
+        """Iterated local search pooling the routes it visits, then set partitioning over the pool."""
+        pool: dict[tuple[int, ...], int] = {}
+        sp_s = min(SP_SHARE * time_limit_s, SP_MAX_S)
+        ils = self._solve_once(p, costs, time_limit_s=max(time_limit_s - sp_s - (time.monotonic() - t0), 0.01),
+                               iterated=True, route_pool=pool)
+        if ils.status == "infeasible" or ils.dropped:
+            return ils
+        notes = [f"search to {time.monotonic() - t0:.2f} s"]
+        if t0 + time_limit_s - time.monotonic() < sp_s / 2:
+            # The search overran its limit (by 0.6 s once at cpu/wall 0.72): pooling and LP alone took 1 s
+            # then, so the set partitioning would overrun the caller's limit as well.
+            return dataclasses.replace(ils, solve_time_s=time.monotonic() - t0, message=notes[0] + "; no time left")
+        routes, info = self._set_partitioning(p, costs, pool, ils.routes, t0 + time_limit_s)
+        notes.append(info)
+        left = t0 + time_limit_s - time.monotonic()
+        if left >= SP_POLISH_MIN_S:
+            # CP-SAT mostly ends within 0.1-0.3 s of its reserve: search on from its plan, cold, keep the better.
+            polish = self._solve_once(p, costs, time_limit_s=left, iterated=True, start_routes=routes, cold=True)
+            if polish.status != "infeasible" and not polish.dropped:
+                dist = np.rint(costs.distance_m * (1 if self.exact_integer_costs else DISTANCE_SCALE)).astype(np.int64)
+                before = sum(self._route_cost(p, dist, r) for r in routes if r)
+                after = sum(self._route_cost(p, dist, r) for r in polish.routes if r)
+                notes.append(f"cold search {left:.2f} s: {before} -> {after}")
+                if after < before:
+                    routes = polish.routes
+        return dataclasses.replace(ils, routes=routes, solve_time_s=time.monotonic() - t0, message="; ".join(notes))
+
+    def _route_cost(self, p: RoutingProblem, dist: np.ndarray | list[list[int]], route: Sequence[int]) -> int:
+        """The objective of one route as the routing model counts it (distance objective, integer units)."""
+        v = p.vehicles[0]
+        path = [p.index_of(v.start_stop_id), *route] + ([p.index_of(v.end_stop_id)] if v.end_stop_id else [])
+        fixed = int(round(v.fixed_cost * (1 if self.exact_integer_costs else DISTANCE_SCALE))) if route else 0
+        return int(sum(dist[a][b] for a, b in zip(path, path[1:], strict=False))) + fixed
+
+    def _set_partitioning(self, p: RoutingProblem, costs: ArcCosts, pool: dict[tuple[int, ...], int],
+                          best_routes: list[list[int]], deadline: float) -> tuple[list[list[int]], str]:
+        """The cheapest set of pooled routes covering every customer exactly once with at most the fleet's
+        vehicles (CP-SAT, hinted with ``best_routes``, until ``deadline``); ``best_routes`` if none cheaper is
+        found. Returns the routes (one per vehicle) and a note of pool size, costs and time."""
+        from ortools.sat.python import cp_model
+
+        t0 = time.monotonic()
+        nv = len(p.vehicles)
+        dist = np.rint(costs.distance_m * (1 if self.exact_integer_costs else DISTANCE_SCALE)).astype(np.int64)
+        dist = dist.tolist()  # Python ints: indexing a list is ~10x faster than a numpy scalar lookup
+        # One route per customer set, its cheapest order; ranked by the cost of the best solution it was in.
+        by_set: dict[frozenset[int], tuple[int, int, tuple[int, ...]]] = {}
+        for route, seen in pool.items():
+            key = frozenset(route)
+            cost = self._route_cost(p, dist, route)
+            old = by_set.get(key)
+            if old is None or cost < old[1]:
+                by_set[key] = (min(seen, old[0]) if old else seen, cost, route)
+            else:
+                by_set[key] = (min(seen, old[0]), old[1], old[2])
+        hint = {frozenset(r): (0, self._route_cost(p, dist, r), tuple(r)) for r in best_routes if r}
+        hint_cost = sum(c for _, c, _ in hint.values())
+        ranked = sorted((k for k in by_set if k not in hint), key=lambda k: by_set[k][0])[:SP_LP_CANDIDATES]
+        candidates = [(k, *by_set[k][1:]) for k in ranked]
+        customers = set(p.customers())
+        reduced = self._reduced_costs(candidates + [(k, c, r) for k, (_, c, r) in hint.items()], customers, nv,
+                                      max(deadline - time.monotonic(), 0.01) / 3)
+        if reduced is not None:
+            order = sorted(range(len(candidates)), key=lambda j: reduced[j])
+            candidates = [candidates[j] for j in order]
+        chosen = candidates[:SP_POOL_MAX] + [(k, c, r) for k, (_, c, r) in hint.items()]
+        t_lp = time.monotonic() - t0
+        model = cp_model.CpModel()
+        x = [model.NewBoolVar(f"r{j}") for j in range(len(chosen))]
+        covering: dict[int, list] = {}
+        for j, (key, _, _) in enumerate(chosen):
+            for i in key:
+                covering.setdefault(i, []).append(x[j])
+        for i, xs in covering.items():
+            if i in customers:
+                model.AddExactlyOne(xs)
+            else:  # an optional node (an unused depot): at most once
+                model.AddAtMostOne(xs)
+        model.Add(sum(x) <= nv)
+        model.Minimize(sum(c * xj for (_, c, _), xj in zip(chosen, x, strict=True)))
+        for j, (key, _, _) in enumerate(chosen):
+            model.AddHint(x[j], key in hint)
+        t_build = time.monotonic() - t0
+        if deadline - time.monotonic() < 0.03:
+            return [list(r) for r in best_routes], f"set partitioning: no time left after {t_build:.2f} s"
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        # linearization 2 (the LP relaxation with cuts) solved pools of 600-1000 X-n101-k25 routes to optimality
+        # in 0.3-0.9 s; the default level 1 found nothing better than the hint in 1 s.
+        solver.parameters.linearization_level = 2
+        solver.parameters.max_time_in_seconds = max(deadline - time.monotonic() - 0.02, 0.01)
+        status = solver.Solve(model)
+        routes = [list(r) for r in best_routes]
+        value = hint_cost
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.ObjectiveValue() < hint_cost:
+            picked = [list(chosen[j][2]) for j in range(len(chosen)) if solver.BooleanValue(x[j])]
+            if sorted(i for r in picked for i in r if i in customers) == sorted(customers) and len(picked) <= nv:
+                routes, value = picked + [[] for _ in range(nv - len(picked))], int(solver.ObjectiveValue())
+        info = (f"set partitioning: pool {len(pool)} routes, {len(by_set)} customer sets, {len(chosen)} to CP-SAT; "
+                f"{hint_cost} -> {value} ({solver.StatusName(status)}, {time.monotonic() - t0:.2f} s, "
+                f"LP {t_lp:.2f} s, model {t_build:.2f} s)")
+        return routes, info
 
     def _decompose(self, p: RoutingProblem, costs: ArcCosts, routes: list[list[int]], dropped: list[int],
                    deadline: float) -> list[list[int]]:
@@ -170,7 +323,9 @@ class OrToolsRoutingSolver:
 
     def _solve_once(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
                     initial_routes: Sequence[Sequence[int]] | None = None,
-                    stall_cpu_s: float | None = None, iterated: bool = False) -> SolveOutcome:
+                    stall_cpu_s: float | None = None, iterated: bool = False,
+                    route_pool: dict[tuple[int, ...], int] | None = None,
+                    start_routes: Sequence[Sequence[int]] | None = None, cold: bool = False) -> SolveOutcome:
         t0 = time.monotonic()
         from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
@@ -280,6 +435,13 @@ class OrToolsRoutingSolver:
                 routing.AddDisjunction([manager.NodeToIndex(i)], int(round(p.drop_penalty * unit)))
 
         params = self._parameters(p, has_windows, pywrapcp, routing_enums_pb2, iterated=iterated)
+        if iterated and cold:
+            # A short search from a good plan: anneal at the final temperature only (re-heating would lose it).
+            mean_arc = float(dist_int[:n, :n].mean()) if p.objective == "distance" else 0.0
+            sa = params.iterated_local_search_parameters.reference_solution_acceptance_strategy.simulated_annealing
+            if mean_arc > 0:
+                sa.automatic_temperatures = False
+                sa.initial_temperature = sa.final_temperature = ILS_COLD * mean_arc
         if stall_cpu_s is not None:
             # Stop once the best cost has not improved for stall_cpu_s of this process's CPU time: on a
             # loaded machine a wall-clock share would end the search before it reaches a local optimum.
@@ -295,6 +457,8 @@ class OrToolsRoutingSolver:
                     solver.FinishCurrentSearch()
 
             routing.AddAtSolutionCallback(on_solution)
+        if route_pool is not None:
+            self._collect_routes(routing, node_of, route_pool)
         remaining = time_limit_s - (time.monotonic() - t0)
         params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
         assignment = None
@@ -316,6 +480,15 @@ class OrToolsRoutingSolver:
         if assignment is None:
             remaining = time_limit_s - (time.monotonic() - t0)
             params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
+            if iterated and start_routes is not None:
+                # The iterated local search has no warm start, but its first solution strategy extends locked
+                # route prefixes: locking every route whole makes the given plan its first solution. The locks
+                # bind only that first solution; the search then changes the routes freely.
+                routing.CloseModelWithParameters(params)
+                locks = [[manager.NodeToIndex(int(i)) for i in r] for r in start_routes if r]
+                routing.ApplyLocksToAllVehicles(locks + [[] for _ in range(nv - len(locks))], False)
+                remaining = time_limit_s - (time.monotonic() - t0)
+                params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
             if iterated:
                 assignment = routing.SolveWithIteratedLocalSearch(params)
             else:
@@ -346,6 +519,57 @@ class OrToolsRoutingSolver:
             routing_enums_pb2.RoutingSearchStatus.ROUTING_SUCCESS: "feasible",
         }.get(status_code, "deadline")
         return SolveOutcome(out_routes, dropped, status, elapsed)
+
+    @staticmethod
+    def _reduced_costs(columns: list[tuple[frozenset[int], int, tuple[int, ...]]], customers: set[int], nv: int,
+                       limit_s: float) -> list[float] | None:
+        """Reduced costs of the routes in the LP relaxation of the set partitioning (GLOP), None if unsolved."""
+        from ortools.linear_solver import pywraplp
+
+        lp = pywraplp.Solver.CreateSolver("GLOP")
+        lp.SetTimeLimit(max(int(limit_s * 1000), 1))
+        xs = [lp.NumVar(0.0, 1.0, "") for _ in columns]
+        rows: dict[int, object] = {}
+        fleet = lp.Constraint(0.0, float(nv))
+        objective = lp.Objective()
+        for x, (key, cost, _) in zip(xs, columns, strict=True):
+            for i in key:
+                if i not in rows:
+                    rows[i] = lp.Constraint(1.0 if i in customers else 0.0, 1.0)
+                rows[i].SetCoefficient(x, 1.0)
+            fleet.SetCoefficient(x, 1.0)
+            objective.SetCoefficient(x, float(cost))
+        objective.SetMinimization()
+        if lp.Solve() != pywraplp.Solver.OPTIMAL:
+            return None
+        return [x.reduced_cost() for x in xs]
+
+    @staticmethod
+    def _collect_routes(routing, node_of: list[int], pool: dict[tuple[int, ...], int]) -> None:
+        """Put the routes (stop indices) of every solution within POOL_SLACK of the best cost so far into
+        ``pool``, each with the cost of the cheapest solution it was seen in."""
+        nexts = [routing.NextVar(i) for i in range(routing.Size())]
+        starts = [routing.Start(k) for k in range(routing.vehicles())]
+        size = routing.Size()  # end indices are >= Size()
+        best = [math.inf]
+
+        def on_solution() -> None:
+            value = routing.CostVar().Value()  # exists only once the model is closed
+            best[0] = min(best[0], value)
+            if value > best[0] * (1 + POOL_SLACK):
+                return
+            nxt = [v.Value() for v in nexts]
+            for s in starts:
+                idx, route = nxt[s], []
+                while idx < size:
+                    route.append(node_of[idx])
+                    idx = nxt[idx]
+                if route:
+                    key = tuple(route)
+                    if pool.get(key, math.inf) > value:
+                        pool[key] = value
+
+        routing.AddAtSolutionCallback(on_solution)
 
     def _parameters(self, p: RoutingProblem, has_windows: bool, pywrapcp, enums, iterated: bool = False):
         params = pywrapcp.DefaultRoutingSearchParameters()
@@ -402,6 +626,7 @@ class OrToolsRoutingSolver:
         # process (a 2-process portfolio with a shared best, sent through route locks as OR-Tools' iterated
         # search has no warm start: 1.10 / 0.00 / 2.06 / 1.38 at fixed iterations, no better than one process at
         # 5 s on the shared machine). An iteration costs ~1.4 ms of CPU on X-n101-k25, ~1 ms of it fixed.
+        # What did close X-n101-k25's gap: recombining the visited routes by set partitioning (see SP_SHARE).
         params.local_search_metaheuristic = meta.GREEDY_DESCENT
         params.use_iterated_local_search = True
         ils = params.iterated_local_search_parameters
