@@ -41,7 +41,13 @@ from carbon_ai_nodes.core.errors import ConfigError, ParameterError
 from carbon_ai_nodes.core.health import HealthMonitor
 from carbon_ai_nodes.core.params import ParamSet, param
 from carbon_ai_nodes.intra_process import BusSubscription, IntraProcessBus, is_stamped
-from carbon_ai_nodes.realtime import freeze_startup_objects, rt_priority_from_env, set_thread_realtime
+from carbon_ai_nodes.realtime import (
+    cpu_latency_from_env,
+    freeze_startup_objects,
+    hold_cpu_wakeup_latency,
+    rt_priority_from_env,
+    set_thread_realtime,
+)
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -445,6 +451,7 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
     """
     try:
         rt_refused = set_thread_realtime(rt_priority_from_env())  # before rclpy.init: DDS threads inherit it
+        cpu_refused = hold_cpu_wakeup_latency(cpu_latency_from_env())
     except ConfigError as exc:
         print(f"could not start: {exc}", file=sys.stderr)
         return 2
@@ -471,8 +478,9 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
         executor = make_executor()
         executor.add_node(node)
         freeze_startup_objects()
-        if rt_refused:
-            node.get_logger().warning(rt_refused)
+        for refused in (rt_refused, cpu_refused):
+            if refused:
+                node.get_logger().warning(refused)
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except ConfigError as exc:  # raised while constructing: a base parameter with a bad value

@@ -34,8 +34,11 @@ from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, grap
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
 from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
 from carbon_ai_nodes.realtime import (
+    CPU_LATENCY_ENV,
     RT_PRIORITY_ENV,
+    cpu_latency_from_env,
     freeze_startup_objects,
+    hold_cpu_wakeup_latency,
     rt_priority_from_env,
     set_thread_ordinary,
     set_thread_realtime,
@@ -63,7 +66,7 @@ class GraphRunner:
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print, managed: bool = False,
                  heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = (),
-                 rt_priority: int = 0) -> None:
+                 rt_priority: int = 0, cpu_latency_us: int | None = None) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.compose = compose
@@ -72,7 +75,10 @@ class GraphRunner:
         self.env = dict(env or {})
         if not 0 <= rt_priority <= 99:
             raise ConfigError(f"rt_priority={rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
-        self.rt_priority = rt_priority
+        if cpu_latency_us is not None and not 0 <= cpu_latency_us <= 1_000_000:
+            raise ConfigError(f"cpu_latency_us={cpu_latency_us}: must be from 0 to 1000000 µs")
+        self.chain_env = {**({RT_PRIORITY_ENV: str(rt_priority)} if rt_priority else {}),
+                          **({CPU_LATENCY_ENV: str(cpu_latency_us)} if cpu_latency_us is not None else {})}
         self.log = log
         write_profiles(scenario, self.run_dir)
         launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only))
@@ -99,8 +105,7 @@ class GraphRunner:
         if self.compose:
             spec = self.run_dir / "compose.json"
             spec.write_text(json.dumps([launch_dict(n) for n in self.launches]))
-            env = {**self.env, RT_PRIORITY_ENV: str(self.rt_priority)} if self.rt_priority else self.env
-            self.procs["composed"] = _ComposedProcess(spec, env)
+            self.procs["composed"] = _ComposedProcess(spec, {**self.env, **self.chain_env})
             self.log(f"started {len(self.launches)} nodes composed in one process")
             return
         for launch in self.launches:
@@ -110,8 +115,8 @@ class GraphRunner:
     def _spawn(self, launch: NodeLaunch) -> NodeProcess:
         extra = ["--ros-args", "--log-level", launch.log_level] if launch.log_level != "info" else []
         env = self.env
-        if self.rt_priority and launch.module in CHAIN_NODES:  # only the sensor -> actuator path runs real-time
-            env = {**env, RT_PRIORITY_ENV: str(self.rt_priority)}
+        if launch.module in CHAIN_NODES:  # only the sensor -> actuator path runs real-time
+            env = {**env, **self.chain_env}
         return NodeProcess(launch.module, params=launch.params, params_file=defaults_file(launch.module),
                            namespace=launch.namespace, remaps=launch.remaps, extra_args=extra, env=env)
 
@@ -271,8 +276,10 @@ def compose_main(spec_path: str) -> int:
     entries = json.loads(Path(spec_path).read_text())
     rt_priority = rt_priority_from_env()
     rt_refused = set_thread_realtime(rt_priority)  # before rclpy.init: the middleware's threads inherit it
-    if rt_refused:
-        print(rt_refused, file=sys.stderr, flush=True)
+    cpu_refused = hold_cpu_wakeup_latency(cpu_latency_from_env())
+    for refused in (rt_refused, cpu_refused):
+        if refused:
+            print(refused, file=sys.stderr, flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -7,7 +7,8 @@ Arguments: ``use_sim`` (true: start the simulator; false on a vehicle with real 
 scenario's baseline_params: carbon optimisation off), ``log_level`` (all nodes), ``<node>_log_level`` (one
 node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every namespace), ``remap`` (extra
 ``from:=to`` remappings for every node, comma separated), ``respawn`` (restart nodes that die), ``rt_priority``
-(SCHED_FIFO priority of the sensor -> actuator nodes, 1-99; 0: ordinary scheduling).
+(SCHED_FIFO priority of the sensor -> actuator nodes, 1-99; 0: ordinary scheduling), ``cpu_latency_us`` (CPU
+wake-up latency those nodes ask the kernel for, µs; empty: none).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ARGUMENTS = {
     "remap": ("", "extra remappings for every node, comma separated from:=to pairs"),
     "respawn": ("true", "restart a node process that dies"),
     "rt_priority": ("0", "SCHED_FIFO priority (1-99) of fusion, carbon_inference, actuator_bridge; 0: off"),
+    "cpu_latency_us": ("", "while those nodes run, CPU wake-up latency under this many us (0: no sleep); empty: off"),
 }
 NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "uplink_bridge", "actuator_bridge")
 
@@ -35,7 +37,7 @@ def _truthy(value: str) -> bool:
 def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, Any]]:
     """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
     from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
-    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV
+    from carbon_ai_nodes.realtime import CPU_LATENCY_ENV, RT_PRIORITY_ENV
     from carbon_ai_nodes.runner import CHAIN_NODES
 
     scenario = load_scenario(scenario_name)
@@ -46,6 +48,9 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
         src, _, dst = pair.partition(":=")
         extra_remaps[src] = dst
     rt_priority = config.get("rt_priority", "0").strip() or "0"
+    cpu_latency = config.get("cpu_latency_us", "").strip()
+    chain_env = {**({RT_PRIORITY_ENV: rt_priority} if rt_priority != "0" else {}),
+                 **({CPU_LATENCY_ENV: cpu_latency} if cpu_latency else {})}
     entries = []
     for n in graph(scenario, run_dir, use_sim=_truthy(config.get("use_sim", "true")),
                    baseline=_truthy(config.get("baseline", "false"))):
@@ -59,7 +64,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
             "log_level": level,
             "respawn": _truthy(config.get("respawn", "true")),
             # read (and validated, with a one-line error) by the node at start
-            "env": {RT_PRIORITY_ENV: rt_priority} if n.module in CHAIN_NODES and rt_priority != "0" else {},
+            "env": chain_env if n.module in CHAIN_NODES else {},
         })
     return entries
 

@@ -36,10 +36,11 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
     simulated = node_entries(scenario.stem, {"use_sim": "true"})
     assert sum(e["executable"] == "sim" for e in simulated) == len(s.vehicles)
     assert not any(e["env"] for e in simulated)
-    realtime = node_entries(scenario.stem, {"rt_priority": "50"})
+    realtime = node_entries(scenario.stem, {"rt_priority": "50", "cpu_latency_us": "0"})
     assert {e["executable"] for e in realtime if e["env"]} == {"fusion", "carbon_inference", "actuator_bridge"} & {
         e["executable"] for e in realtime}
-    assert all(e["env"] == {"CARBON_AI_RT_PRIORITY": "50"} for e in realtime if e["env"])
+    assert all(e["env"] == {"CARBON_AI_RT_PRIORITY": "50", "CARBON_AI_CPU_LATENCY_US": "0"}
+               for e in realtime if e["env"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,

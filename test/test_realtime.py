@@ -4,6 +4,7 @@ gives, and a node refusing a bad value with one line."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -11,7 +12,15 @@ import threading
 import pytest
 
 from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.realtime import RT_PRIORITY_ENV, rt_priority_from_env, set_thread_ordinary, set_thread_realtime
+from carbon_ai_nodes.realtime import (
+    CPU_LATENCY_ENV,
+    RT_PRIORITY_ENV,
+    cpu_latency_from_env,
+    hold_cpu_wakeup_latency,
+    rt_priority_from_env,
+    set_thread_ordinary,
+    set_thread_realtime,
+)
 
 
 @pytest.mark.parametrize("raw, expected", [("", 0), ("0", 0), (" 50 ", 50), ("99", 99)])
@@ -54,3 +63,22 @@ def test_a_node_given_a_bad_priority_exits_with_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"could not start: {RT_PRIORITY_ENV}='high': must be an integer from 1 to 99 (SCHED_FIFO), or 0 for off"]
+
+
+def test_cpu_latency_setting_is_read_and_checked(monkeypatch):
+    monkeypatch.delenv(CPU_LATENCY_ENV, raising=False)
+    assert cpu_latency_from_env() is None
+    monkeypatch.setenv(CPU_LATENCY_ENV, "0")
+    assert cpu_latency_from_env() == 0
+    monkeypatch.setenv(CPU_LATENCY_ENV, "-5")
+    with pytest.raises(ConfigError, match=rf"{CPU_LATENCY_ENV}='-5': must be an integer number of microseconds"):
+        cpu_latency_from_env()
+
+
+def test_the_wakeup_latency_request_is_written_and_held_or_refused_with_the_reason(tmp_path):
+    device = tmp_path / "cpu_dma_latency"  # stands in for /dev/cpu_dma_latency: same 32-bit native int
+    assert hold_cpu_wakeup_latency(None, str(device)) is None and not device.exists()
+    assert hold_cpu_wakeup_latency(20, str(device)) is None
+    assert struct.unpack("i", device.read_bytes()) == (20,)
+    refused = hold_cpu_wakeup_latency(0, str(tmp_path / "no" / "such" / "device"))
+    assert refused and "needs root or write access" in refused

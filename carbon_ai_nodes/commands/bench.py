@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
                         help="every chain (bare relays included) and the measuring process under SCHED_FIFO "
                              "priority N (1-99); default 0: ordinary scheduling")
+    parser.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
+                        help="during the run, keep CPU wake-up latency under US microseconds (/dev/cpu_dma_latency, "
+                             "machine-wide, so every chain alike; 0: cores never sleep; needs root)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,13 +62,19 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.report import percentiles_ms
     from carbon_ai_nodes.node_base import default_executor_kind
     from carbon_ai_nodes.node_process import isolated_ros_env
-    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV, set_thread_realtime
+    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV, hold_cpu_wakeup_latency, set_thread_realtime
 
     if not 1.0 <= args.rate <= 2000.0:
         raise ConfigError(f"--rate={args.rate}: must be in [1, 2000]")
     if not 0 <= args.rt_priority <= 99:
         raise ConfigError(f"--rt-priority={args.rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
     os.environ.update(isolated_ros_env())
+    if args.cpu_latency_us is not None:
+        if not 0 <= args.cpu_latency_us <= 1_000_000:
+            raise ConfigError(f"--cpu-latency-us={args.cpu_latency_us}: must be from 0 to 1000000")
+        refused = hold_cpu_wakeup_latency(args.cpu_latency_us)
+        if refused:
+            raise ConfigError(refused)
     if args.rt_priority:  # the relays read it; the measuring thread (feeders, collectors) is set here
         os.environ[RT_PRIORITY_ENV] = str(args.rt_priority)
         refused = set_thread_realtime(args.rt_priority)
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                    composed_count=stats["composed"]["count"])
     out["window_s"] = args.window
     out["rt_priority"] = args.rt_priority
+    out["cpu_latency_us"] = args.cpu_latency_us
     if args.json:
         print(json.dumps(out))
     else:
@@ -114,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         if "p99_ratio_same_executor" in out:
             print(f"; same executor: {out['p99_ratio_same_executor']:.2f}", end="")
         rt = f", SCHED_FIFO {args.rt_priority}" if args.rt_priority else ""
+        if args.cpu_latency_us is not None:
+            rt += f", CPU wake-up latency <= {args.cpu_latency_us} us"
         print(f"  ({out['machine']}, load {out['loadavg_before'][0]:.2f} -> {out['loadavg_after'][0]:.2f}{rt})")
     return 0
 

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
                         help="run the sensor -> actuator nodes (fusion, carbon_inference, actuator_bridge) under "
                              "SCHED_FIFO priority N (1-99; needs CAP_SYS_NICE or an rtprio limit); default 0: off")
+    parser.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
+                        help="while those nodes run, keep CPU wake-up latency under US microseconds "
+                             "(/dev/cpu_dma_latency; 0: cores never sleep; needs root)")
     parser.add_argument("--no-manager", action="store_true",
                         help="nodes activate themselves; by default a lifecycle_manager brings the graph up in "
                              "dependency order and supervises it (not with --compose)")
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                             "fault_length_s": args.fault_length}
     runner = GraphRunner(scenario, run_dir, use_sim=not args.no_sim, baseline=args.baseline, only=args.only,
                          overrides=overrides, compose=args.compose,
-                         managed=not args.no_manager, rt_priority=args.rt_priority)
+                         managed=not args.no_manager, rt_priority=args.rt_priority,
+                         cpu_latency_us=args.cpu_latency_us)
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}")
     recorder = _start_recorder(args.record, args.record_topics) if args.record else None
     try:
