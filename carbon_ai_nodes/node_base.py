@@ -36,18 +36,11 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
-from carbon_ai_nodes import qos, ros_params
+from carbon_ai_nodes import qos, realtime, ros_params
 from carbon_ai_nodes.core.errors import ConfigError, ParameterError
 from carbon_ai_nodes.core.health import HealthMonitor
 from carbon_ai_nodes.core.params import ParamSet, param
 from carbon_ai_nodes.intra_process import BusSubscription, IntraProcessBus, is_stamped
-from carbon_ai_nodes.realtime import (
-    cpu_latency_from_env,
-    freeze_startup_objects,
-    hold_cpu_wakeup_latency,
-    rt_priority_from_env,
-    set_thread_realtime,
-)
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -450,8 +443,7 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
     node could not be configured (the reason was logged as one line naming the parameter).
     """
     try:
-        rt_refused = set_thread_realtime(rt_priority_from_env())  # before rclpy.init: DDS threads inherit it
-        cpu_refused = hold_cpu_wakeup_latency(cpu_latency_from_env())
+        _, refusals = realtime.apply_from_env()  # before rclpy.init: the DDS threads inherit the priority
     except ConfigError as exc:
         print(f"could not start: {exc}", file=sys.stderr)
         return 2
@@ -477,10 +469,9 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
             node.trigger_activate()
         executor = make_executor()
         executor.add_node(node)
-        freeze_startup_objects()
-        for refused in (rt_refused, cpu_refused):
-            if refused:
-                node.get_logger().warning(refused)
+        realtime.freeze_startup_objects()
+        for refused in refusals:
+            node.get_logger().warning(refused)
         while not stop and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except ConfigError as exc:  # raised while constructing: a base parameter with a bad value

@@ -18,16 +18,35 @@ PM_QOS_DEVICE = "/dev/cpu_dma_latency"
 _held_requests: list = []  # open PM QoS files: the request lasts while its file stays open
 
 
-def rt_priority_from_env() -> int:
-    """The SCHED_FIFO priority asked for by ``CARBON_AI_RT_PRIORITY`` (0 = off). Raises ConfigError if invalid."""
-    raw = os.environ.get(RT_PRIORITY_ENV, "").strip() or "0"
+def checked_rt_priority(value: int | str, name: str = RT_PRIORITY_ENV) -> int:
+    """``value`` as a SCHED_FIFO priority (1-99, 0 = off); ConfigError naming ``name`` (a flag, argument or
+    variable) and the range otherwise."""
     try:
-        priority = int(raw)
+        priority = int(value)
     except ValueError:
         priority = -1
     if not 0 <= priority <= 99:
-        raise ConfigError(f"{RT_PRIORITY_ENV}={raw!r}: must be an integer from 1 to 99 (SCHED_FIFO), or 0 for off")
+        raise ConfigError(f"{name}={value!r}: must be an integer from 1 to 99 (SCHED_FIFO), or 0 for off")
     return priority
+
+
+def checked_cpu_latency_us(value: int | str | None, name: str = CPU_LATENCY_ENV) -> int | None:
+    """``value`` as a CPU wake-up latency (µs, 0 to 1 s; None = no request); ConfigError naming ``name``
+    otherwise."""
+    if value is None:
+        return None
+    try:
+        us = int(value)
+    except ValueError:
+        us = -1
+    if not 0 <= us <= 1_000_000:
+        raise ConfigError(f"{name}={value!r}: must be an integer number of microseconds, 0 to 1000000")
+    return us
+
+
+def rt_priority_from_env() -> int:
+    """The SCHED_FIFO priority asked for by ``CARBON_AI_RT_PRIORITY`` (0 = off). Raises ConfigError if invalid."""
+    return checked_rt_priority(os.environ.get(RT_PRIORITY_ENV, "").strip() or "0")
 
 
 def set_thread_realtime(priority: int) -> str | None:
@@ -48,16 +67,16 @@ def set_thread_realtime(priority: int) -> str | None:
 def cpu_latency_from_env() -> int | None:
     """The CPU wake-up latency (µs) asked for by ``CARBON_AI_CPU_LATENCY_US``; None when unset. Raises
     ConfigError if invalid."""
-    raw = os.environ.get(CPU_LATENCY_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        us = int(raw)
-    except ValueError:
-        us = -1
-    if not 0 <= us <= 1_000_000:
-        raise ConfigError(f"{CPU_LATENCY_ENV}={raw!r}: must be an integer number of microseconds, 0 to 1000000")
-    return us
+    return checked_cpu_latency_us(os.environ.get(CPU_LATENCY_ENV, "").strip() or None)
+
+
+def apply_from_env() -> tuple[int, list[str]]:
+    """At a node process's start, before ``rclpy.init``: the calling thread under ``CARBON_AI_RT_PRIORITY``
+    and the ``CARBON_AI_CPU_LATENCY_US`` request held. Returns the priority and what was refused, to log.
+    Raises ConfigError on a bad value."""
+    priority = rt_priority_from_env()
+    refused = [set_thread_realtime(priority), hold_cpu_wakeup_latency(cpu_latency_from_env())]
+    return priority, [r for r in refused if r]
 
 
 def hold_cpu_wakeup_latency(max_us: int | None, device: str = PM_QOS_DEVICE) -> str | None:

@@ -36,12 +36,11 @@ from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
 from carbon_ai_nodes.realtime import (
     CPU_LATENCY_ENV,
     RT_PRIORITY_ENV,
-    cpu_latency_from_env,
+    apply_from_env,
+    checked_cpu_latency_us,
+    checked_rt_priority,
     freeze_startup_objects,
-    hold_cpu_wakeup_latency,
-    rt_priority_from_env,
     set_thread_ordinary,
-    set_thread_realtime,
 )
 
 MANAGER = "lifecycle_manager"
@@ -73,10 +72,8 @@ class GraphRunner:
         self.managed = managed and not compose  # the composed container configures its nodes itself
         self.restart_limit = restart_limit
         self.env = dict(env or {})
-        if not 0 <= rt_priority <= 99:
-            raise ConfigError(f"rt_priority={rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
-        if cpu_latency_us is not None and not 0 <= cpu_latency_us <= 1_000_000:
-            raise ConfigError(f"cpu_latency_us={cpu_latency_us}: must be from 0 to 1000000 µs")
+        checked_rt_priority(rt_priority, "rt_priority")
+        checked_cpu_latency_us(cpu_latency_us, "cpu_latency_us")
         self.chain_env = {**({RT_PRIORITY_ENV: str(rt_priority)} if rt_priority else {}),
                           **({CPU_LATENCY_ENV: str(cpu_latency_us)} if cpu_latency_us is not None else {})}
         self.log = log
@@ -274,12 +271,9 @@ def compose_main(spec_path: str) -> int:
     from carbon_ai_nodes.node_base import executor_kind, make_executor, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
-    rt_priority = rt_priority_from_env()
-    rt_refused = set_thread_realtime(rt_priority)  # before rclpy.init: the middleware's threads inherit it
-    cpu_refused = hold_cpu_wakeup_latency(cpu_latency_from_env())
-    for refused in (rt_refused, cpu_refused):
-        if refused:
-            print(refused, file=sys.stderr, flush=True)
+    rt_priority, refusals = apply_from_env()  # before rclpy.init: the middleware's threads inherit the priority
+    for refused in refusals:
+        print(refused, file=sys.stderr, flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -320,7 +314,7 @@ def compose_main(spec_path: str) -> int:
                 executor.spin_once(timeout_sec=0.1)
 
         # Only the chain threads (sensor -> actuator) run real-time; a planner solve must never hold them up.
-        chain = [any(label.rpartition("/")[2] in CHAIN_NODES for label in g) for g in groups]
+        chain = [any(base_name(label) in CHAIN_NODES for label in g) for g in groups]
         threads = [threading.Thread(target=spin, args=(e, c), daemon=True) for e, c in zip(executors, chain,
                                                                                             strict=True)]
         for t in threads:

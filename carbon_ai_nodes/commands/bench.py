@@ -62,22 +62,23 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.report import percentiles_ms
     from carbon_ai_nodes.node_base import default_executor_kind
     from carbon_ai_nodes.node_process import isolated_ros_env
-    from carbon_ai_nodes.realtime import RT_PRIORITY_ENV, hold_cpu_wakeup_latency, set_thread_realtime
+    from carbon_ai_nodes.realtime import (
+        RT_PRIORITY_ENV,
+        checked_cpu_latency_us,
+        checked_rt_priority,
+        hold_cpu_wakeup_latency,
+        set_thread_realtime,
+    )
 
     if not 1.0 <= args.rate <= 2000.0:
         raise ConfigError(f"--rate={args.rate}: must be in [1, 2000]")
-    if not 0 <= args.rt_priority <= 99:
-        raise ConfigError(f"--rt-priority={args.rt_priority}: must be from 1 to 99 (SCHED_FIFO), or 0 for off")
+    checked_rt_priority(args.rt_priority, "--rt-priority")
+    checked_cpu_latency_us(args.cpu_latency_us, "--cpu-latency-us")
     os.environ.update(isolated_ros_env())
-    if args.cpu_latency_us is not None:
-        if not 0 <= args.cpu_latency_us <= 1_000_000:
-            raise ConfigError(f"--cpu-latency-us={args.cpu_latency_us}: must be from 0 to 1000000")
-        refused = hold_cpu_wakeup_latency(args.cpu_latency_us)
-        if refused:
-            raise ConfigError(refused)
-    if args.rt_priority:  # the relays read it; the measuring thread (feeders, collectors) is set here
+    if args.rt_priority:  # the relays read it
         os.environ[RT_PRIORITY_ENV] = str(args.rt_priority)
-        refused = set_thread_realtime(args.rt_priority)
+    # the measuring thread (feeders, collectors) runs real-time too; the CPU request is machine-wide
+    for refused in (set_thread_realtime(args.rt_priority), hold_cpu_wakeup_latency(args.cpu_latency_us)):
         if refused:
             raise ConfigError(refused)
     import rclpy
