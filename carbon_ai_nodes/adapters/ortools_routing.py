@@ -188,7 +188,7 @@ class OrToolsRoutingSolver:
             # CP-SAT mostly ends within 0.1-0.3 s of its reserve: search on from its plan, cold, keep the better.
             polish = self._solve_once(p, costs, time_limit_s=left, iterated=True, start_routes=routes, cold=True)
             if polish.status != "infeasible" and not polish.dropped:
-                dist = np.rint(costs.distance_m * (1 if self.exact_integer_costs else DISTANCE_SCALE)).astype(np.int64)
+                dist = self._distance_units(costs)
                 before = sum(self._route_cost(p, dist, r) for r in routes if r)
                 after = sum(self._route_cost(p, dist, r) for r in polish.routes if r)
                 notes.append(f"cold search {left:.2f} s: {before} -> {after}")
@@ -196,11 +196,21 @@ class OrToolsRoutingSolver:
                     routes = polish.routes
         return dataclasses.replace(ils, routes=routes, solve_time_s=time.monotonic() - t0, message="; ".join(notes))
 
-    def _route_cost(self, p: RoutingProblem, dist: np.ndarray | list[list[int]], route: Sequence[int]) -> int:
+    @property
+    def _distance_scale(self) -> int:
+        """Solver units per metre (instance units when ``exact_integer_costs``)."""
+        return 1 if self.exact_integer_costs else DISTANCE_SCALE
+
+    def _distance_units(self, costs: ArcCosts) -> list[list[int]]:
+        """Arc distances in the solver's integer units, as the routing model counts them; Python ints, since
+        indexing a list is ~10x faster than a numpy scalar lookup."""
+        return np.rint(costs.distance_m * self._distance_scale).astype(np.int64).tolist()
+
+    def _route_cost(self, p: RoutingProblem, dist: list[list[int]], route: Sequence[int]) -> int:
         """The objective of one route as the routing model counts it (distance objective, integer units)."""
         v = p.vehicles[0]
         path = [p.index_of(v.start_stop_id), *route] + ([p.index_of(v.end_stop_id)] if v.end_stop_id else [])
-        fixed = int(round(v.fixed_cost * (1 if self.exact_integer_costs else DISTANCE_SCALE))) if route else 0
+        fixed = int(round(v.fixed_cost * self._distance_scale)) if route else 0
         return int(sum(dist[a][b] for a, b in zip(path, path[1:], strict=False))) + fixed
 
     def _set_partitioning(self, p: RoutingProblem, costs: ArcCosts, pool: dict[tuple[int, ...], int],
@@ -212,8 +222,7 @@ class OrToolsRoutingSolver:
 
         t0 = time.monotonic()
         nv = len(p.vehicles)
-        dist = np.rint(costs.distance_m * (1 if self.exact_integer_costs else DISTANCE_SCALE)).astype(np.int64)
-        dist = dist.tolist()  # Python ints: indexing a list is ~10x faster than a numpy scalar lookup
+        dist = self._distance_units(costs)
         # One route per customer set, its cheapest order; ranked by the cost of the best solution it was in.
         by_set: dict[frozenset[int], tuple[int, int, tuple[int, ...]]] = {}
         for route, seen in pool.items():
@@ -346,7 +355,7 @@ class OrToolsRoutingSolver:
             out[:n, :n] = m
             return out
 
-        dist_scale = 1 if self.exact_integer_costs else DISTANCE_SCALE
+        dist_scale = self._distance_scale
         dist_int = pad(np.rint(costs.distance_m * dist_scale).astype(np.int64))
         service_ms = np.array([s.service_s for s in p.stops] + [0.0] * (size - n)) * TIME_SCALE
         time_int = [pad(np.rint(costs.time_s[k] * TIME_SCALE).astype(np.int64))
