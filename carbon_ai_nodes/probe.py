@@ -60,6 +60,23 @@ class Probe:
         """Wait until ``topic`` has ``count`` publishers in the graph."""
         return self.spin_until(lambda: self.node.count_publishers(topic) >= count, timeout_s)
 
+    def call(self, client: Any, request: Any, timeout_s: float = 10.0, resend_s: float | None = None) -> Any:
+        """Call a service and return its response; TimeoutError if none arrives within ``timeout_s``.
+
+        ``resend_s`` (idempotent requests only): send the request again when no response has arrived after this
+        long. Just after discovery a response can be lost, because ``wait_for_service`` sees the server before the
+        server's response writer has matched this client; a second request goes out once it has.
+        """
+        end = time.monotonic() + timeout_s
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {client.srv_name} not available within {timeout_s} s")
+        futures: list[Any] = []
+        while (remaining := end - time.monotonic()) > 0 or not futures:
+            futures.append(client.call_async(request))
+            if self.spin_until(lambda: any(f.done() for f in futures), min(resend_s or remaining, remaining)):
+                return next(f for f in futures if f.done()).result()
+        raise TimeoutError(f"no response from {client.srv_name} within {timeout_s} s ({len(futures)} requests sent)")
+
     def close(self) -> None:
         """Destroy the node."""
         self.executor.remove_node(self.node)

@@ -116,13 +116,6 @@ def _route_plan() -> RoutePlan:
     return RoutePlan(plan_id="plan-7", routes=[other, route], status=RoutePlan.STATUS_OPTIMAL)
 
 
-def _call(probe, client, request):
-    assert client.wait_for_service(timeout_sec=20)
-    future = client.call_async(request)
-    assert probe.spin_until(future.done, 20)
-    return future.result()
-
-
 def _double(name: str, value: float) -> Parameter:
     return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))
 
@@ -215,11 +208,13 @@ def test_bad_input_is_rejected_counted_and_never_reaches_the_actuator(probe):
         auto = rig.wait_mode(ActuatorCommand.MODE_AUTO, t0)
         # Runtime parameter changes: refused with the start-up reason, or applied to the next fallback.
         set_params = probe.node.create_client(SetParameters, "/ab2/actuator_bridge/set_parameters")
-        result = _call(probe, set_params, SetParameters.Request(parameters=[_double("safe_speed_limit_mps", 99.0)]))
+        request = SetParameters.Request(parameters=[_double("safe_speed_limit_mps", 99.0)])
+        result = probe.call(set_params, request, timeout_s=20.0, resend_s=2.0)
         assert not result.results[0].successful
         assert result.results[0].reason.startswith(
             "actuator_bridge.safe_speed_limit_mps=99.0: must be <= speed_limit_max_mps")
-        result = _call(probe, set_params, SetParameters.Request(parameters=[_double("safe_speed_limit_mps", 4.0)]))
+        request = SetParameters.Request(parameters=[_double("safe_speed_limit_mps", 4.0)])
+        result = probe.call(set_params, request, timeout_s=20.0, resend_s=2.0)
         assert result.results[0].successful
         rig.speed_mps = math.nan
         bad = time.monotonic()

@@ -90,17 +90,14 @@ def source(state: VehicleState, name: str):
 
 def _set_param(probe, name: str, value: bool | float | str) -> bool:
     client = probe.node.create_client(SetParameters, f"{NS}/fusion/set_parameters")
-    assert client.wait_for_service(timeout_sec=20)
     if isinstance(value, bool):
         pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
     elif isinstance(value, str):
         pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
     else:
         pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    param = Parameter(name=name, value=pv)
-    future = client.call_async(SetParameters.Request(parameters=[param]))
-    assert probe.spin_until(future.done, 20)
-    return future.result().results[0].successful
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+    return probe.call(client, request, timeout_s=20.0, resend_s=2.0).results[0].successful
 
 
 @pytest.mark.slow

@@ -30,13 +30,6 @@ def vstate(stamp_s: float, speed: float = 12.0, accel: float = 0.2, asset: str =
     return m
 
 
-def call(probe, client, request, timeout_s=20.0):
-    assert client.wait_for_service(timeout_sec=timeout_s)
-    future = client.call_async(request)
-    assert probe.spin_until(future.done, timeout_s)
-    return future.result()
-
-
 def diag_value(diags, ns_node, key):
     vals = [kv.value for a in diags for s in a.status if s.hardware_id == ns_node for kv in s.values if kv.key == key]
     return vals[-1] if vals else None
@@ -167,7 +160,7 @@ def test_model_path_parameter_swaps_or_is_refused(probe, tmp_path):
 
     def set_model(path):
         p = Parameter(name="model_path", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=path))
-        return call(probe, set_params, SetParameters.Request(parameters=[p])).results[0]
+        return probe.call(set_params, SetParameters.Request(parameters=[p]), timeout_s=20.0, resend_s=2.0).results[0]
 
     with NodeProcess("carbon_inference", namespace=ns, params={"vehicle_profile": SEDAN}) as node:
         assert probe.wait_for_subscribers(pub, timeout_s=30), node.output

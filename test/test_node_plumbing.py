@@ -70,11 +70,17 @@ def test_plain_mode_publishes_and_shuts_down_cleanly(probe, sig):
     assert first.forecast_step_s == pytest.approx(1.0)  # 3600 s steps replayed 3600x faster
 
 
-def _call(probe, client, request, timeout_s=10.0):
-    assert client.wait_for_service(timeout_sec=timeout_s)
-    future = client.call_async(request)
-    assert probe.spin_until(future.done, timeout_s)
-    return future.result()
+def _state(probe, get_state) -> int:
+    return probe.call(get_state, GetState.Request(), resend_s=2.0).current_state.id
+
+
+def _transition(probe, change, get_state, transition: int, then: int) -> bool:
+    """Request a lifecycle transition; whether the node is in state ``then`` afterwards. A transition is not
+    idempotent, so a lost response is not answered by sending it again but by asking the node's state."""
+    try:
+        return probe.call(change, ChangeState.Request(transition=Transition(id=transition)), timeout_s=5.0).success
+    except TimeoutError:
+        return probe.spin_until(lambda: _state(probe, get_state) == then, timeout_s=10.0)
 
 
 def test_managed_mode_waits_for_transitions_and_validates_runtime_changes(probe):
@@ -85,21 +91,22 @@ def test_managed_mode_waits_for_transitions_and_validates_runtime_changes(probe)
     }) as node:
         get_state = probe.node.create_client(GetState, "/managed/grid_publisher/get_state")
         change = probe.node.create_client(ChangeState, "/managed/grid_publisher/change_state")
-        assert _call(probe, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+        assert _state(probe, get_state) == State.PRIMARY_STATE_UNCONFIGURED
 
-        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            assert _call(probe, change, ChangeState.Request(transition=Transition(id=transition))).success
+        for transition, then in ((Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE),
+                                 (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)):
+            assert _transition(probe, change, get_state, transition, then)
         assert probe.spin_until(lambda: len(got) >= 2, timeout_s=20), node.output
 
         # A bad runtime change is refused with the same reason as at start-up, a good one is taken.
         set_params = probe.node.create_client(SetParameters, "/managed/grid_publisher/set_parameters")
         bad = Parameter(name="period_s", value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=-2.0))
-        result = _call(probe, set_params, SetParameters.Request(parameters=[bad])).results[0]
+        result = probe.call(set_params, SetParameters.Request(parameters=[bad]), resend_s=2.0).results[0]
         assert not result.successful
         assert result.reason == "grid_publisher.period_s=-2.0: must be > 0.0"
         good = Parameter(name="region", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                              string_value="north"))
-        assert _call(probe, set_params, SetParameters.Request(parameters=[good])).results[0].successful
+        assert probe.call(set_params, SetParameters.Request(parameters=[good]), resend_s=2.0).results[0].successful
         assert probe.spin_until(lambda: got[-1].region == "north", timeout_s=10)
 
         def reported(state: str) -> bool:
@@ -110,10 +117,15 @@ def test_managed_mode_waits_for_transitions_and_validates_runtime_changes(probe)
         assert probe.spin_until(lambda: reported("active"), timeout_s=10), "no diagnostics saying active"
         # Deactivated: outputs stop; diagnostics keep reporting the state.
         diags.clear()
-        assert _call(probe, change, ChangeState.Request(
-            transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+        assert _transition(probe, change, get_state, Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE)
         count = len(got)
         probe.spin_for(0.5)
         assert len(got) <= count + 1  # at most one already in flight
         assert probe.spin_until(lambda: reported("inactive"), timeout_s=10), "no diagnostics saying inactive"
         assert node.stop() == 0
+
+
+def test_probe_call_names_the_missing_service(probe):
+    client = probe.node.create_client(GetState, "/nobody/get_state")
+    with pytest.raises(TimeoutError, match="service /nobody/get_state not available within 0.5 s"):
+        probe.call(client, GetState.Request(), timeout_s=0.5)

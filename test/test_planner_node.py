@@ -40,13 +40,6 @@ def _request(n_customers: int, objective: str = "co2", extra: tuple[str, float, 
     return req
 
 
-def _call(probe, client, request, timeout_s=30.0):
-    assert client.wait_for_service(timeout_sec=timeout_s)
-    future = client.call_async(request)
-    assert probe.spin_until(future.done, timeout_s)
-    return future.result()
-
-
 @pytest.mark.slow
 def test_route_requests_replans_and_rviz_outputs(probe):
     plans = probe.collect(RoutePlan, "/fleet/route_plan", qos.latched())
@@ -54,7 +47,7 @@ def test_route_requests_replans_and_rviz_outputs(probe):
     markers = probe.collect(MarkerArray, "/fleet/route_markers", qos.latched())
     with NodeProcess("planner", namespace="/fleet", params={"replan_deadline_s": 0.3}) as node:
         client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
-        first = _call(probe, client, _request(20))
+        first = probe.call(client, _request(20), timeout_s=30.0)
         assert first.success, (first.message, node.output)
         plan = first.plan
         assert plan.status in (RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_OPTIMAL)
@@ -72,7 +65,7 @@ def test_route_requests_replans_and_rviz_outputs(probe):
 
         # A stop is added: warm-started replan within the deadline (measured inside the node).
         t0 = time.monotonic()
-        second = _call(probe, client, _request(20, extra=("late", 100.0, 50.0)))
+        second = probe.call(client, _request(20, extra=("late", 100.0, 50.0)), timeout_s=30.0)
         roundtrip_s = time.monotonic() - t0
         assert second.success, second.message
         assert "(replan)" in second.message
@@ -84,13 +77,13 @@ def test_route_requests_replans_and_rviz_outputs(probe):
         # Malformed request: refused with the field named; the node keeps serving.
         bad = _request(3)
         bad.stops[1].position.x = math.nan
-        refused = _call(probe, client, bad)
+        refused = probe.call(client, bad, timeout_s=30.0)
         assert not refused.success and "x_m=nan" in refused.message
         unknown = _request(3)
         unknown.vehicles[0].start_stop_id = "nowhere"
-        refused = _call(probe, client, unknown)
+        refused = probe.call(client, unknown, timeout_s=30.0)
         assert not refused.success and "start_stop_id='nowhere'" in refused.message
-        again = _call(probe, client, _request(5, objective="distance"))
+        again = probe.call(client, _request(5, objective="distance"), timeout_s=30.0)
         assert again.success
         assert node.stop() == 0
         assert "Traceback" not in node.output
@@ -167,7 +160,7 @@ def test_congestion_report_replans_and_bad_reports_are_rejected(probe):
         "replan_deadline_s": 0.3, "diagnostics_period_s": 0.3,
     }) as node:
         client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
-        first = _call(probe, client, _request(12))
+        first = probe.call(client, _request(12), timeout_s=30.0)
         assert first.success, (first.message, node.output)
         assert probe.spin_until(lambda: plans and plans[-1].plan_id == first.plan.plan_id, timeout_s=20)
         assert probe.wait_for_subscribers(reports, timeout_s=20), node.output
@@ -198,7 +191,7 @@ def test_congestion_report_replans_and_bad_reports_are_rejected(probe):
 
         assert probe.spin_until(lambda: rejected("unknown_stop") and rejected("nan"), timeout_s=20), node.output
         assert plans[-1].plan_id == replanned.plan_id
-        again = _call(probe, client, _request(5, objective="distance"))
+        again = probe.call(client, _request(5, objective="distance"), timeout_s=30.0)
         assert again.success
         assert node.stop() == 0
         assert "Traceback" not in node.output
@@ -214,7 +207,7 @@ def test_grid_intensity_change_replans_electric_co2_plans_only(probe):
         client = probe.node.create_client(PlanRoute, "/fleet/plan_route")
         # One vehicle, five stops: both plans are optimal, so their CO2 compares exactly.
         ev = _request(5, profile="electric crossover", fleet="ev", n_vehicles=1)
-        first = _call(probe, client, ev)
+        first = probe.call(client, ev, timeout_s=30.0)
         assert first.success, (first.message, node.output)
         assert probe.spin_until(lambda: plans and plans[-1].plan_id == first.plan.plan_id, timeout_s=20)
         assert probe.wait_for_subscribers(grid, timeout_s=20), node.output
@@ -234,7 +227,7 @@ def test_grid_intensity_change_replans_electric_co2_plans_only(probe):
             return values[-1] if values else None
 
         # A diesel fleet's CO2 does not depend on the grid: a new intensity is stored but nothing replans.
-        diesel = _call(probe, client, _request(5, fleet="diesel", n_vehicles=1))
+        diesel = probe.call(client, _request(5, fleet="diesel", n_vehicles=1), timeout_s=30.0)
         assert diesel.success, diesel.message
         assert probe.spin_until(lambda: plans[-1].plan_id == diesel.plan.plan_id, timeout_s=20)
         grid.publish(_forecast([100.0] * 24))
@@ -243,7 +236,7 @@ def test_grid_intensity_change_replans_electric_co2_plans_only(probe):
         assert plans[-1].plan_id == diesel.plan.plan_id
 
         # The stored intensity costs later requests: the electric plan again, now at 100 gCO2/kWh.
-        later = _call(probe, client, ev)
+        later = probe.call(client, ev, timeout_s=30.0)
         assert later.success, later.message
         assert later.plan.expected_co2_kg == pytest.approx(first.plan.expected_co2_kg * 100.0 / 400.0, rel=1e-3)
         assert node.stop() == 0

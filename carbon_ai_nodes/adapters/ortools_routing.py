@@ -636,19 +636,19 @@ class OrToolsRoutingSolver:
         # search has no warm start: 1.10 / 0.00 / 2.06 / 1.38 at fixed iterations, no better than one process at
         # 5 s on the shared machine). An iteration costs ~1.4 ms of CPU on X-n101-k25, ~1 ms of it fixed.
         # What did close X-n101-k25's gap: recombining the visited routes by set partitioning (see SP_SHARE).
-        # X-n106-k14 alone (2026-12-01 evening, 3-6 runs each at 5 s on an idle core; this setting's median there
-        # 1.46 %). Its optimum packs 13 routes to 575-600 of 600 and leaves one of 2 customers; a 1.5 % plan
-        # shares 57 of its 119 edges, a different basin. Rejected: capacity as a soft bound (10-30 per demand
-        # unit over, 5-20 % slack, pooling feasible routes only: 1.54-1.73 %), demand-first or random insertion
-        # order (1.63 / 1.72), SISR removals 8-25 with strings 8-15 (1.48-1.98), an added ruin of 1-3 whole
-        # close routes or a random walk (1.44-1.67), fixed temperatures 10-300 falling 100x (1.56-1.74), 2-6
-        # shorter searches from shuffled stop orders sharing one pool (1.36-1.79), guided local search from the
-        # best for 1 s feeding the pool (1.52), set covering instead of partitioning (CP-SAT unsolved in 3 s),
-        # all ~3,800 pooled sets to CP-SAT for 30 s (26858 -> 26830), and columns priced by LP duals (4 rounds
-        # of reduced-cost descent: LP 25955 -> 25569, no cheaper integer plan). A Christofides first solution
-        # gave X-n106-k14 1.02-1.21 % but E-n101-k8 2.09 % and X-n101-k25 1.33 %; its local optimum is the
-        # worse one there (3.73 % against 2.76 %), so no rule could pick it per instance. Nor did both at once:
-        # two processes on two cores, one search from each start, their pools joined: 1.07-1.32 % (5 runs).
+        # X-n106-k14 alone (2026-12-01 evening, medians of 3-6 runs each at 5 s on an idle core; this setting's median
+        # there 1.46 %). Its optimum packs 13 routes to 575-600 of 600 and leaves one of 2 customers; a 1.5 % plan
+        # shares 57 of its 119 edges, a different basin. Rejected: capacity as a soft bound (10-30 per demand unit over,
+        # 5-20 % slack, pooling feasible routes only: 1.54-1.73 %), demand-first or random insertion order (1.63 /
+        # 1.72), SISR removals 8-25 with strings 8-15 (1.48-1.98), an added ruin of 1-3 whole close routes or a random
+        # walk (1.44-1.67; one 1.18 not repeated: 1.58 next), fixed temperatures 10-300 falling 30-100x (1.56-1.74), 2-6
+        # shorter searches from shuffled stop orders sharing one pool (1.34-1.82), guided local search from the best for
+        # 1 s feeding the pool (1.52), set covering instead of partitioning (CP-SAT unsolved in 3 s), all ~3,800 pooled
+        # sets to CP-SAT for 30 s (26858 -> 26830), and columns priced by LP duals (4 rounds of reduced-cost descent: LP
+        # 25955 -> 25569, no cheaper integer plan). A Christofides first solution gave X-n106-k14 1.02-1.21 % but
+        # E-n101-k8 2.09 % and X-n101-k25 1.33 %; its local optimum is the worse one there (3.73 % against 2.76 %), so
+        # no rule could pick it per instance. Nor did both at once: two processes on two cores, one search from each
+        # start, their pools joined: 1.07-1.32 % (5 runs).
         params.local_search_metaheuristic = meta.GREEDY_DESCENT
         params.use_iterated_local_search = True
         ils = params.iterated_local_search_parameters
