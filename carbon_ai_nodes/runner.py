@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import sys
 import threading
@@ -194,7 +195,6 @@ class _ComposedProcess(NodeProcess):
     """NodeProcess running the composed container instead of one node module."""
 
     def __init__(self, spec: Path, env: Mapping[str, str]) -> None:
-        import os
         import subprocess
         import tempfile
 
@@ -240,16 +240,12 @@ INTRA_PROCESS_ENV = "CARBON_AI_INTRA_PROCESS"  # "1" (default) or "0": composed 
 def intra_process_enabled() -> bool:
     """Whether composed nodes on one executor thread deliver to each other directly (``CARBON_AI_INTRA_PROCESS``,
     default on; ``0`` leaves every message to DDS, e.g. to compare)."""
-    import os
-
     return os.environ.get(INTRA_PROCESS_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def executor_groups(labels: Sequence[str], per_node: bool | None = None) -> list[list[str]]:
     """Executor threads of a composed graph: one per vehicle namespace for its chain nodes, one per other node
     (``per_node``, default from ``CARBON_AI_COMPOSE_THREADS=node``: one thread per node)."""
-    import os
-
     if per_node is None:
         per_node = os.environ.get(COMPOSE_THREADS_ENV, "chain").strip().lower() == "node"
     groups: dict[str, list[str]] = {}

@@ -158,8 +158,6 @@ def test_set_partitioning_recombines_pooled_routes_and_never_worsens_the_hint():
     # best plan. Given a pool holding X-n106-k14's optimal routes next to a worse plan's, it must pick the
     # optimum (26362), every customer exactly once, from pooled routes only; given only the hint's own routes
     # and single-customer routes, it must return a plan no worse than the hint.
-    import numpy as np
-
     from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver, _set_partitioning_applies
 
     inst = read_instance(DATA / "X-n106-k14.vrp")
@@ -171,16 +169,16 @@ def test_set_partitioning_recombines_pooled_routes_and_never_worsens_the_hint():
     solver = OrToolsRoutingSolver("tuned", exact_integer_costs=True)
     costs = _costs(p)
     hint = solver.solve(p, costs, time_limit_s=0.3).routes  # below SP_MIN_LIMIT_S: the search alone
-    dist = np.rint(p.distance_m).astype(np.int64)
+    dist = solver._distance_units(costs)
     hint_cost = sum(solver._route_cost(p, dist, r) for r in hint if r)
     pool = {tuple(r): 26362 for r in optimum} | {tuple(r): hint_cost for r in hint if r}
-    routes, info = solver._set_partitioning(p, costs, pool, hint, time.monotonic() + 5.0)
+    routes, info = solver._set_partitioning(p, dist, pool, hint, time.monotonic() + 5.0)
     assert sorted(i for r in routes for i in r) == p.customers(), info
     assert len(routes) == len(p.vehicles) and all(tuple(r) in pool for r in routes if r)
     assert sum(solver._route_cost(p, dist, r) for r in routes if r) == 26362, info
 
     singles = {(i,): hint_cost for i in p.customers()} | {tuple(r): hint_cost for r in hint if r}
-    routes, info = solver._set_partitioning(p, costs, singles, hint, time.monotonic() + 5.0)
+    routes, info = solver._set_partitioning(p, dist, singles, hint, time.monotonic() + 5.0)
     assert sorted(i for r in routes for i in r) == p.customers(), info
     assert sum(solver._route_cost(p, dist, r) for r in routes if r) <= hint_cost
 

@@ -181,14 +181,14 @@ class OrToolsRoutingSolver:
             # The search overran its limit (by 0.6 s once at cpu/wall 0.72): pooling and LP alone took 1 s
             # then, so the set partitioning would overrun the caller's limit as well.
             return dataclasses.replace(ils, solve_time_s=time.monotonic() - t0, message=notes[0] + "; no time left")
-        routes, info = self._set_partitioning(p, costs, pool, ils.routes, t0 + time_limit_s)
+        dist = self._distance_units(costs)
+        routes, info = self._set_partitioning(p, dist, pool, ils.routes, t0 + time_limit_s)
         notes.append(info)
         left = t0 + time_limit_s - time.monotonic()
         if left >= SP_POLISH_MIN_S:
             # CP-SAT mostly ends within 0.1-0.3 s of its reserve: search on from its plan, cold, keep the better.
             polish = self._solve_once(p, costs, time_limit_s=left, iterated=True, start_routes=routes, cold=True)
             if polish.status != "infeasible" and not polish.dropped:
-                dist = self._distance_units(costs)
                 before = sum(self._route_cost(p, dist, r) for r in routes if r)
                 after = sum(self._route_cost(p, dist, r) for r in polish.routes if r)
                 notes.append(f"cold search {left:.2f} s: {before} -> {after}")
@@ -213,26 +213,27 @@ class OrToolsRoutingSolver:
         fixed = int(round(v.fixed_cost * self._distance_scale)) if route else 0
         return int(sum(dist[a][b] for a, b in zip(path, path[1:], strict=False))) + fixed
 
-    def _set_partitioning(self, p: RoutingProblem, costs: ArcCosts, pool: dict[tuple[int, ...], int],
+    def _set_partitioning(self, p: RoutingProblem, dist: list[list[int]], pool: dict[tuple[int, ...], int],
                           best_routes: list[list[int]], deadline: float) -> tuple[list[list[int]], str]:
         """The cheapest set of pooled routes covering every customer exactly once with at most the fleet's
         vehicles (CP-SAT, hinted with ``best_routes``, until ``deadline``); ``best_routes`` if none cheaper is
-        found. Returns the routes (one per vehicle) and a note of pool size, costs and time."""
+        found. ``dist``: arc distances in solver units (_distance_units). Returns the routes (one per vehicle)
+        and a note of pool size, costs and time."""
         from ortools.sat.python import cp_model
 
         t0 = time.monotonic()
         nv = len(p.vehicles)
-        dist = self._distance_units(costs)
         # One route per customer set, its cheapest order; ranked by the cost of the best solution it was in.
         by_set: dict[frozenset[int], tuple[int, int, tuple[int, ...]]] = {}
         for route, seen in pool.items():
             key = frozenset(route)
             cost = self._route_cost(p, dist, route)
             old = by_set.get(key)
-            if old is None or cost < old[1]:
-                by_set[key] = (min(seen, old[0]) if old else seen, cost, route)
-            else:
-                by_set[key] = (min(seen, old[0]), old[1], old[2])
+            if old is not None:
+                seen = min(seen, old[0])
+                if old[1] <= cost:
+                    cost, route = old[1], old[2]
+            by_set[key] = (seen, cost, route)
         hint = {frozenset(r): (0, self._route_cost(p, dist, r), tuple(r)) for r in best_routes if r}
         hint_cost = sum(c for _, c, _ in hint.values())
         ranked = sorted((k for k in by_set if k not in hint), key=lambda k: by_set[k][0])[:SP_LP_CANDIDATES]
