@@ -41,25 +41,29 @@ def message_class(type_name: str) -> Any:
 
 
 class McapRecorder:
-    """Subscribes to every topic in the graph (or only ``topics``) and writes each message to ``path``.
+    """Subscribes to every topic in the graph (or only ``topics``) and writes each message to ``path``; with
+    ``path`` None it only counts them (``carbon-ai run``'s messages per topic).
 
     ``discovery_period_s``: how often new topics are looked for (s). ``exclude``: topics never recorded.
     """
 
-    def __init__(self, path: str | Path, topics: Iterable[str] = (), *, exclude: Iterable[str] = DEFAULT_EXCLUDE,
-                 discovery_period_s: float = 0.5, node_name: str = "mcap_recorder") -> None:
-        try:
-            from mcap.writer import CompressionType, Writer
-        except ImportError:
-            raise ConfigError("recording needs the mcap package: pip install -r requirements/base.txt") from None
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path | None, topics: Iterable[str] = (), *,
+                 exclude: Iterable[str] = DEFAULT_EXCLUDE, discovery_period_s: float = 0.5,
+                 node_name: str = "mcap_recorder") -> None:
+        self.path = Path(path) if path is not None else None
         self.topics = {t if t.startswith("/") else f"/{t}" for t in topics}
         self.exclude = set(exclude)
-        self._read_msg = msg_file_reader(os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep))
-        self._file = self.path.open("wb")
-        self._writer = Writer(self._file, compression=CompressionType.ZSTD)
-        self._writer.start(profile="ros2", library="carbon_ai mcap_recorder")
+        self._file = self._writer = None
+        if self.path is not None:
+            try:
+                from mcap.writer import CompressionType, Writer
+            except ImportError:
+                raise ConfigError("recording needs the mcap package: pip install -r requirements/base.txt") from None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._read_msg = msg_file_reader(os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep))
+            self._file = self.path.open("wb")
+            self._writer = Writer(self._file, compression=CompressionType.ZSTD)
+            self._writer.start(profile="ros2", library="carbon_ai mcap_recorder")
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
         self._skipped: dict[str, str] = {}
@@ -102,6 +106,18 @@ class McapRecorder:
                           durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
     def _subscribe(self, topic: str, type_name: str) -> None:
+        if self._writer is None:  # counting only
+            self.counts[topic] = 0
+            self._channels[topic] = -1
+
+            def count(_: bytes, topic: str = topic) -> None:
+                self.counts[topic] += 1
+
+            try:
+                self.node.create_subscription(message_class(type_name), topic, count, self._qos(topic), raw=True)
+            except (ImportError, AttributeError, ValueError) as exc:
+                self._skip(topic, str(exc))
+            return
         try:
             cls = message_class(type_name)
             if type_name not in self._schemas:
@@ -158,8 +174,9 @@ class McapRecorder:
             if self._closed:
                 return
             self._closed = True
-            self._writer.finish()
-            self._file.close()
+            if self._writer is not None:
+                self._writer.finish()
+                self._file.close()
         self.node.destroy_node()
 
     def __enter__(self) -> McapRecorder:

@@ -40,6 +40,7 @@ from carbon_ai_nodes import qos, realtime, ros_params
 from carbon_ai_nodes.core.errors import ConfigError, ParameterError
 from carbon_ai_nodes.core.health import HealthMonitor
 from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.core.run_watch import AUTOSTARTED
 from carbon_ai_nodes.intra_process import BusSubscription, IntraProcessBus, is_stamped
 
 try:  # Iron and newer
@@ -467,6 +468,7 @@ def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = No
             if node.params is None:
                 return 1
             node.trigger_activate()
+            node.get_logger().info(AUTOSTARTED)
         executor = make_executor()
         executor.add_node(node)
         realtime.freeze_startup_objects()

@@ -92,6 +92,7 @@ class NodeProcess:
         log_dir = os.environ.get("CARBON_AI_LOG_DIR") or None
         self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", dir=log_dir, delete=False)
         self.log_path = Path(self._out.name)
+        self._read_offset = 0
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -102,6 +103,15 @@ class NodeProcess:
     def output(self) -> str:
         """Everything the process printed so far (stdout and stderr)."""
         return self.log_path.read_text(errors="replace")
+
+    def new_lines(self) -> list[str]:
+        """Complete lines printed since the last call (a watcher's incremental read of the output file)."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._read_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._read_offset += end
+        return data[:end].decode(errors="replace").splitlines()
 
     def poll(self) -> int | None:
         """Exit status, or None while running."""

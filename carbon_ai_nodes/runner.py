@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.run_watch import RunWatch
 from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
 from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
@@ -58,6 +59,45 @@ def defaults_file(module: str) -> Path | None:
     return path if path.is_file() else None
 
 
+# Parameters rclpy itself declares; a scenario may set them without the node's ParamSet knowing them.
+ROS_OWN_PARAMS = ("use_sim_time", "start_type_description_service")
+
+
+def checked_params(launch: NodeLaunch) -> tuple[NodeLaunch, list[str]]:
+    """``launch`` with its parameters validated as its node will validate them, before any process starts, and
+    the names of the given parameters the node does not declare (ROS ignores those: worth a warning).
+
+    rcl silently drops a ``-p`` value whose type differs from the defaults file's (``stop_dwell_s: "eight"``,
+    or ``stop_dwell_s: 8`` for a double): the node would run on its default. So each value is checked against
+    the node's ParamSet (defaults file first, then the scenario's values) and passed on as the type the node
+    declares. Raises ConfigError naming the node, the parameter, the value and the rule.
+    """
+    import yaml
+
+    from carbon_ai_nodes.commands.params import all_param_sets
+
+    sets = all_param_sets()
+    own, base = sets.get(launch.module), sets["node"]
+    if own is None:  # not a carbon_ai node with declared parameters: nothing to check against
+        return launch, []
+    defaults: dict[str, Any] = {}
+    path = defaults_file(launch.module)
+    if path is not None:
+        for section in (yaml.safe_load(path.read_text()) or {}).values():
+            defaults.update(section.get("ros__parameters", {}))
+    declared = {s.name for s in (*own.specs(), *base.specs())}
+    unknown = [k for k in launch.params if k not in declared and k not in ROS_OWN_PARAMS]
+    merged = {**defaults, **{k: v for k, v in launch.params.items() if k in declared}}
+    try:
+        values = {}
+        for param_set in (own, base):
+            names = {s.name for s in param_set.specs()}
+            values.update(param_set.from_mapping({k: v for k, v in merged.items() if k in names}).as_dict())
+    except ConfigError as exc:
+        raise ConfigError(f"{launch.label}: parameter {exc}") from None
+    return dataclass_replace_params(launch, {k: values.get(k, v) for k, v in launch.params.items()}), unknown
+
+
 class GraphRunner:
     """Runs the node graph of a scenario until stopped. Use as a context manager."""
 
@@ -66,7 +106,7 @@ class GraphRunner:
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print, managed: bool = False,
                  heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = (),
-                 rt_priority: int = 0, cpu_latency_us: int | None = None) -> None:
+                 rt_priority: int = 0, cpu_latency_us: int | None = None, sim_uplink: bool = False) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
         self.compose = compose
@@ -79,12 +119,18 @@ class GraphRunner:
                           **({CPU_LATENCY_ENV: str(cpu_latency_us)} if cpu_latency_us is not None else {})}
         self.log = log
         write_profiles(scenario, self.run_dir)
-        launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only))
+        launches = graph(scenario, self.run_dir, use_sim=use_sim, baseline=baseline, only=tuple(only),
+                         sim_uplink=sim_uplink)
         for name, extra in (overrides or {}).items():
             launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
         launches = [*launches, *extra_nodes]
         self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
-        self.launches = [n for n in launches if n.module not in self.skipped]
+        self.launches, self.ignored_params = [], set()
+        for n in launches:
+            if n.module not in self.skipped:
+                checked, unknown = checked_params(n)
+                self.launches.append(checked)
+                self.ignored_params.update(f"{n.module}.{k}" for k in unknown)
         if self.managed and self.launches:
             self.launches = [dataclass_replace_params(n, {"autostart": False}) for n in self.launches]
             self.launches.append(NodeLaunch(
@@ -93,11 +139,15 @@ class GraphRunner:
         self.procs: dict[str, NodeProcess] = {}
         self.restarts: dict[str, int] = {}
         self.events: list[str] = []
+        self.failed: dict[str, str] = {}  # label -> why it is no longer running (refused, restart limit)
+        self.watch = RunWatch()
 
     def start(self) -> None:
         """Start every node, producers first."""
         for module in self.skipped:
             self.log(f"skipping {module}: carbon_ai_nodes.nodes.{module} is not in this build")
+        for name in sorted(self.ignored_params):
+            self.log(f"ignoring parameter {name}: the node does not declare it (see carbon-ai params)")
         if not self.launches:
             raise ConfigError(f"scenario {self.scenario.name}: none of its nodes exist in this build")
         if self.compose:
@@ -119,26 +169,33 @@ class GraphRunner:
                            namespace=launch.namespace, remaps=launch.remaps, extra_args=extra, env=env)
 
     def poll(self) -> list[str]:
-        """Check the processes; restart the ones that died (within the limit). Returns what happened."""
+        """Check the processes; restart the ones that died (within the limit). Returns what happened.
+
+        Also shows what the nodes printed that the console must see (errors, graph state changes: RunWatch).
+        """
+        for label, proc in self.procs.items():
+            for line in self.watch.feed(label, proc.new_lines()):
+                self.log(line)
         happened = []
-        for launch in self.launches if not self.compose else []:
-            proc = self.procs.get(launch.label)
+        for label, launch in [("composed", None)] if self.compose else [(n.label, n) for n in self.launches]:
+            proc = self.procs.get(label)
             if proc is None or proc.poll() is None:
                 continue
             status = proc.poll()
             tail = proc.output.strip().splitlines()[-1:] or [""]
-            count = self.restarts.get(launch.label, 0)
-            if status == 1:  # the node refused its configuration: restarting cannot help
-                del self.procs[launch.label]
-                happened.append(f"{launch.label} refused its configuration: {tail[0]}")
-            elif count < self.restart_limit:
-                self.restarts[launch.label] = count + 1
-                self.procs[launch.label] = self._spawn(launch)
-                happened.append(f"{launch.label} exited with {status} ({tail[0]}); restarted ({count + 1}/"
+            count = self.restarts.get(label, 0)
+            if launch is not None and status != 1 and count < self.restart_limit:
+                self.restarts[label] = count + 1
+                self.procs[label] = self._spawn(launch)
+                happened.append(f"{label} exited with {status} ({tail[0]}); restarted ({count + 1}/"
                                 f"{self.restart_limit})")
+                continue
+            del self.procs[label]
+            if status == 1:  # the node refused its configuration: restarting cannot help
+                self.failed[label] = f"refused its configuration: {tail[0]}"
             else:
-                del self.procs[launch.label]
-                happened.append(f"{launch.label} exited with {status} ({tail[0]}); restart limit reached")
+                self.failed[label] = f"exited with {status} ({tail[0]})" + ("; restart limit reached" if launch else "")
+            happened.append(f"{label} {self.failed[label]}")
         self.events += happened
         for line in happened:
             self.log(line)
@@ -151,6 +208,14 @@ class GraphRunner:
         self.procs[label].proc.send_signal(sig)
         self.procs[label].proc.wait(timeout=10)
 
+    @property
+    def graph_up(self) -> bool:
+        """The graph came up: the lifecycle manager said so (managed), the composed container did, or every
+        self-starting node said it is active."""
+        if self.managed or self.compose:
+            return self.watch.graph_up
+        return all(n.label in self.watch.active_nodes for n in self.launches)
+
     def alive(self) -> list[str]:
         """Labels of the running processes."""
         return [label for label, p in self.procs.items() if p.poll() is None]
@@ -162,8 +227,18 @@ class GraphRunner:
         labels = list(self.procs) if self.compose else [lab for lab in shutdown_order(by_label) if lab in self.procs]
         # the manager goes first: it would otherwise take the stopping nodes for failures and restart the graph
         labels.sort(key=lambda lab: lab != f"/{MANAGER}")
+        # one stage per node kind (all actuator bridges, then all planners...), stopped together
+        stages: dict[str, list[str]] = {}
         for label in labels:
-            statuses[label] = self.procs.pop(label).stop()
+            stages.setdefault(base_name(label), []).append(label)
+        for stage in stages.values():
+            for label in stage:
+                self.procs[label].proc.send_signal(signal.SIGTERM)
+            for label in stage:
+                proc = self.procs.pop(label)
+                statuses[label] = proc.stop()
+                for line in self.watch.feed(label, proc.new_lines()):  # what it said while stopping
+                    self.log(line)
         return statuses
 
     def logs(self) -> dict[str, str]:
@@ -171,7 +246,11 @@ class GraphRunner:
         return {label: p.output for label, p in self.procs.items()}
 
     def __enter__(self) -> GraphRunner:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # e.g. Ctrl-C or SIGTERM while starting: no process may outlive the runner
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,6 +280,7 @@ class _ComposedProcess(NodeProcess):
         self.argv = [sys.executable, "-m", "carbon_ai_nodes.runner", "compose", str(spec)]
         self._out = tempfile.NamedTemporaryFile(prefix="composed-", suffix=".log", delete=False)
         self.log_path = Path(self._out.name)
+        self._read_offset = 0
         full_env = dict(os.environ)
         full_env.update(env)
         self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env,
@@ -333,13 +413,26 @@ def compose_main(spec_path: str) -> int:
 
 
 def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: float = 5.0,
-              until: Callable[[], bool] | None = None) -> None:
-    """Supervise a started graph for ``duration_s`` (None = until Ctrl-C), printing progress."""
+              until: Callable[[], bool] | None = None, startup_timeout_s: float | None = None) -> bool:
+    """Supervise a started graph for ``duration_s`` (None = until Ctrl-C, SIGTERM or SIGHUP), printing progress.
+
+    Returns False, after saying why, when the graph did not come up: a node failed while starting, or (with
+    ``startup_timeout_s``) it was not up within that many seconds.
+    """
     start = time.monotonic()
     next_progress = start + progress_period_s
     try:
         while duration_s is None or time.monotonic() - start < duration_s:
             runner.poll()
+            if not runner.graph_up:
+                if runner.failed:
+                    runner.log(f"the graph did not come up: {', '.join(runner.failed)} failed (see above)")
+                    return False
+                if startup_timeout_s is not None and time.monotonic() - start > startup_timeout_s:
+                    errors = runner.watch.errors()
+                    why = "; ".join(f"{n}: {m[-1]}" for n, m in errors.items()) or "no node logged an error"
+                    runner.log(f"the graph did not come up within {startup_timeout_s:.0f} s ({why})")
+                    return False
             if until is not None and until():
                 break
             now = time.monotonic()
@@ -347,10 +440,12 @@ def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: 
                 next_progress = now + progress_period_s
                 alive = runner.alive()
                 total = f"/{duration_s:.0f}" if duration_s else ""
-                runner.log(f"[{now - start:5.0f}{total} s] {len(alive)} processes running")
+                state = "up" if runner.graph_up else "coming up"
+                runner.log(f"[{now - start:5.0f}{total} s] graph {state}, {len(alive)} processes running")
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        runner.log("interrupted: stopping the graph (actuator bridges first)")
+    except KeyboardInterrupt as exc:
+        runner.log(f"{exc or 'interrupted'}: stopping the graph (actuator bridges first)")
+    return True
 
 
 def node_names(launches: Sequence[NodeLaunch]) -> list[str]:

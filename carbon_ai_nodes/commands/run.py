@@ -1,7 +1,10 @@
 """Start a scenario's node graph (config/scenarios/<name>.yaml) as separate processes, the same graph
 ``ros2 launch carbon_ai_nodes <name>.launch.py`` starts on a vehicle; nodes missing from this build are skipped
 with a message. A lifecycle_manager configures and activates them in dependency order and supervises them.
-Stops after --duration, or on Ctrl-C, with the actuator bridges first."""
+Shows each node's errors and the graph's state changes as they happen, and exits with status 1 if the graph
+does not come up within --startup-timeout. Stops after --duration, or on Ctrl-C, SIGTERM or SIGHUP, with the
+actuator bridges first, then prints a summary (graph states, faults per node, messages per topic). A simulated
+run queues its uplink summaries in the run directory and sends them nowhere unless --sim-uplink."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai run``."""
     parser.add_argument("scenario", help="scenario name in config/scenarios (e.g. haul_truck_fleet) or a YAML path")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
-                        help="stop after S seconds (default: run until Ctrl-C)")
+                        help="stop after S seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)")
     parser.add_argument("--compose", action="store_true", help="run every node in one process")
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
                         help="run the sensor -> actuator nodes (fusion, carbon_inference, actuator_bridge) under "
@@ -33,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inject these faults in the simulator")
     parser.add_argument("--fault-start", type=float, default=10.0, metavar="S", help="first fault window start")
     parser.add_argument("--fault-length", type=float, default=3.0, metavar="S", help="length of a fault window")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
+                        help="exit with status 1 if the graph is not up within S seconds (default 60)")
+    parser.add_argument("--sim-uplink", action="store_true",
+                        help="with the simulator: send its summaries to the configured MQTT broker (by default a "
+                             "simulated run has no broker and queues in its run directory, never the vehicle's)")
     parser.add_argument("--run-dir", default="", help="where generated files go (default: a temporary directory)")
     parser.add_argument("--record", default="", metavar="FILE.mcap",
                         help="record every topic of the run to this MCAP file (replay it in Foxglove)")
@@ -41,13 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the graph; exit status 0 after a clean stop."""
+    """Run the graph; exit status 0 after a clean stop, 1 if it never came up or a node failed for good."""
     import tempfile
     from pathlib import Path
 
+    from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.runner import GraphRunner, run_graph
+    from carbon_ai_nodes.stop_signals import StopSignals
 
+    if args.startup_timeout is not None and not args.startup_timeout > 0:
+        raise ConfigError(f"--startup-timeout={args.startup_timeout}: must be > 0")
     scenario = load_scenario(args.scenario)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_"))
     overrides = {}
@@ -57,32 +69,37 @@ def run(args: argparse.Namespace) -> int:
     runner = GraphRunner(scenario, run_dir, use_sim=not args.no_sim, baseline=args.baseline, only=args.only,
                          overrides=overrides, compose=args.compose,
                          managed=not args.no_manager, rt_priority=args.rt_priority,
-                         cpu_latency_us=args.cpu_latency_us)
-    print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}")
-    recorder = _start_recorder(args.record, args.record_topics) if args.record else None
-    try:
-        with runner:
-            run_graph(runner, args.duration)
-            statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
-    finally:
-        if recorder is not None:
+                         cpu_latency_us=args.cpu_latency_us, sim_uplink=args.sim_uplink)
+    print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}", flush=True)
+    with StopSignals() as signals:
+        # counts every topic's messages for the summary; with --record it also writes them to the file
+        recorder = _start_recorder(args.record or None, args.record_topics)
+        try:
+            with runner:
+                came_up = run_graph(runner, args.duration, startup_timeout_s=args.startup_timeout)
+                signals.begin_stop()
+                statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
+        finally:
+            signals.begin_stop()
             _stop_recorder(recorder)
-    bad = {k: v for k, v in statuses.items() if v not in (0, -15)}
-    for label, status in bad.items():
-        print(f"{label} exited with status {status}")
-    return 1 if bad else 0
+    ended = {label: "stopped" if status in (0, -15) else f"exited with status {status}"
+             for label, status in statuses.items()}
+    ended.update({label: why for label, why in runner.failed.items()})
+    for line in runner.watch.summary(ended, recorder.counts):
+        print(line)
+    return 0 if came_up and not runner.failed and all(s == "stopped" for s in ended.values()) else 1
 
 
-def _start_recorder(path: str, topics: tuple[str, ...]):
-    """An McapRecorder spinning in a background thread of this process (rclpy initialised here)."""
-    import rclpy
-
+def _start_recorder(path: str | None, topics: tuple[str, ...]):
+    """An McapRecorder (counting only without ``path``) spinning in a background thread of this process."""
     from carbon_ai_nodes.mcap_recorder import McapRecorder
+    from carbon_ai_nodes.stop_signals import init_rclpy
 
-    rclpy.init()
-    recorder = McapRecorder(path, topics)
+    init_rclpy()
+    recorder = McapRecorder(path, topics, node_name="carbon_ai_run")
     recorder.start_thread()
-    print(f"recording to {path}")
+    if path:
+        print(f"recording to {path}")
     return recorder
 
 
@@ -91,4 +108,5 @@ def _stop_recorder(recorder) -> None:
 
     recorder.close()
     rclpy.try_shutdown()
-    print(f"recorded {recorder.message_count} messages on {len(recorder.counts)} topics to {recorder.path}")
+    if recorder.path is not None:
+        print(f"recorded {recorder.message_count} messages on {len(recorder.counts)} topics to {recorder.path}")

@@ -271,12 +271,17 @@ def expand(value: str, scenario: Scenario | None = None) -> str:
 
 
 def graph(scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: bool = False,
-          only: tuple[str, ...] = ()) -> list[NodeLaunch]:
+          only: tuple[str, ...] = (), sim_uplink: bool = False) -> list[NodeLaunch]:
     """Expand the scenario into the processes to start, in dependency order.
 
     ``use_sim`` false drops ``sim_only`` nodes (on a real vehicle); ``baseline`` applies ``baseline_params``
     (carbon optimisation off); ``only`` restricts to these node names.
+
+    A simulated run (``use_sim`` and the scenario has a simulator) is kept apart from the vehicle's real data:
+    its uplink queues live in ``run_dir/uplink/`` (never the vehicle's ``$ROS_HOME/carbon_ai`` queue, which it
+    would later upload as the vehicle's own) and it has no broker (``mqtt_host: ''``) unless ``sim_uplink``.
     """
+    simulated = use_sim and any(spec.sim_only for spec in scenario.nodes)
     out: list[NodeLaunch] = []
     common = {"config": str(CONFIG_DIR), "shared": str(PACKAGE_DIR.parent / "shared" / "data"),
               "scenario_file": str(scenario.path.resolve())}
@@ -294,6 +299,18 @@ def graph(scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: 
                 variables.update(vehicle_id=vehicle.id, profile_file=str(profile_path(run_dir, vehicle)))
             params = {k: _substitute(v, variables, f"{scenario.path}: nodes.{spec.name}.params.{k}")
                       for k, v in params.items()}
+            if simulated and spec.name == "uplink_bridge":
+                params.update(sim_uplink_params(run_dir, vehicle.id if vehicle is not None else "fleet",
+                                                sim_uplink))
             out.append(NodeLaunch(spec.name, f"/{vehicle.id}" if vehicle is not None else "", params,
                                   dict(spec.remaps), vehicle.id if vehicle is not None else "", spec.log_level))
     return out
+
+
+def sim_uplink_params(run_dir: Path, asset: str, sim_uplink: bool) -> dict[str, str]:
+    """The uplink_bridge parameters of a simulated run: its own queue file under ``run_dir``, no broker unless
+    ``sim_uplink`` (then the configured one)."""
+    params = {"queue_path": str(Path(run_dir).resolve() / "uplink" / f"uplink_{asset}.sqlite3")}
+    if not sim_uplink:
+        params["mqtt_host"] = ""
+    return params
