@@ -222,6 +222,13 @@ class GraphRunner:
 
     def stop(self) -> dict[str, int]:
         """Stop the graph: actuator bridges first (their safe state goes out while inputs still exist)."""
+        try:
+            return self._stop_in_order()
+        finally:  # interrupted (a signal while stopping): whatever still runs is stopped all the same
+            for label in list(self.procs):
+                self.procs.pop(label).stop()
+
+    def _stop_in_order(self) -> dict[str, int]:
         statuses = {}
         by_label = {n.label: n for n in self.launches}
         labels = list(self.procs) if self.compose else [lab for lab in shutdown_order(by_label) if lab in self.procs]

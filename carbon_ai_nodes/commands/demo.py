@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also record each run's topics to <out>/run_<label>.mcap (replay in Foxglove)")
     parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
                         help="how long to wait for every simulator to publish")
+    parser.add_argument("--sim-uplink", action="store_true",
+                        help="send the simulated summaries to the configured MQTT broker (by default they are "
+                             "queued in the output directory and sent nowhere, never mixed with a vehicle's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.node_process import isolated_ros_env
+    from carbon_ai_nodes.stop_signals import StopSignals, init_rclpy
 
     scenario = load_scenario(args.scenario)
     if not args.duration:
@@ -55,17 +59,19 @@ def run(args: argparse.Namespace) -> int:
         os.environ.update(isolated_ros_env())
     import rclpy
 
-    rclpy.init()
-    try:
-        recordings = []
-        for label, baseline in (("optimised", False), ("baseline", True)):
-            print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
-                  f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
-            recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
-                                      args.startup_timeout, label,
-                                      out / f"run_{label}.mcap" if args.record else None))
-    finally:
-        rclpy.try_shutdown()
+    # SIGTERM and SIGHUP stop the demo as Ctrl-C does: the graph goes down in order, no traceback
+    with StopSignals():
+        init_rclpy()
+        try:
+            recordings = []
+            for label, baseline in (("optimised", False), ("baseline", True)):
+                print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
+                      f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
+                recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
+                                          args.startup_timeout, label,
+                                          out / f"run_{label}.mcap" if args.record else None, args.sim_uplink))
+        finally:
+            rclpy.try_shutdown()
     # each vehicle is compared over the distance it covered in both runs (same stretch of route)
     common = {v.id: report.common_distance_m(*(rec.speed[v.id] for rec in recordings)) for v in scenario.vehicles}
     runs = [rec.result(common) for rec in recordings]
@@ -128,7 +134,7 @@ class _Recording:
 
 
 def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeout_s: float,
-            label: str, mcap_path=None) -> _Recording:
+            label: str, mcap_path=None, sim_uplink: bool = False) -> _Recording:
     import math
     import time
 
@@ -206,7 +212,7 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     # the simulators wait unconfigured and are started together once the graph is up, so both runs drive the
     # same part of the routes in the recorded window
     runner = GraphRunner(scenario, run_dir, baseline=baseline, overrides={"sim": {"autostart": False}},
-                         log=lambda s: print(f"   {s}", flush=True))
+                         log=lambda s: print(f"   {s}", flush=True), sim_uplink=sim_uplink)
     rec.skipped = runner.skipped
     recorder = None
     if mcap_path is not None:

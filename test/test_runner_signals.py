@@ -1,0 +1,91 @@
+"""``carbon-ai run`` and ``carbon-ai demo`` as a user's shell, systemd or a closing terminal stop them: SIGTERM and
+SIGHUP to the command's process group stop the graph as Ctrl-C does, leave no node process behind and print no
+traceback. Every process of a run carries a marker in its environment, so leftovers are found by scanning /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from carbon_ai_nodes.node_process import isolated_ros_env
+
+MARKER_ENV = "CARBON_AI_TEST_RUN_MARKER"
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes (not zombies) whose environment holds ``MARKER_ENV=marker``."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone, or not ours
+            continue
+        if needle in env.split(b"\0") and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def wait_until(predicate, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def start_command(args: list[str], tmp_path, marker: str) -> tuple[subprocess.Popen, object]:
+    env = {**os.environ, **isolated_ros_env(), MARKER_ENV: marker, "CARBON_AI_LOG_DIR": str(tmp_path)}
+    out = (tmp_path / "console.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "carbon_ai_nodes.cli", *args], stdout=out,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=tmp_path)
+    return proc, out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command, sig, nodes", [
+    ("run", signal.SIGTERM, 5), ("run", signal.SIGHUP, 5), ("demo", signal.SIGTERM, 3)],
+    ids=["run-SIGTERM", "run-SIGHUP", "demo-SIGTERM"])
+def test_a_stop_signal_stops_the_graph_with_no_process_left_and_no_traceback(command, sig, nodes, tmp_path):
+    marker = uuid.uuid4().hex
+    if command == "run":  # the lifecycle manager, two simulators, two fusion nodes
+        args = ["run", "haul_truck_fleet", "--only", "sim", "fusion", "--duration", "600"]
+    else:  # one truck's graph: sim, fusion, carbon_inference... (the demo's own node counts as well)
+        args = ["demo", "--vehicles", "1", "--duration", "600", "--out", str(tmp_path / "demo")]
+    proc, out = start_command(args, tmp_path, marker)
+    try:
+        # the command and at least ``nodes`` node processes are running
+        assert wait_until(lambda: len(marked_processes(marker)) > nodes or proc.poll() is not None, 120), \
+            (tmp_path / "console.txt").read_text()
+        assert proc.poll() is None, (tmp_path / "console.txt").read_text()
+        os.killpg(proc.pid, sig)  # as a terminal or a service manager signals the command's group
+        status = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+        left = marked_processes(marker)
+        for pid in left:  # never leave a leak of this test behind for the next one
+            os.kill(pid, signal.SIGKILL)
+    console = (tmp_path / "console.txt").read_text()
+    assert left == [], f"processes left running: {left}\n{console}"
+    assert "Traceback" not in console, console
+    if command == "run":
+        assert status == 0, console  # stopped in order, as after Ctrl-C
+        assert f"{signal.Signals(sig).name}: stopping the graph (actuator bridges first)" in console, console
+        assert "summary:" in console, console
+    else:
+        assert status == 130 and "carbon-ai demo: interrupted" in console, console
