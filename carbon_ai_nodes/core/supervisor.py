@@ -117,10 +117,14 @@ class Supervisor:
         if lifecycle_state in STATES and not status.pending:
             status.state = lifecycle_state
 
-    def transition_done(self, node: str, transition: str, ok: bool, new_state: str = "") -> None:
-        """The result of a requested transition."""
+    def transition_done(self, node: str, transition: str, ok: bool, new_state: str = "",
+                        now_s: float | None = None) -> None:
+        """The result of a requested transition; ``now_s`` (s) when it is the node's answer (a sign of life)
+        rather than a timeout."""
         status = self.nodes[node]
         status.pending = ""
+        if now_s is not None:
+            status.last_heartbeat_s = now_s
         if ok:
             status.state = new_state or {"configure": "inactive", "activate": "active",
                                          "deactivate": "inactive", "cleanup": "unconfigured"}[transition]
@@ -132,8 +136,11 @@ class Supervisor:
 
     # ----------------------------------------------------------------------------- decisions
     def dead(self, now_s: float) -> list[str]:
-        """Managed nodes not heard from within the heartbeat timeout."""
-        return [n for n, s in self.nodes.items() if not s.alive(now_s, self.heartbeat_timeout_s)]
+        """Managed nodes not heard from within the heartbeat timeout. A node running a transition we asked for
+        is busy, not dead, until the transition times out: its executor runs the transition (loading a model,
+        precomputing a route) and cannot publish its heartbeat meanwhile."""
+        return [n for n, s in self.nodes.items() if not s.alive(now_s, self.heartbeat_timeout_s)
+                and not (s.pending and s.last_heartbeat_s is not None)]
 
     def step(self, now_s: float) -> list[Request]:
         """The transitions to request now (at most one outstanding per node)."""

@@ -67,7 +67,7 @@ class LifecycleManager(CarbonNode[LifecycleManagerParams]):
 
         def done(f, r=request) -> None:
             ok = f.exception() is None and f.result().success
-            self.supervisor.transition_done(r.node, r.transition, ok)
+            self.supervisor.transition_done(r.node, r.transition, ok, now_s=self.now_s())
 
         future.add_done_callback(done)
 

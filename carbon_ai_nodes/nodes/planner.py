@@ -48,6 +48,7 @@ from carbon_ai_nodes import qos
 from carbon_ai_nodes.conversions import planning as conv
 from carbon_ai_nodes.core.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.core.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
+from carbon_ai_nodes.core.planner_inputs import checked_state
 from carbon_ai_nodes.core.routing_model import (
     REPLAN_SOLVER_SHARE,
     PlannerParams,
@@ -285,11 +286,11 @@ class Planner(CarbonNode[PlannerParams]):
             self.grid_replans += 1
 
     def _on_state(self, msg: VehicleState) -> None:
-        for name in ("speed_mps", "payload_kg"):
-            v = getattr(msg, name)
-            if not math.isfinite(v) or v < 0:
-                self.reject("vehicle_state", "nan" if math.isnan(v) else "out_of_range", f"{name}={v}")
-                return
+        try:
+            checked_state(msg.speed_mps, msg.payload_kg)  # standstill noise and a NaN payload are normal
+        except InputRejectedError as exc:
+            self.reject("vehicle_state", exc.reason, exc.detail)
+            return
         self.last_state_s = self.now_s()
         self.accept("vehicle_state")
 
