@@ -67,9 +67,12 @@ def test_a_stop_signal_stops_the_graph_with_no_process_left_and_no_traceback(com
         args = ["demo", "--vehicles", "1", "--duration", "600", "--out", str(tmp_path / "demo")]
     proc, out = start_command(args, tmp_path, marker)
     try:
-        # the command and at least ``nodes`` node processes are running
-        assert wait_until(lambda: len(marked_processes(marker)) > nodes or proc.poll() is not None, 120), \
-            (tmp_path / "console.txt").read_text()
+        # the command and at least ``nodes`` node processes are running (run: and the graph is up)
+        def running() -> bool:
+            up = command != "run" or "graph up" in (tmp_path / "console.txt").read_text()
+            return (up and len(marked_processes(marker)) > nodes) or proc.poll() is not None
+
+        assert wait_until(running, 120), (tmp_path / "console.txt").read_text()
         assert proc.poll() is None, (tmp_path / "console.txt").read_text()
         os.killpg(proc.pid, sig)  # as a terminal or a service manager signals the command's group
         status = proc.wait(timeout=90)
@@ -86,6 +89,6 @@ def test_a_stop_signal_stops_the_graph_with_no_process_left_and_no_traceback(com
     if command == "run":
         assert status == 0, console  # stopped in order, as after Ctrl-C
         assert f"{signal.Signals(sig).name}: stopping the graph (actuator bridges first)" in console, console
-        assert "summary:" in console, console
+        assert "summary:" in console and "/truck1/vehicle_state: " in console, console
     else:
         assert status == 130 and "carbon-ai demo: interrupted" in console, console
