@@ -38,7 +38,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
     from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
     from carbon_ai_nodes.realtime import CPU_LATENCY_ENV, RT_PRIORITY_ENV
-    from carbon_ai_nodes.runner import CHAIN_NODES
+    from carbon_ai_nodes.runner import CHAIN_NODES, checked_params
 
     scenario = load_scenario(scenario_name)
     run_dir = Path(tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_launch_"))
@@ -54,6 +54,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     entries = []
     for n in graph(scenario, run_dir, use_sim=_truthy(config.get("use_sim", "true")),
                    baseline=_truthy(config.get("baseline", "false"))):
+        n, _ = checked_params(n)  # refused here, not dropped by rcl (a value of another type than the default's)
         defaults = CONFIG_DIR / f"{n.module}.yaml"
         level = config.get(f"{n.module}_log_level") or config.get("log_level") or n.log_level
         entries.append({

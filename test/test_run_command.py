@@ -13,6 +13,7 @@ import sys
 import uuid
 
 import pytest
+from conftest import REPO
 from mqtt_broker import MosquittoBroker
 from test_runner_signals import MARKER_ENV, marked_processes
 
@@ -40,6 +41,16 @@ def test_a_bad_parameter_is_refused_before_any_process_starts(value, reason, tmp
     scenario = load_scenario(with_sim_params(tmp_path, stop_dwell_s=value))
     with pytest.raises(ConfigError, match=f"^/truck1/sim: parameter sim.stop_dwell_s={reason}$"):
         GraphRunner(scenario, tmp_path / "run")
+
+
+def test_the_launch_files_refuse_a_bad_parameter_as_the_runner_does(tmp_path):
+    sys.path.insert(0, str(REPO / "launch"))
+    from carbon_ai_scenario_launch import node_entries
+
+    with pytest.raises(ConfigError, match="^/truck1/sim: parameter sim.stop_dwell_s='eight': expected a number$"):
+        node_entries(with_sim_params(tmp_path, stop_dwell_s='"eight"'), {})
+    sims = [e for e in node_entries(with_sim_params(tmp_path, stop_dwell_s=8), {}) if e["executable"] == "sim"]
+    assert sims[0]["parameters"][-1]["stop_dwell_s"] == 8.0 and type(sims[0]["parameters"][-1]["stop_dwell_s"]) is float
 
 
 def test_values_reach_the_node_as_the_type_it_declares(tmp_path):
