@@ -105,7 +105,8 @@ class GraphRunner:
                  only: Sequence[str] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  compose: bool = False, restart_limit: int = 2, env: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print, managed: bool = False,
-                 heartbeat_timeout_s: float = 5.0, extra_nodes: Sequence[NodeLaunch] = (),
+                 heartbeat_timeout_s: float = 5.0, transition_timeout_s: float = 30.0,
+                 extra_nodes: Sequence[NodeLaunch] = (),
                  rt_priority: int = 0, cpu_latency_us: int | None = None, sim_uplink: bool = False) -> None:
         self.scenario = scenario
         self.run_dir = Path(run_dir)
@@ -135,7 +136,9 @@ class GraphRunner:
             self.launches = [dataclass_replace_params(n, {"autostart": False}) for n in self.launches]
             self.launches.append(NodeLaunch(
                 module=MANAGER, namespace="", remaps={},
-                params={"node_names": node_names(self.launches), "heartbeat_timeout_s": heartbeat_timeout_s}))
+                # a configure loading a model took 10.7 s on this 2-core machine at load average 54
+                params={"node_names": node_names(self.launches), "heartbeat_timeout_s": heartbeat_timeout_s,
+                        "transition_timeout_s": transition_timeout_s}))
         self.procs: dict[str, NodeProcess] = {}
         self.restarts: dict[str, int] = {}
         self.events: list[str] = []
@@ -423,8 +426,8 @@ def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: 
               until: Callable[[], bool] | None = None, startup_timeout_s: float | None = None) -> bool:
     """Supervise a started graph for ``duration_s`` (None = until Ctrl-C, SIGTERM or SIGHUP), printing progress.
 
-    Returns False, after saying why, when the graph did not come up: a node failed while starting, or (with
-    ``startup_timeout_s``) it was not up within that many seconds.
+    Returns False, after saying why, when the graph did not come up: a node failed while starting, (with
+    ``startup_timeout_s``) it was not up within that many seconds, or the run ended before it was up.
     """
     start = time.monotonic()
     next_progress = start + progress_period_s
@@ -452,7 +455,9 @@ def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: 
             time.sleep(0.2)
     except KeyboardInterrupt as exc:
         runner.log(f"{exc or 'interrupted'}: stopping the graph (actuator bridges first)")
-    return True
+    if not runner.graph_up:
+        runner.log(f"the graph did not come up in the {time.monotonic() - start:.0f} s it ran")
+    return runner.graph_up
 
 
 def node_names(launches: Sequence[NodeLaunch]) -> list[str]:
