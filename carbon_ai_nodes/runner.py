@@ -143,7 +143,7 @@ class GraphRunner:
         self.restarts: dict[str, int] = {}
         self.events: list[str] = []
         self.failed: dict[str, str] = {}  # label -> why it is no longer running (refused, restart limit)
-        self.watch = RunWatch()
+        self.watch = RunWatch(() if self.managed or compose else [n.label for n in self.launches])
 
     def start(self) -> None:
         """Start every node, producers first."""
@@ -215,9 +215,7 @@ class GraphRunner:
     def graph_up(self) -> bool:
         """The graph came up: the lifecycle manager said so (managed), the composed container did, or every
         self-starting node said it is active."""
-        if self.managed or self.compose:
-            return self.watch.graph_up
-        return all(n.label in self.watch.active_nodes for n in self.launches)
+        return self.watch.graph_up
 
     def alive(self) -> list[str]:
         """Labels of the running processes."""

@@ -49,10 +49,12 @@ def test_graph_state_changes_and_the_summary():
 
 
 def test_self_starting_nodes_and_the_composed_container_say_when_they_are_up():
-    watch = RunWatch()
-    watch.feed("/truck1/fusion", [line("INFO", "truck1.fusion", AUTOSTARTED)])
+    watch = RunWatch(["/truck1/fusion", "/truck1/sim", "/grid_publisher"])
+    assert watch.feed("/truck1/fusion", [line("INFO", "truck1.fusion", AUTOSTARTED)]) == []
     watch.feed("/grid_publisher", [line("INFO", "grid_publisher", AUTOSTARTED)])
     assert watch.active_nodes == {"/truck1/fusion", "/grid_publisher"} and not watch.graph_up
+    assert watch.feed("/truck1/sim", [line("INFO", "truck1.sim", AUTOSTARTED)]) == ["graph up (all 3 nodes active)"]
+    assert watch.graph_up
     composed = RunWatch()
     assert composed.feed("composed", ["composed 9 nodes on 5 events executor threads, intra-process delivery on"]) \
         == ["graph up (composed 9 nodes on 5 events executor threads, intra-process delivery on)"]

@@ -36,8 +36,11 @@ class NodeFaults:
 class RunWatch:
     """Reads node console lines; returns what to show now; remembers what to summarise at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, self_starting: Iterable[str] = ()) -> None:
+        """``self_starting``: the nodes (``/truck1/sim``) that configure themselves, without a lifecycle manager
+        or a composed container to say when the graph is up: it is up once each has said it is active."""
         self.graph_up = False
+        self.self_starting = set(self_starting)
         self.active_nodes: set[str] = set()  # self-starting nodes that said they are up
         self.graph_events: list[str] = []
         self.faults: dict[str, NodeFaults] = {}
@@ -57,6 +60,9 @@ class RunWatch:
             node = "/" + logger.replace(".", "/") if logger else label
             if message == AUTOSTARTED:
                 self.active_nodes.add(node)
+                if self.self_starting and self.self_starting <= self.active_nodes and not self.graph_up:
+                    self.graph_up = True
+                    show.append(f"graph up (all {len(self.self_starting)} nodes active)")
             if GRAPH_UP.match(message):
                 if not self.graph_up:
                     show.append(f"graph up ({message})")
