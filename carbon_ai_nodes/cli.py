@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from carbon_ai_nodes import __version__
 from carbon_ai_nodes.core.errors import CarbonAIError
+from carbon_ai_nodes.stop_signals import StopSignals
 
 # Subcommand name -> module under carbon_ai_nodes.commands, in the order --help lists them.
 SUBCOMMANDS = {
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``carbon-ai``; returns the exit status (2 = usage error, 1 = failure)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with StopSignals():  # SIGTERM and SIGHUP stop a command as Ctrl-C does
+            return int(args.run(args) or 0)
     except CarbonAIError as exc:
         print(f"carbon-ai {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
-"""Stopping a command that runs a node graph: SIGTERM (``kill``, systemd, a container stop) and SIGHUP (the
-terminal closed) act as Ctrl-C does, so the graph is taken down in order (actuator bridges first) instead of
-the command dying at once and leaving its node processes running.
+"""Stopping a carbon-ai command: SIGTERM (``kill``, systemd, a container stop) and SIGHUP (the terminal closed)
+act as Ctrl-C does, so a command running a node graph takes it down in order (actuator bridges first) instead
+of dying at once and leaving its node processes running.
 
 Python's default SIGTERM and SIGHUP actions end the process without running any ``finally``; its SIGINT
 raises KeyboardInterrupt, which the commands already turn into an orderly stop. :class:`StopSignals` makes the
@@ -13,42 +13,36 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopSignals:
-    """Context manager (main thread only): the first SIGINT, SIGTERM or SIGHUP raises KeyboardInterrupt and
-    sets :attr:`stopping`; later ones are ignored. Call :meth:`begin_stop` before an orderly stop that must not
-    be interrupted. ``received`` is the first signal's number (None if none came)."""
+    """Context manager: inside, the first SIGINT, SIGTERM or SIGHUP raises KeyboardInterrupt (its message is the
+    signal's name) and later ones are ignored. Outside the main thread (where Python cannot handle signals) it
+    does nothing."""
 
     def __init__(self) -> None:
-        self.stopping = threading.Event()
-        self.received: int | None = None
+        self.received: int | None = None  # the first signal's number
         self._previous: dict[int, Any] = {}
-
-    def begin_stop(self) -> None:
-        """From now on signals are only recorded: the stop in progress runs to its end."""
-        self.stopping.set()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
-        if not self.stopping.is_set():
-            self.stopping.set()
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def __enter__(self) -> StopSignals:
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous.clear()
 
 
 def init_rclpy() -> None:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.node_process import isolated_ros_env
-    from carbon_ai_nodes.stop_signals import StopSignals, init_rclpy
+    from carbon_ai_nodes.stop_signals import init_rclpy
 
     scenario = load_scenario(args.scenario)
     if not args.duration:
@@ -59,19 +59,17 @@ def run(args: argparse.Namespace) -> int:
         os.environ.update(isolated_ros_env())
     import rclpy
 
-    # SIGTERM and SIGHUP stop the demo as Ctrl-C does: the graph goes down in order, no traceback
-    with StopSignals():
-        init_rclpy()
-        try:
-            recordings = []
-            for label, baseline in (("optimised", False), ("baseline", True)):
-                print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
-                      f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
-                recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
-                                          args.startup_timeout, label,
-                                          out / f"run_{label}.mcap" if args.record else None, args.sim_uplink))
-        finally:
-            rclpy.try_shutdown()
+    init_rclpy()  # without rclpy's signal handlers: SIGTERM stops the demo as Ctrl-C does (stop_signals.py)
+    try:
+        recordings = []
+        for label, baseline in (("optimised", False), ("baseline", True)):
+            print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
+                  f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
+            recordings.append(_record(scenario, out / f"run_{label}", baseline, args.duration,
+                                      args.startup_timeout, label,
+                                      out / f"run_{label}.mcap" if args.record else None, args.sim_uplink))
+    finally:
+        rclpy.try_shutdown()
     # each vehicle is compared over the distance it covered in both runs (same stretch of route)
     common = {v.id: report.common_distance_m(*(rec.speed[v.id] for rec in recordings)) for v in scenario.vehicles}
     runs = [rec.result(common) for rec in recordings]

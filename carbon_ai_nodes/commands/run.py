@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.runner import GraphRunner, run_graph
-    from carbon_ai_nodes.stop_signals import StopSignals
 
     if args.startup_timeout is not None and not args.startup_timeout > 0:
         raise ConfigError(f"--startup-timeout={args.startup_timeout}: must be > 0")
@@ -71,17 +70,14 @@ def run(args: argparse.Namespace) -> int:
                          managed=not args.no_manager, rt_priority=args.rt_priority,
                          cpu_latency_us=args.cpu_latency_us, sim_uplink=args.sim_uplink)
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}", flush=True)
-    with StopSignals() as signals:
-        # counts every topic's messages for the summary; with --record it also writes them to the file
-        recorder = _start_recorder(args.record or None, args.record_topics)
-        try:
-            with runner:
-                came_up = run_graph(runner, args.duration, startup_timeout_s=args.startup_timeout)
-                signals.begin_stop()
-                statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
-        finally:
-            signals.begin_stop()
-            _stop_recorder(recorder)
+    # counts every topic's messages for the summary; with --record it also writes them to the file
+    recorder = _start_recorder(args.record or None, args.record_topics)
+    try:
+        with runner:  # Ctrl-C, SIGTERM, SIGHUP: run_graph returns and the graph stops in order (cli.py)
+            came_up = run_graph(runner, args.duration, startup_timeout_s=args.startup_timeout)
+            statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
+    finally:
+        _stop_recorder(recorder)
     ended = {label: "stopped" if status in (0, -15) else f"exited with status {status}"
              for label, status in statuses.items()}
     ended.update({label: why for label, why in runner.failed.items()})
