@@ -58,5 +58,16 @@ def test_a_transition_that_times_out_leaves_a_silent_node_dead():
         sup.step(t)
     assert not any("degraded" in e for e in sup.events)
     sup.step(10.3)  # carbon_inference's configure timed out at 10.1 s and it is still silent
-    assert "/t1/carbon_inference: configure failed" in sup.events
+    assert "/t1/carbon_inference: configure failed; retrying" in sup.events
     assert any("graph degraded: /t1/carbon_inference not responding" in e for e in sup.events), sup.events
+
+
+def test_a_transition_retried_every_second_is_logged_once_failing_and_once_done():
+    sup = Supervisor(NODES[:1], heartbeat_timeout_s=5.0)
+    for t in range(10):  # the node refuses its configuration ten times (a missing file, fixed at the 10th try)
+        sup.heartbeat("/t1/sim", float(t), "unconfigured")
+        for r in sup.step(t + 0.1):
+            sup.transition_done(r.node, r.transition, t == 9, now_s=t + 0.2)
+    assert sup.nodes["/t1/sim"].state == "inactive"
+    assert [e for e in sup.events if "configure" in e] == ["/t1/sim: configure failed; retrying",
+                                                           "/t1/sim: configure done after 9 failed attempt(s)"]

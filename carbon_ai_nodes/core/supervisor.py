@@ -128,11 +128,14 @@ class Supervisor:
         if ok:
             status.state = new_state or {"configure": "inactive", "activate": "active",
                                          "deactivate": "inactive", "cleanup": "unconfigured"}[transition]
+            if status.failures:
+                self.events.append(f"{node}: {transition} done after {status.failures} failed attempt(s)")
             status.failures = 0
         else:
             status.failures += 1
             status.state = "unknown"  # ask again: the heartbeat will tell the real state
-            self.events.append(f"{node}: {transition} failed")
+            if status.failures == 1:  # a state change: logged once, not at every retry
+                self.events.append(f"{node}: {transition} failed; retrying")
 
     # ----------------------------------------------------------------------------- decisions
     def dead(self, now_s: float) -> list[str]:
