@@ -16,9 +16,10 @@ def test_a_refused_configure_retried_every_second_is_shown_once_and_counted():
     shown = []
     for _ in range(5):  # the lifecycle manager retries configure; the node logs the same refusal each time
         shown += watch.feed("/truck1/sim", [line("ERROR", "truck1.sim", refusal), "a line that is not a log line"])
-        shown += watch.feed("/lifecycle_manager", [line("INFO", "lifecycle_manager", "/truck1/sim: configure failed"),
-                                                   line("INFO", "lifecycle_manager", "/truck1/sim: alive")])
-    assert shown == [f"/truck1/sim: error: {refusal}", "lifecycle_manager: /truck1/sim: configure failed"]
+        shown += watch.feed("/lifecycle_manager", [
+            line("INFO", "lifecycle_manager", "/truck1/sim: configure failed; retrying"),
+            line("INFO", "lifecycle_manager", "/truck1/sim: alive")])
+    assert shown == [f"/truck1/sim: error: {refusal}", "lifecycle_manager: /truck1/sim: configure failed; retrying"]
     assert not watch.graph_up
     assert watch.errors() == {"/truck1/sim": [refusal]}
     summary = "\n".join(watch.summary({"/truck1/sim": "stopped", "/lifecycle_manager": "stopped"}, {}))

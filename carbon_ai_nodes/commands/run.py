@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.runner import GraphRunner, run_graph
 
-    if args.startup_timeout is not None and not args.startup_timeout > 0:
+    if not args.startup_timeout > 0:
         raise ConfigError(f"--startup-timeout={args.startup_timeout}: must be > 0")
     scenario = load_scenario(args.scenario)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_"))
@@ -78,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
             statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
     finally:
         _stop_recorder(recorder)
-    ended = {label: "stopped" if status in (0, -15) else f"exited with status {status}"
-             for label, status in statuses.items()}
-    ended.update({label: why for label, why in runner.failed.items()})
+    bad = {label: f"exited with status {status}" for label, status in statuses.items() if status not in (0, -15)}
+    bad.update(runner.failed)
+    ended = {label: bad.get(label, "stopped") for label in [*statuses, *runner.failed]}
+    ended.update({label: f"stopped, restarted {n}x" for label, n in runner.restarts.items() if label not in bad})
     for line in runner.watch.summary(ended, recorder.counts):
         print(line)
-    return 0 if came_up and not runner.failed and all(s == "stopped" for s in ended.values()) else 1
+    return 0 if came_up and not bad else 1
 
 
 def _start_recorder(path: str | None, topics: tuple[str, ...]):
