@@ -27,8 +27,10 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
     from carbon_ai_scenario_launch import node_entries
 
     s = load_scenario(scenario)
-    on_vehicle = node_entries(scenario.stem, {"use_sim": "false", "namespace_prefix": "/site",
-                                              "remap": "gnss/fix:=/ublox/fix", "fusion_log_level": "debug"})
+    *on_vehicle, manager = node_entries(scenario.stem, {"use_sim": "false", "namespace_prefix": "/site",
+                                                        "remap": "gnss/fix:=/ublox/fix", "fusion_log_level": "debug"})
+    assert manager["executable"] == "lifecycle_manager" and manager["namespace"] == "/site"
+    assert manager["parameters"][0]["node_names"] == [f"{e['namespace']}/{e['executable']}" for e in on_vehicle]
     assert not any(e["executable"] == "sim" for e in on_vehicle)
     assert all(e["namespace"].startswith("/site") for e in on_vehicle)
     assert all(("gnss/fix", "/ublox/fix") in e["remappings"] for e in on_vehicle)
@@ -47,6 +49,7 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
                     reason="launch / launch_ros are not installable from PyPI; checked where ROS 2 is installed")
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda p: p.stem)
 def test_launch_description_builds(scenario):
+    from carbon_ai_scenario_launch import node_entries
     from launch.actions import OpaqueFunction
 
     from launch import LaunchContext
@@ -61,4 +64,11 @@ def test_launch_description_builds(scenario):
             entity.visit(context)
     opaque = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
     nodes = opaque[0].execute(context)
-    assert len(nodes) == len(load_scenario(scenario).vehicles) * 6 + 1
+    entries = node_entries(scenario.stem, {})
+    assert [n.node_executable for n in nodes] == [e["executable"] for e in entries]
+    assert entries[-1]["executable"] == "lifecycle_manager"
+    managed = entries[-1]["parameters"][0]["node_names"]
+    assert len(managed) == len(nodes) - 1 == len(set(managed))
+    assert all({"autostart": False} in e["parameters"] for e in entries[:-1])
+    assert not any(e["executable"] == "lifecycle_manager"
+                   for e in node_entries(scenario.stem, {"lifecycle_manager": "false"}))
