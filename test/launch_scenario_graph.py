@@ -26,6 +26,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from lifecycle_msgs.srv import GetState
+from rcl_interfaces.msg import ParameterValue
 from rcl_interfaces.srv import GetParameters
 
 from carbon_ai_msgs.msg import ActuatorCommand
@@ -105,6 +106,14 @@ class TestGraph(unittest.TestCase):
         finally:
             self.probe.node.destroy_client(client)
 
+    def parameter(self, node: str, name: str) -> ParameterValue:
+        """A parameter's value as the node reports it."""
+        client = self.probe.node.create_client(GetParameters, f"{node}/get_parameters")
+        try:
+            return self.probe.call(client, GetParameters.Request(names=[name]), resend_s=2.0).values[0]
+        finally:
+            self.probe.node.destroy_client(client)
+
     def all_active(self, nodes: list[str]) -> bool:
         return all(self.state_of(n) == "active" for n in nodes)
 
@@ -117,9 +126,7 @@ class TestGraph(unittest.TestCase):
         self.assertTrue(self.probe.spin_until(lambda: self.all_active(managed), end - time.monotonic()),
                         {n: self.state_of(n) for n in managed})
         # they were started with autostart:=false, so the manager (nothing else) configured and activated them
-        client = self.probe.node.create_client(GetParameters, f"{managed[0]}/get_parameters")
-        reply = self.probe.call(client, GetParameters.Request(names=["autostart"]), resend_s=2.0)
-        self.assertFalse(reply.values[0].bool_value)
+        self.assertFalse(self.parameter(managed[0], "autostart").bool_value)
         node = f"/{VEHICLES[0]}/actuator_bridge"
         self.assertIn("active [3]", ros2("lifecycle", "get", node, expect="active"))
 
@@ -138,7 +145,7 @@ class TestGraph(unittest.TestCase):
         self.assertIn("safe_speed_limit_mps=-1.0: must be", refused)
         accepted = ros2("param", "set", node, "safe_speed_limit_mps", "3.5", expect="Set parameter")
         self.assertIn("Set parameter successful", accepted)
-        self.assertIn("3.5", ros2("param", "get", node, "safe_speed_limit_mps", expect="value"))
+        self.assertEqual(self.parameter(node, "safe_speed_limit_mps").double_value, 3.5)
 
     def test_4_killed_node_is_restarted_and_the_bridge_goes_safe_meanwhile(self) -> None:
         vehicle = VEHICLES[0]
@@ -147,14 +154,16 @@ class TestGraph(unittest.TestCase):
         received = self.commands[vehicle]
         mark = len(received)
         old.send_signal(signal.SIGKILL)
-        self.assertTrue(self.probe.spin_until(
-            lambda: any(m.mode == ActuatorCommand.MODE_SAFE_FALLBACK for m in received[mark:]), 60.0),
-            "the bridge never went to SAFE_FALLBACK while fusion was down")
+        safe = ActuatorCommand.MODE_SAFE_FALLBACK
+        self.assertTrue(self.probe.spin_until(lambda: any(m.mode == safe for m in received[mark:]), 60.0),
+                        "the bridge never went to SAFE_FALLBACK while fusion was down")
+        safe_at = next(i for i in range(mark, len(received)) if received[i].mode == safe)
         self.assertTrue(self.probe.spin_until(
             lambda: (p := node_processes().get(victim)) is not None and p.pid != old.pid, 60.0),
             "fusion was not restarted")
+        # until a new fusion process existed, nothing may have driven the bridge back to AUTO
+        self.assertEqual({m.mode for m in received[safe_at:]} - {safe, ActuatorCommand.MODE_ESTOP}, set())
         self.assertTrue(self.probe.spin_until(lambda: self.state_of(victim) == "active", 90.0))
-        safe_at = next(i for i in range(mark, len(received)) if received[i].mode == ActuatorCommand.MODE_SAFE_FALLBACK)
         self.assertTrue(self.probe.spin_until(
             lambda: any(m.mode == ActuatorCommand.MODE_AUTO for m in received[safe_at:]), 90.0),
             "the bridge did not return to AUTO after the restart")

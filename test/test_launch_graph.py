@@ -40,6 +40,7 @@ def run_launch_test(scenario: str, tmp_path, launch_args: str = "", timeout_s: f
     return output
 
 
+@pytest.mark.timeout(900)  # a whole graph's bring-up on a loaded 2-core machine; launch_test has its own bounds
 @pytest.mark.parametrize("scenario", [p.stem for p in list_scenarios()])
 def test_scenario_launch_file(scenario, tmp_path):
     output = run_launch_test(scenario, tmp_path)
