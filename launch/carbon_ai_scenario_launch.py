@@ -10,7 +10,8 @@ node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every 
 (SCHED_FIFO priority of the sensor -> actuator nodes, 1-99; 0: ordinary scheduling), ``cpu_latency_us`` (CPU
 wake-up latency those nodes ask the kernel for, µs; empty: none), ``lifecycle_manager`` (true: the nodes wait
 unconfigured and a lifecycle_manager brings them up in dependency order and supervises them, as
-``carbon-ai run`` does; false: each node activates itself).
+``carbon-ai run`` does; false: each node activates itself), ``play`` (an MCAP file, e.g. from
+``carbon-ai run --record``, whose sensor topics are played in as the vehicles' sensors; with ``use_sim:=false``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ARGUMENTS = {
     "rt_priority": ("0", "SCHED_FIFO priority (1-99) of fusion, carbon_inference, actuator_bridge; 0: off"),
     "cpu_latency_us": ("", "while those nodes run, CPU wake-up latency under this many us (0: no sleep); empty: off"),
     "lifecycle_manager": ("true", "a lifecycle_manager configures, activates and supervises the nodes"),
+    "play": ("", "MCAP file whose gnss/imu/odom/engine topics are played as the sensors (with use_sim:=false)"),
 }
 NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "eco_speed", "uplink_bridge",
               "actuator_bridge", "lifecycle_manager")
@@ -81,9 +83,19 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     return entries
 
 
+def player_command(config: dict[str, str]) -> list[str]:
+    """The command playing ``play``'s sensor topics (carbon_ai_nodes.mcap_player); empty without ``play``."""
+    import sys
+
+    if not config.get("play", "").strip():
+        return []
+    return [sys.executable, "-m", "carbon_ai_nodes.mcap_player", config["play"].strip(),
+            "--namespace-prefix", config.get("namespace_prefix", "")]
+
+
 def generate(scenario_name: str):
     """The LaunchDescription of one scenario."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -92,11 +104,13 @@ def generate(scenario_name: str):
     def build(context, *_: Any) -> list[Any]:
         names = list(ARGUMENTS) + [f"{k}_log_level" for k in NODE_KINDS]
         config = {k: LaunchConfiguration(k).perform(context) for k in names}
-        return [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
-                     parameters=e["parameters"], remappings=e["remappings"], output="screen",
-                     respawn=e["respawn"], respawn_delay=2.0, additional_env=e["env"],
-                     arguments=["--ros-args", "--log-level", e["log_level"]])
-                for e in node_entries(scenario_name, config)]
+        nodes = [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
+                      parameters=e["parameters"], remappings=e["remappings"], output="screen",
+                      respawn=e["respawn"], respawn_delay=2.0, additional_env=e["env"],
+                      arguments=["--ros-args", "--log-level", e["log_level"]])
+                 for e in node_entries(scenario_name, config)]
+        player = player_command(config)
+        return nodes + ([ExecuteProcess(cmd=player, name="mcap_player", output="screen")] if player else [])
 
     args = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()]
     args += [DeclareLaunchArgument(f"{k}_log_level", default_value="", description=f"log level of {k} nodes")

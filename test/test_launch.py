@@ -49,7 +49,7 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
                     reason="launch / launch_ros are not installable from PyPI; checked where ROS 2 is installed")
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda p: p.stem)
 def test_launch_description_builds(scenario):
-    from carbon_ai_scenario_launch import node_entries
+    from carbon_ai_scenario_launch import node_entries, player_command
     from launch.actions import OpaqueFunction
 
     from launch import LaunchContext
@@ -72,3 +72,9 @@ def test_launch_description_builds(scenario):
     assert all({"autostart": False} in e["parameters"] for e in entries[:-1])
     assert not any(e["executable"] == "lifecycle_manager"
                    for e in node_entries(scenario.stem, {"lifecycle_manager": "false"}))
+    context.launch_configurations["play"] = "/recorded/sensors.mcap"
+    played = opaque[0].execute(context)
+    assert len(played) == len(nodes) + 1 and type(played[-1]).__name__ == "ExecuteProcess"
+    assert player_command({"play": "/recorded/sensors.mcap", "namespace_prefix": "/site"})[2:] == [
+        "carbon_ai_nodes.mcap_player", "/recorded/sensors.mcap", "--namespace-prefix", "/site"]
+    assert player_command({"play": ""}) == []
