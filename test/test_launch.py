@@ -1,5 +1,6 @@
 """Launch files: byte-compiled everywhere; their node set checked against the scenario (pure part) everywhere;
-the LaunchDescription built where the ``launch`` package is importable (not on PyPI, so skipped here)."""
+the LaunchDescription built where ``launch_ros`` is importable (./setup.sh installs it from ../shared/ros2-tools).
+Running them for real: test_launch_graph.py."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
-                    reason="launch / launch_ros are not installable from PyPI; checked where ROS 2 is installed")
+                    reason="launch / launch_ros missing: run ./setup.sh beside ../shared/ros2-tools, or source a "
+                           "ROS 2 install")
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda p: p.stem)
 def test_launch_description_builds(scenario):
     from carbon_ai_scenario_launch import node_entries, player_command
