@@ -17,6 +17,10 @@ if [ ! -f "$_carbon_ai_root/.venv/ros-distro" ]; then
   export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 fi
+if [ -f "$_carbon_ai_root/.venv/ros2-tools/install/local_setup.bash" ]; then
+  # launch_ros imports composition_interfaces, built by set-up from ../shared/ros2-tools
+  . "$_carbon_ai_root/.venv/ros2-tools/install/local_setup.bash"
+fi
 . "$_carbon_ai_root/install/local_setup.bash"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 unset _carbon_ai_root

@@ -5,6 +5,8 @@
 #   sourced), the pinned Python dependencies (requirements/), and the Debian packages the tests need;
 # - installs the validation plant (NREL FASTSim, requirements/validation.txt, about 0.5 GB) unless
 #   --no-validation is given (a vehicle computer does not need it; the plant tests are then skipped);
+# - installs launch, launch_testing and the ros2 command from ../shared/ros2-tools when no system ROS 2 is
+#   sourced and that folder exists (without it the launch tests skip);
 # - builds the workspace (carbon_ai_msgs + carbon_ai_nodes) with colcon into install/.
 # Safe to run again: steps whose inputs did not change are skipped. Then: source env.sh
 set -euo pipefail
@@ -19,7 +21,7 @@ VALIDATION=1
 for arg in "$@"; do
   case "$arg" in
     --no-validation) VALIDATION=0 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'setup: unknown option %s (known: --no-validation, --help)\n' "$arg" >&2; exit 2 ;;
   esac
 done
@@ -117,6 +119,28 @@ else
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${NPINC}#g" \
       "${baked[@]}"
   fi
+fi
+
+# ---------------------------------------------------------------- ROS 2 launch and command-line tools
+# launch, launch_ros, launch_testing and the ros2 command are not on PyPI: ../shared/ros2-tools holds them (CI and
+# development). A system ROS 2 brings its own; without either the launch tests skip and say how to get them.
+TOOLS="$ROOT/../shared/ros2-tools"
+TOOLS_BUILD="$VENV/ros2-tools"
+if [ -n "$SYSTEM_ROS" ]; then
+  step "using the launch and ros2 tools of the system ROS 2 $SYSTEM_ROS"
+elif [ -f "$TOOLS/install.sh" ]; then
+  TOOLS_STAMP="$VENV/.ros2-tools.sha256"
+  want="$(cd "$TOOLS" && find . -type f ! -path './.git/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "$want" ] || [ ! -f "$TOOLS_BUILD/install/local_setup.bash" ]; then
+    step "installing launch, launch_testing and the ros2 command from $(cd "$TOOLS" && pwd); log: $LOG/ros2-tools.log"
+    bash "$TOOLS/install.sh" "$VENV" "$TOOLS_BUILD" >"$LOG/ros2-tools.log" 2>&1 \
+      || die "could not install $TOOLS: see $LOG/ros2-tools.log."
+    echo "$want" >"$TOOLS_STAMP"
+  else
+    step "ROS 2 launch and ros2 tools up to date"
+  fi
+else
+  step "no $TOOLS: ros2 launch / the ros2 command not installed (the launch tests will skip; see README)"
 fi
 
 # ---------------------------------------------------------------- build

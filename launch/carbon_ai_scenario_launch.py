@@ -8,7 +8,10 @@ scenario's baseline_params: carbon optimisation off), ``log_level`` (all nodes),
 node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every namespace), ``remap`` (extra
 ``from:=to`` remappings for every node, comma separated), ``respawn`` (restart nodes that die), ``rt_priority``
 (SCHED_FIFO priority of the sensor -> actuator nodes, 1-99; 0: ordinary scheduling), ``cpu_latency_us`` (CPU
-wake-up latency those nodes ask the kernel for, µs; empty: none).
+wake-up latency those nodes ask the kernel for, µs; empty: none), ``lifecycle_manager`` (true: the nodes wait
+unconfigured and a lifecycle_manager brings them up in dependency order and supervises them, as
+``carbon-ai run`` does; false: each node activates itself), ``play`` (an MCAP file, e.g. from
+``carbon-ai run --record``, whose sensor topics are played in as the vehicles' sensors; with ``use_sim:=false``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ ARGUMENTS = {
     "respawn": ("true", "restart a node process that dies"),
     "rt_priority": ("0", "SCHED_FIFO priority (1-99) of fusion, carbon_inference, actuator_bridge; 0: off"),
     "cpu_latency_us": ("", "while those nodes run, CPU wake-up latency under this many us (0: no sleep); empty: off"),
+    "lifecycle_manager": ("true", "a lifecycle_manager configures, activates and supervises the nodes"),
+    "play": ("", "MCAP file whose gnss/imu/odom/engine topics are played as the sensors (with use_sim:=false)"),
 }
-NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "uplink_bridge", "actuator_bridge")
+NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "eco_speed", "uplink_bridge",
+              "actuator_bridge", "lifecycle_manager")
 
 
 def _truthy(value: str) -> bool:
@@ -38,7 +44,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
     from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
     from carbon_ai_nodes.realtime import CPU_LATENCY_ENV, RT_PRIORITY_ENV
-    from carbon_ai_nodes.runner import CHAIN_NODES, checked_params
+    from carbon_ai_nodes.runner import CHAIN_NODES, MANAGER, checked_params
 
     scenario = load_scenario(scenario_name)
     run_dir = Path(tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_launch_"))
@@ -67,12 +73,30 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
             # read (and validated, with a one-line error) by the node at start
             "env": chain_env if n.module in CHAIN_NODES else {},
         })
+    if _truthy(config.get("lifecycle_manager", "true")) and entries:
+        names = [f"{e['namespace']}/{e['executable']}" for e in entries]
+        for e in entries:
+            e["parameters"].append({"autostart": False})
+        entries.append({"executable": MANAGER, "namespace": config.get("namespace_prefix", "").rstrip("/"),
+                        "parameters": [{"node_names": names, "heartbeat_timeout_s": 5.0}], "remappings": [],
+                        "log_level": config.get(f"{MANAGER}_log_level") or config.get("log_level") or "info",
+                        "respawn": _truthy(config.get("respawn", "true")), "env": {}})
     return entries
+
+
+def player_command(config: dict[str, str]) -> list[str]:
+    """The command playing ``play``'s sensor topics (carbon_ai_nodes.mcap_player); empty without ``play``."""
+    import sys
+
+    if not config.get("play", "").strip():
+        return []
+    return [sys.executable, "-m", "carbon_ai_nodes.mcap_player", config["play"].strip(),
+            "--namespace-prefix", config.get("namespace_prefix", "")]
 
 
 def generate(scenario_name: str):
     """The LaunchDescription of one scenario."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -81,11 +105,13 @@ def generate(scenario_name: str):
     def build(context, *_: Any) -> list[Any]:
         names = list(ARGUMENTS) + [f"{k}_log_level" for k in NODE_KINDS]
         config = {k: LaunchConfiguration(k).perform(context) for k in names}
-        return [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
-                     parameters=e["parameters"], remappings=e["remappings"], output="screen",
-                     respawn=e["respawn"], respawn_delay=2.0, additional_env=e["env"],
-                     arguments=["--ros-args", "--log-level", e["log_level"]])
-                for e in node_entries(scenario_name, config)]
+        nodes = [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
+                      parameters=e["parameters"], remappings=e["remappings"], output="screen",
+                      respawn=e["respawn"], respawn_delay=2.0, additional_env=e["env"],
+                      arguments=["--ros-args", "--log-level", e["log_level"]])
+                 for e in node_entries(scenario_name, config)]
+        player = player_command(config)
+        return nodes + ([ExecuteProcess(cmd=player, name="mcap_player", output="screen")] if player else [])
 
     args = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()]
     args += [DeclareLaunchArgument(f"{k}_log_level", default_value="", description=f"log level of {k} nodes")

@@ -1,5 +1,6 @@
 """Launch files: byte-compiled everywhere; their node set checked against the scenario (pure part) everywhere;
-the LaunchDescription built where the ``launch`` package is importable (not on PyPI, so skipped here)."""
+the LaunchDescription built where ``launch_ros`` is importable (./setup.sh installs it from ../shared/ros2-tools).
+Running them for real: test_launch_graph.py."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
     from carbon_ai_scenario_launch import node_entries
 
     s = load_scenario(scenario)
-    on_vehicle = node_entries(scenario.stem, {"use_sim": "false", "namespace_prefix": "/site",
-                                              "remap": "gnss/fix:=/ublox/fix", "fusion_log_level": "debug"})
+    *on_vehicle, manager = node_entries(scenario.stem, {"use_sim": "false", "namespace_prefix": "/site",
+                                                        "remap": "gnss/fix:=/ublox/fix", "fusion_log_level": "debug"})
+    assert manager["executable"] == "lifecycle_manager" and manager["namespace"] == "/site"
+    assert manager["parameters"][0]["node_names"] == [f"{e['namespace']}/{e['executable']}" for e in on_vehicle]
     assert not any(e["executable"] == "sim" for e in on_vehicle)
     assert all(e["namespace"].startswith("/site") for e in on_vehicle)
     assert all(("gnss/fix", "/ublox/fix") in e["remappings"] for e in on_vehicle)
@@ -44,9 +47,11 @@ def test_every_scenario_has_a_launch_file_with_its_node_set(scenario):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
-                    reason="launch / launch_ros are not installable from PyPI; checked where ROS 2 is installed")
+                    reason="launch / launch_ros missing: run ./setup.sh beside ../shared/ros2-tools, or source a "
+                           "ROS 2 install")
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda p: p.stem)
 def test_launch_description_builds(scenario):
+    from carbon_ai_scenario_launch import node_entries, player_command
     from launch.actions import OpaqueFunction
 
     from launch import LaunchContext
@@ -61,4 +66,17 @@ def test_launch_description_builds(scenario):
             entity.visit(context)
     opaque = [e for e in ld.entities if isinstance(e, OpaqueFunction)]
     nodes = opaque[0].execute(context)
-    assert len(nodes) == len(load_scenario(scenario).vehicles) * 6 + 1
+    entries = node_entries(scenario.stem, {})
+    assert [n.node_executable for n in nodes] == [e["executable"] for e in entries]
+    assert entries[-1]["executable"] == "lifecycle_manager"
+    managed = entries[-1]["parameters"][0]["node_names"]
+    assert len(managed) == len(nodes) - 1 == len(set(managed))
+    assert all({"autostart": False} in e["parameters"] for e in entries[:-1])
+    assert not any(e["executable"] == "lifecycle_manager"
+                   for e in node_entries(scenario.stem, {"lifecycle_manager": "false"}))
+    context.launch_configurations["play"] = "/recorded/sensors.mcap"
+    played = opaque[0].execute(context)
+    assert len(played) == len(nodes) + 1 and type(played[-1]).__name__ == "ExecuteProcess"
+    assert player_command({"play": "/recorded/sensors.mcap", "namespace_prefix": "/site"})[2:] == [
+        "carbon_ai_nodes.mcap_player", "/recorded/sensors.mcap", "--namespace-prefix", "/site"]
+    assert player_command({"play": ""}) == []

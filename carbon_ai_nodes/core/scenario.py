@@ -43,8 +43,26 @@ from carbon_ai_nodes.core.errors import ConfigError
 NODE_ORDER = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "eco_speed", "uplink_bridge",
               "actuator_bridge")
 SCOPES = ("vehicle", "fleet")
-PACKAGE_DIR = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PACKAGE_DIR / "config"
+
+
+def _config_dir(checkout: Path) -> Path:
+    """The package's config/: the source checkout's when there is one, else the ament share directory's.
+
+    In a checkout (and a ``--symlink-install`` build, whose modules resolve into it) config/ sits beside the
+    package; a plain ``colcon build`` copies the modules to site-packages and config/ to share/carbon_ai_nodes.
+    """
+    if (checkout / "config" / "scenarios").is_dir():
+        return checkout / "config"
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("carbon_ai_nodes")) / "config"
+    except (ImportError, LookupError):  # PackageNotFoundError is a KeyError: no ROS environment, not installed
+        return checkout / "config"
+
+
+CHECKOUT_DIR = Path(__file__).resolve().parents[2]
+CONFIG_DIR = _config_dir(CHECKOUT_DIR)
 SCENARIO_DIR = CONFIG_DIR / "scenarios"
 _VAR = re.compile(r"\$\((\w+)\)")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -264,7 +282,7 @@ def _substitute(value: Any, variables: Mapping[str, str], where: str) -> Any:
 
 def expand(value: str, scenario: Scenario | None = None) -> str:
     """Substitute ``$(config)``, ``$(shared)`` (and ``$(scenario_file)``) in a path from a scenario file."""
-    variables = {"config": str(CONFIG_DIR), "shared": str(PACKAGE_DIR.parent / "shared" / "data")}
+    variables = {"config": str(CONFIG_DIR), "shared": str(CHECKOUT_DIR.parent / "shared" / "data")}
     if scenario is not None:
         variables["scenario_file"] = str(scenario.path.resolve())
     return _substitute(value, variables, str(scenario.path) if scenario else "path")
@@ -283,7 +301,7 @@ def graph(scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: 
     """
     simulated = use_sim and any(spec.sim_only for spec in scenario.nodes)
     out: list[NodeLaunch] = []
-    common = {"config": str(CONFIG_DIR), "shared": str(PACKAGE_DIR.parent / "shared" / "data"),
+    common = {"config": str(CONFIG_DIR), "shared": str(CHECKOUT_DIR.parent / "shared" / "data"),
               "scenario_file": str(scenario.path.resolve())}
     for spec in scenario.nodes:
         if (spec.sim_only and not use_sim) or (only and spec.name not in only):
