@@ -76,7 +76,7 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
     if _truthy(config.get("lifecycle_manager", "true")) and entries:
         names = [f"{e['namespace']}/{e['executable']}" for e in entries]
         for e in entries:
-            e["parameters"].append({"autostart": False})
+            e["parameters"][-1]["autostart"] = False  # the node's own dict (built above): the manager starts it
         entries.append({"executable": MANAGER, "namespace": config.get("namespace_prefix", "").rstrip("/"),
                         "parameters": [{"node_names": names, "heartbeat_timeout_s": 5.0}], "remappings": [],
                         "log_level": config.get(f"{MANAGER}_log_level") or config.get("log_level") or "info",
