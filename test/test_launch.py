@@ -71,7 +71,7 @@ def test_launch_description_builds(scenario):
     assert entries[-1]["executable"] == "lifecycle_manager"
     managed = entries[-1]["parameters"][0]["node_names"]
     assert len(managed) == len(nodes) - 1 == len(set(managed))
-    assert all({"autostart": False} in e["parameters"] for e in entries[:-1])
+    assert all(e["parameters"][-1]["autostart"] is False for e in entries[:-1])
     assert not any(e["executable"] == "lifecycle_manager"
                    for e in node_entries(scenario.stem, {"lifecycle_manager": "false"}))
     context.launch_configurations["play"] = "/recorded/sensors.mcap"
