@@ -7,10 +7,11 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_broker import MosquittoBroker, make_pki
+from mqtt_broker import MosquittoBroker, dated_client_cert, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carbon_ai_nodes.adapters.mqtt_link import Backoff, LinkConfig, MqttUplink, TokenBucket
@@ -144,6 +145,38 @@ def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki
     assert stats.error_kind == kind, stats
     assert words in stats.last_error.lower(), stats.last_error
     assert q.stats().depth == 5  # nothing lost
+
+
+@pytest.mark.parametrize(("case", "kind", "words"), [
+    ("not_yet_valid", "tls_cert_time", ["is not valid before", "set the clock"]),
+    ("expired", "tls_cert_time", ["expired on", "renewed certificate"]),
+    ("plain_broker", "tls_plain_broker", ["plain mqtt listener", "8883", "clear tls_ca_file"]),
+    ("wrong_ca", "tls_verify", ["not tls_ca_file=", "use the ca that signed"]),
+])
+def test_tls_failures_name_the_cause_and_the_fix_in_one_line(tmp_path, pki, case, kind, words):
+    """Before: "EOF occurred in violation of protocol" and "Connection reset by peer" (WARN unreachable)."""
+    q = fill(tmp_path / "q.db", 3)
+    pki_dir = Path(pki["ca"]).parent
+    tls = {"tls_ca_file": pki["ca"]}
+    if case in ("not_yet_valid", "expired"):
+        start, end = ("20400101000000Z", "20410101000000Z") if case == "not_yet_valid" else \
+            ("20200101000000Z", "20200201000000Z")
+        cert, key = dated_client_cert(pki_dir, case, start, end)
+        tls.update(tls_cert_file=cert, tls_key_file=key)
+    elif case == "wrong_ca":
+        tls = {"tls_ca_file": pki["rogue_ca"]}
+    with MosquittoBroker(tmp_path / "broker", **({} if case == "plain_broker" else
+                                                 {"pki": pki, "require_cert": True})) as broker:
+        link = link_for(broker, tmp_path / "q.db", **tls)
+        link.start()
+        try:
+            assert wait_for(lambda: link.stats().connect_failures >= 1)
+            stats = link.stats()
+        finally:
+            link.stop()
+    assert stats.error_kind == kind, stats
+    assert "\n" not in stats.last_error and all(w in stats.last_error.lower() for w in words), stats.last_error
+    assert q.stats().depth == 3
 
 
 def test_bandwidth_cap_paces_the_catch_up(tmp_path):

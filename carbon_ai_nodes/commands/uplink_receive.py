@@ -1,7 +1,11 @@
 """Subscribe to carbon summaries at an MQTT broker and append each one, once, to a JSON-lines file.
 
 Duplicates (same asset and sequence, e.g. resent after a reconnect) are dropped, also across runs: the output
-file is read back at start. Malformed messages are counted and skipped. With a fixed --client-id the broker
+file is read back at start. Malformed messages are counted and skipped. Gap records (a bridge saying "of
+sequences N..M, any you have not received is lost", or "estimates from T1 to T2 were not summarised") are
+written to the file too, with their ``gap`` reason, and logged; a summary that arrives after a gap record named
+it still counts as delivered. At exit the tool prints, per asset, what was delivered, reported lost and missing
+without any gap record (a silent loss: there should be none). With a fixed --client-id the broker
 keeps the subscription while the receiver is away (persistent session, QoS 1), so nothing is missed.
 Use it to check a vehicle's link end to end, or as the receiving end in tests.
 """
@@ -12,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = "receive uplink summaries from an MQTT broker into a JSON-lines file (deduplicated)"
@@ -35,18 +40,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Receiver:
-    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps and malformed messages."""
+    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps, gap records and malformed messages."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, log: Callable[[str], None] | None = None) -> None:
         self.out = out
+        self.log = log or (lambda line: print(f"uplink-receive: {line}", file=sys.stderr, flush=True))
         self.seen: dict[str, set[int]] = {}
         self.last_seq: dict[str, int] = {}
-        self.new = self.duplicates = self.malformed = self.gaps = 0
+        self.reported: dict[str, set[int]] = {}  # sequences named lost by a gap record
+        self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
+        self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = 0
         if out.exists():
             for line in out.read_text().splitlines():
                 try:
                     rec = json.loads(line)
                     self._mark(rec["asset_id"], int(rec["sequence"]))
+                    if rec.get("gap"):
+                        self._report(rec["asset_id"], int(rec["sequence"]), int(rec["lost_first"]),
+                                     int(rec["lost_last"]))
                 except (ValueError, KeyError, TypeError):
                     continue
         self._file = out.open("a")
@@ -54,6 +65,11 @@ class Receiver:
     def _mark(self, asset: str, seq: int) -> None:
         self.seen.setdefault(asset, set()).add(seq)
         self.last_seq[asset] = max(self.last_seq.get(asset, 0), seq)
+
+    def _report(self, asset: str, sequence: int, first: int, last: int) -> None:
+        self.gap_seqs.setdefault(asset, set()).add(sequence)
+        if first:
+            self.reported.setdefault(asset, set()).update(range(first, last + 1))
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message; never raises for bad input."""
@@ -64,7 +80,7 @@ class Receiver:
             summaries = decode_batch(asset_from_topic(topic), payload)
         except InputRejectedError as exc:
             self.malformed += 1
-            print(f"uplink-receive: ignored malformed message on {topic[:80]!r}: {exc}", file=sys.stderr)
+            self.log(f"ignored malformed message on {topic[:80]!r}: {exc}")
             return
         for s in summaries:
             if s.sequence in self.seen.get(s.asset_id, ()):
@@ -73,13 +89,41 @@ class Receiver:
             if s.sequence > self.last_seq.get(s.asset_id, 0) + 1 and s.asset_id in self.last_seq:
                 self.gaps += 1
             self._mark(s.asset_id, s.sequence)
+            if s.gap:
+                self.gap_records += 1
+                self._report(s.asset_id, s.sequence, s.lost_first, s.lost_last)
+                missing = self.lost(s.asset_id, s.lost_first, s.lost_last)
+                rows = f"rows {s.lost_first}..{s.lost_last}" if s.lost_first else "no rows"
+                self.log(f"{s.asset_id}: gap record {s.sequence}: {rows} named lost ({len(missing)} not received): "
+                         f"{s.gap.replace('_', ' ')}; data from {_utc(s.window_start_s)} to {_utc(s.window_end_s)} "
+                         "is not (fully) summarised")
             self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
             self.new += 1
         self._file.flush()
 
+    def lost(self, asset: str, first: int = 1, last: int | None = None) -> list[int]:
+        """Sequences of ``first..last`` (default: all) a gap record named lost and that never arrived."""
+        seen = self.seen.get(asset, set())
+        return sorted(s for s in self.reported.get(asset, ()) if s not in seen and first <= s <= (last or s))
+
+    def accounting(self, asset: str) -> dict[str, int]:
+        """Per asset: summaries delivered, gap records, sequences lost and reported, and missing silently
+        (numbers between the first and last received that neither arrived nor were named by a gap record)."""
+        seen = self.seen.get(asset, set())
+        reported = self.reported.get(asset, set())
+        gap_records = len(self.gap_seqs.get(asset, ()))
+        span = range(min(seen), max(seen) + 1) if seen else range(0)
+        return {"delivered": len(seen) - gap_records, "gap_records": gap_records,
+                "lost_reported": len(reported - seen),
+                "silent": sum(1 for n in span if n not in seen and n not in reported)}
+
     def close(self) -> None:
         """Close the output file."""
         self._file.close()
+
+
+def _utc(t_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_s))
 
 
 def plot(out: Path, png: str) -> None:
@@ -92,6 +136,8 @@ def plot(out: Path, png: str) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     for line in out.read_text().splitlines():
         rec = json.loads(line)
+        if rec.get("gap"):
+            continue  # a gap record has no totals of its own
         series.setdefault(rec["asset_id"], []).append((rec["window_start_s"], rec["co2_kg"]))
     fig, ax = plt.subplots(figsize=(9, 4))
     for asset, points in sorted(series.items()):
@@ -148,7 +194,13 @@ def run(args: argparse.Namespace) -> int:
         client.disconnect()
         receiver.close()
     print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
-          f"{receiver.gaps} gaps, {receiver.malformed} malformed -> {args.out}", file=sys.stderr)
+          f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed -> {args.out}",
+          file=sys.stderr)
+    for asset in sorted(receiver.seen):
+        a = receiver.accounting(asset)
+        print(f"uplink-receive: {asset}: {a['delivered']} summaries delivered, {a['gap_records']} gap records, "
+              f"{a['lost_reported']} lost and reported, {a['silent']} missing without a gap record",
+              file=sys.stderr)
     if args.plot and receiver.out.exists() and receiver.out.stat().st_size:
         plot(receiver.out, args.plot)
     return 0

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.errors import CarbonAIError, ConfigError
 from carbon_ai_nodes.core.summary_codec import (
     GAP_REASONS,
     VERSION_GAPS,
@@ -74,6 +74,10 @@ CREATE TRIGGER IF NOT EXISTS summaries_del AFTER DELETE ON summaries BEGIN
     UPDATE meta SET value = value - length(OLD.payload) - {ROW_OVERHEAD_BYTES} WHERE key = 'stored_bytes';
 END;
 """
+
+
+class QueueDamagedError(CarbonAIError):
+    """SQLite reports the queue file corrupt while in use: reopen the queue (which repairs it) and retry."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -540,5 +544,13 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.DatabaseError as failure:
+            if exc is None:
+                exc = failure
+                if not _is_corruption(failure):
+                    raise
+        if isinstance(exc, sqlite3.DatabaseError) and _is_corruption(exc):
+            raise QueueDamagedError(f"uplink queue: {exc}") from exc
