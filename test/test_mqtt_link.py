@@ -179,6 +179,28 @@ def test_tls_failures_name_the_cause_and_the_fix_in_one_line(tmp_path, pki, case
     assert q.stats().depth == 3
 
 
+def test_a_corrupt_queue_stops_the_sender_instead_of_a_reconnect_storm(tmp_path):
+    """Defect 3: the connection was accepted (back-off reset), the first read of the queue failed, the link
+    reconnected at once: 67 reconnects in 50 s. Now the sender stops and says why; its owner repairs the queue."""
+    from test_faults_uplink import corrupt_table
+
+    fill(tmp_path / "q.db", 5).close()
+    corrupt_table(tmp_path / "q.db")
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        link = MqttUplink(LinkConfig(host="127.0.0.1", port=broker.port, asset_id="truck1", batch_linger_s=0.0,
+                                     backoff_min_s=0.1, backoff_max_s=0.2),
+                          lambda: DurableQueue(tmp_path / "q.db", sender=True))
+        link.start()
+        try:
+            assert wait_for(lambda: link.stats().error_kind == "queue", 20), link.stats()
+            time.sleep(2.0)  # what would happen next: at 0.1-0.2 s back-off, ten or more reconnects
+            stats = link.stats()
+        finally:
+            link.stop()
+    assert stats.connects == 1 and stats.state == "stopped", stats
+    assert "malformed" in stats.last_error, stats.last_error
+
+
 def test_bandwidth_cap_paces_the_catch_up(tmp_path):
     fill(tmp_path / "q.db", 300)
     with MosquittoBroker(tmp_path / "broker") as broker:

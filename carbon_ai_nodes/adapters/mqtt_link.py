@@ -215,6 +215,7 @@ class MqttUplink:
     def start(self) -> None:
         """Start the network thread (again after :meth:`stop`)."""
         self._stop.clear()
+        self._set(state="connecting", error_kind="", last_error="")  # a restart (e.g. after a queue repair)
         self._thread = threading.Thread(target=self._run, name=f"mqtt-uplink-{self.config.asset_id}", daemon=True)
         self._thread.start()
 

@@ -243,16 +243,13 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
             self.produced += 1
             if not result.stored:
                 self.get_logger().warning(
-                    f"queue full (refuse_newest): summary {result.summary.sequence} not stored for upload",
-                    throttle_duration_sec=60.0)
-            elif result.dropped_oldest:
-                self.get_logger().warning(
-                    f"queue full (drop_oldest): dropped the {result.dropped_oldest} oldest unsent summaries",
-                    throttle_duration_sec=60.0)
+                    f"queue full (refuse_newest): summary {result.summary.sequence} not stored for upload; a gap "
+                    "record will name it once there is room", throttle_duration_sec=60.0)
             if result.gap is not None:
                 g = result.gap
                 self.get_logger().warning(
-                    f"gap record {g.sequence}: rows {g.lost_first}..{g.lost_last} lost ({g.gap}), reported upstream",
+                    f"queue limit ({self.queue.limits.full_policy}, ttl): rows {g.lost_first}..{g.lost_last} lost "
+                    f"({result.dropped_oldest} dropped now), reported upstream as gap record {g.sequence}",
                     throttle_duration_sec=60.0)
             self._pub.publish(carbon_summary(result.summary, self.get_clock().now().to_msg()))
         if closed and self.link is not None:
