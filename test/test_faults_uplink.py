@@ -78,7 +78,10 @@ class Rig:
         return [r for r in self.records() if r.get("gap")]
 
     def wait(self, predicate, timeout_s=40.0):
-        assert self.probe.spin_until(predicate, timeout_s), (self.node.output if self.node else "", self.records())
+        assert self.probe.spin_until(predicate, timeout_s), (
+            f"local {[m.sequence for m in self.local]}, received {[r['sequence'] for r in self.records()]}, gaps "
+            f"{[(g['sequence'], g['gap'], g['lost_first'], g['lost_last']) for g in self.gaps()]}, diagnostics "
+            f"{diag_values(self.diags)}, node output: {self.node.output[-3000:] if self.node else ''}")
 
     def finish(self):
         """Stop the inputs, let the last windows close, wait until the queue is drained, stop everything."""
@@ -107,12 +110,11 @@ class Rig:
         rx.close()
         lines = [r["sequence"] for r in self.records()]
         delivered = {r["sequence"] for r in self.summaries()}
-        reported = rx.reported.get("truck1", set())
         produced_seqs = {seq for seq, _ in produced}
+        reported = {seq for seq in produced_seqs - delivered if rx.is_reported("truck1", seq)}
         return {
             "produced": len(produced_seqs), "delivered": len(produced_seqs & delivered),
-            "lost_reported": len((produced_seqs - delivered) & reported),
-            "silent": len(produced_seqs - delivered - reported), "reused": reused,
+            "lost_reported": len(reported), "silent": len(produced_seqs - delivered - reported), "reused": reused,
             "duplicated": len(lines) - len(set(lines)), "gap_records": len(self.gaps()),
             "receiver_silent": rx.accounting("truck1")["silent"],
         }
@@ -181,7 +183,10 @@ def test_corrupt_queue_is_moved_aside_and_the_node_keeps_delivering_without_a_re
     assert "is corrupt" in output and "moved to" in output
     a = rig.accounting()
     assert (a["silent"], a["reused"], a["duplicated"]) == (0, 0, 0), a
-    assert a["lost_reported"] >= 3  # the rows queued during the outage were in the corrupt file
+    # the rows queued during the outage were in the corrupt file (some may still arrive: a broker stopped with
+    # SIGTERM keeps what it received before its PUBACK got out)
+    named = [g["lost_last"] - g["lost_first"] + 1 for g in rig.gaps() if g["gap"] == "queue_corrupted"]
+    assert named[0] >= 3, rig.gaps()
 
 
 @pytest.mark.slow
@@ -201,6 +206,8 @@ def test_sigkill_mid_window_loses_at_most_the_checkpoint_period_and_says_so(rig_
     rig.wait(lambda: any(abs(r["window_start_s"] - window_start_s) < 1e-3 for r in rig.summaries()), 30)
     rig.finish()
     crash = next(g for g in rig.gaps() if g["gap"] == "bridge_crash")
+    print(f"\ncrash gap record: starts {killed_at_s - crash['window_start_s']:.2f} s before the SIGKILL, ends "
+          f"{crash['window_end_s'] - killed_at_s:.2f} s after it (the restart)")
     assert crash["window_start_s"] <= killed_at_s <= crash["window_end_s"], (crash, killed_at_s)
     assert killed_at_s - crash["window_start_s"] < 0.5 + 1.0, crash  # a checkpoint period (+ scheduling)
     interrupted = next(r for r in rig.summaries() if abs(r["window_start_s"] - window_start_s) < 1e-3)

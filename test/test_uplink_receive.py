@@ -53,3 +53,12 @@ def test_gap_records_are_recorded_and_accounted_and_late_rows_still_count(tmp_pa
     assert again.accounting("van2") == r.accounting("van2")
     again.close()
     assert json.loads(out.read_text().splitlines()[3])["gap"] == "queue_corrupted"
+
+
+def test_a_hostile_gap_range_costs_no_memory(tmp_path):
+    r = Receiver(tmp_path / "rx.jsonl", log=lambda line: None)
+    r.handle("cai/v1/van2/s", batch(1))
+    r.handle("cai/v1/van2/s", encode_batch([Summary("van2", 2, 1e9, 1e9, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0,
+                                                    gap="expired", lost_first=3, lost_last=2**63)]))
+    r.close()
+    assert r.accounting("van2") == {"delivered": 1, "gap_records": 1, "lost_reported": 2**63 - 2, "silent": 0}

@@ -47,7 +47,8 @@ class Receiver:
         self.log = log or (lambda line: print(f"uplink-receive: {line}", file=sys.stderr, flush=True))
         self.seen: dict[str, set[int]] = {}
         self.last_seq: dict[str, int] = {}
-        self.reported: dict[str, set[int]] = {}  # sequences named lost by a gap record
+        # lost ranges named by gap records, as (first, last) intervals: a hostile range must not become a set
+        self.reported: dict[str, list[tuple[int, int]]] = {}
         self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
         self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = 0
         if out.exists():
@@ -69,7 +70,15 @@ class Receiver:
     def _report(self, asset: str, sequence: int, first: int, last: int) -> None:
         self.gap_seqs.setdefault(asset, set()).add(sequence)
         if first:
-            self.reported.setdefault(asset, set()).update(range(first, last + 1))
+            self.reported[asset] = _merge([*self.reported.get(asset, []), (first, last)])
+
+    def is_reported(self, asset: str, sequence: int) -> bool:
+        """True if a gap record named ``sequence`` lost (whether or not it arrived later)."""
+        return any(a <= sequence <= b for a, b in self.reported.get(asset, ()))
+
+    def _missing(self, asset: str, first: int, last: int) -> int:
+        """How many of first..last have not arrived."""
+        return last - first + 1 - sum(1 for n in self.seen.get(asset, ()) if first <= n <= last)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message; never raises for bad input."""
@@ -92,34 +101,44 @@ class Receiver:
             if s.gap:
                 self.gap_records += 1
                 self._report(s.asset_id, s.sequence, s.lost_first, s.lost_last)
-                missing = self.lost(s.asset_id, s.lost_first, s.lost_last)
-                rows = f"rows {s.lost_first}..{s.lost_last}" if s.lost_first else "no rows"
-                self.log(f"{s.asset_id}: gap record {s.sequence}: {rows} named lost ({len(missing)} not received): "
+                rows = (f"rows {s.lost_first}..{s.lost_last} named lost "
+                        f"({self._missing(s.asset_id, s.lost_first, s.lost_last)} not received)"
+                        if s.lost_first else "no rows lost")
+                self.log(f"{s.asset_id}: gap record {s.sequence}: {rows}: "
                          f"{s.gap.replace('_', ' ')}; data from {_utc(s.window_start_s)} to {_utc(s.window_end_s)} "
                          "is not (fully) summarised")
             self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
             self.new += 1
         self._file.flush()
 
-    def lost(self, asset: str, first: int = 1, last: int | None = None) -> list[int]:
-        """Sequences of ``first..last`` (default: all) a gap record named lost and that never arrived."""
-        seen = self.seen.get(asset, set())
-        return sorted(s for s in self.reported.get(asset, ()) if s not in seen and first <= s <= (last or s))
-
     def accounting(self, asset: str) -> dict[str, int]:
         """Per asset: summaries delivered, gap records, sequences lost and reported, and missing silently
         (numbers between the first and last received that neither arrived nor were named by a gap record)."""
         seen = self.seen.get(asset, set())
-        reported = self.reported.get(asset, set())
+        ranges = self.reported.get(asset, [])
         gap_records = len(self.gap_seqs.get(asset, ()))
-        span = range(min(seen), max(seen) + 1) if seen else range(0)
-        return {"delivered": len(seen) - gap_records, "gap_records": gap_records,
-                "lost_reported": len(reported - seen),
-                "silent": sum(1 for n in span if n not in seen and n not in reported)}
+        lost_reported = sum(self._missing(asset, a, b) for a, b in ranges)
+        silent = 0
+        if seen:
+            lo, hi = min(seen), max(seen)
+            in_span = sum(self._missing(asset, max(a, lo), min(b, hi)) for a, b in ranges if a <= hi and b >= lo)
+            silent = hi - lo + 1 - len(seen) - in_span
+        return {"delivered": len(seen) - gap_records, "gap_records": gap_records, "lost_reported": lost_reported,
+                "silent": silent}
 
     def close(self) -> None:
         """Close the output file."""
         self._file.close()
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _utc(t_s: float) -> str:

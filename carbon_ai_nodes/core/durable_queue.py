@@ -260,8 +260,11 @@ class DurableQueue:
         """Numbering continues after the sequence mark; numbers the queue no longer holds become a gap record."""
         mark = self._mark
         assert mark is not None
-        if mark.problem:
-            self.recoveries.append(f"sequence mark {mark.path} unreadable ({mark.problem}): rebuilt from the queue")
+        if mark.problem or (self.moved_aside is not None and not mark.assets):
+            # nothing survives to continue from: the one case where a number can be handed out twice
+            self.recoveries.append(f"sequence mark {mark.path} {mark.problem or 'missing'}: numbering continues from "
+                                   "the queue, and a receiver holding the same numbers will drop new summaries as "
+                                   "duplicates")
         now_s = self.clock()
         with self._transaction() as db:
             assets = {k.split("/", 1)[1] for (k,) in db.execute(
