@@ -119,8 +119,7 @@ class QueueStats:
     refused_full: int
     expired: int
     gap_records: int = 0
-    wal_bytes: int = 0
-    file_bytes: int = 0
+    file_bytes: int = 0  # the SQLite file and its WAL
 
 
 @dataclasses.dataclass
@@ -421,7 +420,7 @@ class DurableQueue:
             oldest_created_s=float(oldest) if oldest is not None else float("nan"),
             dropped_full=int(meta.get("dropped_full", 0)), refused_full=int(meta.get("refused_full", 0)),
             expired=int(meta.get("expired", 0)), gap_records=int(meta.get("gap_records", 0)),
-            wal_bytes=wal_bytes, file_bytes=main_bytes + wal_bytes,
+            file_bytes=main_bytes + wal_bytes,
         )
 
     def close(self) -> None:
