@@ -201,6 +201,20 @@ def test_a_corrupt_queue_stops_the_sender_instead_of_a_reconnect_storm(tmp_path)
     assert "malformed" in stats.last_error, stats.last_error
 
 
+def test_a_tls_broker_that_is_down_is_unreachable_not_a_certificate_problem(tmp_path, pki):
+    fill(tmp_path / "q.db", 1)
+    broker = MosquittoBroker(tmp_path / "broker", pki=pki)  # configured, never started: nothing listens
+    link = link_for(broker, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
+                    tls_key_file=pki["client_key"])
+    link.start()
+    try:
+        assert wait_for(lambda: link.stats().connect_failures >= 1)
+        stats = link.stats()
+    finally:
+        link.stop()
+    assert stats.error_kind == "unreachable" and "cannot reach" in stats.last_error, stats
+
+
 def test_bandwidth_cap_paces_the_catch_up(tmp_path):
     fill(tmp_path / "q.db", 300)
     with MosquittoBroker(tmp_path / "broker") as broker:

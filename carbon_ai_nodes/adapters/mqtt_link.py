@@ -338,9 +338,11 @@ class MqttUplink:
             raise _link_error("tls_verify", f"TLS: broker certificate rejected: {exc.verify_message} (its CA is "
                               f"not tls_ca_file={cfg.tls_ca_file!r}: use the CA that signed the broker's "
                               "certificate)") from exc
-        except (ssl.SSLError, OSError) as exc:
-            if self._ssl is not None:
-                raise self._tls_failure(str(getattr(exc, "reason", None) or exc.strerror or exc)) from exc
+        except ssl.SSLError as exc:
+            raise self._tls_failure(str(exc.reason or exc)) from exc
+        except OSError as exc:
+            if self._ssl is not None and isinstance(exc, ConnectionResetError):  # dropped in the handshake
+                raise self._tls_failure(str(exc.strerror or exc)) from exc
             raise _link_error("unreachable", f"cannot reach {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
         deadline = self._clock() + cfg.connect_timeout_s
         while not self._connected and not self._connack_error and self._clock() < deadline:
