@@ -32,8 +32,12 @@ def corrupt_table(path, table="summaries"):
     so the file opens and only reading the table fails: the node came up and stayed useless before)."""
     db = sqlite3.connect(str(path))
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    row = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
     db.close()
+    if row is None:  # killed before it made its tables (a random kill point can be during start-up)
+        damage(path, "pages_corrupted")
+        return
+    (root,) = row
     data = bytearray(path.read_bytes())
     start = (root - 1) * 4096
     for i in range(start, start + 4096):

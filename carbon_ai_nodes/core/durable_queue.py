@@ -20,8 +20,9 @@ Losses are never silent: rows dropped by the full policy or the time-to-live bec
 gaps merge, and wait in the meta table until there is room for their record). Limits follow AWS Greengrass
 stream manager's: a maximum stored size (payload bytes plus a fixed per-row allowance), a time-to-live, and a
 policy when full: ``drop_oldest`` (keep the newest data) or ``refuse_newest`` (keep the oldest). The files on disk
-stay bounded too: the WAL is checkpointed and truncated once it outgrows a quarter of ``max_bytes`` (64 KiB ..
-4 MiB), and freed pages are returned (incremental auto-vacuum).
+stay bounded too: SQLite checkpoints the WAL and cuts it back once it outgrows a quarter of ``max_bytes`` (64 KiB
+.. 4 MiB); at twice that (the other connection's reads can hold SQLite's own checkpoint back) one is forced here,
+and freed pages are returned (incremental auto-vacuum). 4096 B of rows take at most ~94 KB of files.
 
 The sender and the producer may use separate instances (one per thread) on the same file: WAL lets them
 read and write concurrently, and the stored-size total is kept by triggers inside each transaction. Only the
