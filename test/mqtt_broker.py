@@ -62,6 +62,24 @@ def make_pki(directory: Path) -> dict[str, str]:
     return p
 
 
+def dated_client_cert(directory: Path, name: str, start: str, end: str) -> tuple[str, str]:
+    """A client certificate signed by :func:`make_pki`'s CA, valid only from ``start`` to ``end``
+    (``YYYYMMDDHHMMSSZ``): for not-yet-valid and expired certificates. Returns (cert, key) paths."""
+    d = Path(directory)
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.db").write_text("")
+    (d / f"{name}.cnf").write_text(
+        f"[ca]\ndefault_ca = dated\n[dated]\ndatabase = {name}.db\nnew_certs_dir = .\nserial = {name}.srl\n"
+        "default_md = sha256\npolicy = any\nunique_subject = no\n[any]\ncommonName = supplied\n"
+        "[ext]\nextendedKeyUsage = clientAuth\n")
+    (d / f"{name}.srl").write_text("1000\n")
+    _openssl("ca", "-batch", "-notext", "-config", f"{name}.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+             "-in", f"{name}.csr", "-out", f"{name}.crt", "-startdate", start, "-enddate", end,
+             "-extensions", "ext", cwd=d)
+    return str(d / f"{name}.crt"), str(d / f"{name}.key")
+
+
 class MosquittoBroker:
     """One mosquitto process on 127.0.0.1:``port``. TLS when ``pki`` is given; mutual TLS with ``require_cert``."""
 

@@ -7,10 +7,11 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_broker import MosquittoBroker, make_pki
+from mqtt_broker import MosquittoBroker, dated_client_cert, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carbon_ai_nodes.adapters.mqtt_link import Backoff, LinkConfig, MqttUplink, TokenBucket
@@ -144,6 +145,74 @@ def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki
     assert stats.error_kind == kind, stats
     assert words in stats.last_error.lower(), stats.last_error
     assert q.stats().depth == 5  # nothing lost
+
+
+@pytest.mark.parametrize(("case", "kind", "words"), [
+    ("not_yet_valid", "tls_cert_time", ["is not valid before", "set the clock"]),
+    ("expired", "tls_cert_time", ["expired on", "renewed certificate"]),
+    ("plain_broker", "tls_plain_broker", ["plain mqtt listener", "8883", "clear tls_ca_file"]),
+    ("wrong_ca", "tls_verify", ["not tls_ca_file=", "use the ca that signed"]),
+])
+def test_tls_failures_name_the_cause_and_the_fix_in_one_line(tmp_path, pki, case, kind, words):
+    """Before: "EOF occurred in violation of protocol" and "Connection reset by peer" (WARN unreachable)."""
+    q = fill(tmp_path / "q.db", 3)
+    pki_dir = Path(pki["ca"]).parent
+    tls = {"tls_ca_file": pki["ca"]}
+    if case in ("not_yet_valid", "expired"):
+        start, end = ("20400101000000Z", "20410101000000Z") if case == "not_yet_valid" else \
+            ("20200101000000Z", "20200201000000Z")
+        cert, key = dated_client_cert(pki_dir, case, start, end)
+        tls.update(tls_cert_file=cert, tls_key_file=key)
+    elif case == "wrong_ca":
+        tls = {"tls_ca_file": pki["rogue_ca"]}
+    with MosquittoBroker(tmp_path / "broker", **({} if case == "plain_broker" else
+                                                 {"pki": pki, "require_cert": True})) as broker:
+        link = link_for(broker, tmp_path / "q.db", **tls)
+        link.start()
+        try:
+            assert wait_for(lambda: link.stats().connect_failures >= 1)
+            stats = link.stats()
+        finally:
+            link.stop()
+    assert stats.error_kind == kind, stats
+    assert "\n" not in stats.last_error and all(w in stats.last_error.lower() for w in words), stats.last_error
+    assert q.stats().depth == 3
+
+
+def test_a_corrupt_queue_stops_the_sender_instead_of_a_reconnect_storm(tmp_path):
+    """Defect 3: the connection was accepted (back-off reset), the first read of the queue failed, the link
+    reconnected at once: 67 reconnects in 50 s. Now the sender stops and says why; its owner repairs the queue."""
+    from test_faults_uplink import corrupt_table
+
+    fill(tmp_path / "q.db", 5).close()
+    corrupt_table(tmp_path / "q.db")
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        link = MqttUplink(LinkConfig(host="127.0.0.1", port=broker.port, asset_id="truck1", batch_linger_s=0.0,
+                                     backoff_min_s=0.1, backoff_max_s=0.2),
+                          lambda: DurableQueue(tmp_path / "q.db", sender=True))
+        link.start()
+        try:
+            assert wait_for(lambda: link.stats().error_kind == "queue", 20), link.stats()
+            time.sleep(2.0)  # what would happen next: at 0.1-0.2 s back-off, ten or more reconnects
+            stats = link.stats()
+        finally:
+            link.stop()
+    assert stats.connects == 1 and stats.state == "stopped", stats
+    assert "malformed" in stats.last_error, stats.last_error
+
+
+def test_a_tls_broker_that_is_down_is_unreachable_not_a_certificate_problem(tmp_path, pki):
+    fill(tmp_path / "q.db", 1)
+    broker = MosquittoBroker(tmp_path / "broker", pki=pki)  # configured, never started: nothing listens
+    link = link_for(broker, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
+                    tls_key_file=pki["client_key"])
+    link.start()
+    try:
+        assert wait_for(lambda: link.stats().connect_failures >= 1)
+        stats = link.stats()
+    finally:
+        link.stop()
+    assert stats.error_kind == "unreachable" and "cannot reach" in stats.last_error, stats
 
 
 def test_bandwidth_cap_paces_the_catch_up(tmp_path):

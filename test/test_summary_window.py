@@ -105,3 +105,19 @@ def test_total_co2_equals_the_held_integral_whatever_the_spacing(gaps, rate):
     assert sum(o.co2_kg for o in out) == pytest.approx(expected, rel=1e-9, abs=1e-12)
     starts = [o.start_s for o in out]
     assert starts == sorted(set(starts))  # every window once, in order
+
+
+def test_a_snapshot_restored_after_a_restart_gives_the_same_windows_as_no_restart():
+    whole, first = SummaryWindow(window_s=10.0), SummaryWindow(window_s=10.0)
+    expected = run(whole, 1000.0, 150, 0.1) + whole.flush(2000.0)
+    produced = run(first, 1000.0, 75, 0.1)  # 7.5 s in: window [1000, 1010) in progress
+    snap = first.snapshot()
+    second = SummaryWindow(window_s=10.0, not_before_s=produced[-1].end_s if produced else -math.inf)
+    assert second.restore(snap) and second.covered_to_s == pytest.approx(1007.4)
+    produced += run(second, 1007.5, 75, 0.1) + second.flush(2000.0)
+    assert [(w.start_s, round(w.co2_kg, 9), w.estimate_count) for w in produced] == \
+        [(w.start_s, round(w.co2_kg, 9), w.estimate_count) for w in expected]
+    assert not SummaryWindow(window_s=5.0).restore(snap)  # another window length: not restored
+    assert not SummaryWindow(window_s=10.0).restore("{broken")
+    done = SummaryWindow(window_s=10.0, not_before_s=1010.0)  # the window was produced after the snapshot
+    assert done.restore(snap) and done.flush(2000.0) == []

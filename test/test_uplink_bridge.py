@@ -125,7 +125,7 @@ def test_broker_outage_every_summary_arrives_exactly_once_in_order(probe, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigkill_mid_stream_loses_nothing_and_sequence_survives_restart(probe, tmp_path):
+def test_sigkill_mid_stream_loses_no_stored_summary_and_reports_the_interrupted_span(probe, tmp_path):
     local = probe.collect(CarbonSummary, "/truck1/carbon_summary", qos.latched(depth=10))
     diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
     out = tmp_path / "received.jsonl"
@@ -152,14 +152,17 @@ def test_sigkill_mid_stream_loses_nothing_and_sequence_survives_restart(probe, t
         with NodeProcess("uplink_bridge", namespace="/truck1", params=params) as node:
             assert probe.spin_until(lambda: len({m.sequence for m in local} - first_run) >= 4, 40), node.output
             second_run = {m.sequence for m in local} - first_run
-            assert min(second_run) == max(first_run) + 1  # numbering continued from disk
+            crash_gap = max(first_run) + 1  # numbering continued from disk, first with the crash's gap record
+            assert min(second_run) == crash_gap + 1
             want = finish(probe, feed, local, out, diags, node)
             assert node.stop() == 0
         watcher.loop_stop()
         receiver.kill()
     seqs = received(out)
     assert seqs == sorted(set(seqs)), f"duplicates or out of order at the receiver: {seqs}"
-    assert set(seqs) == want, (seqs, sorted(want))
+    assert set(seqs) == want | {crash_gap}, (seqs, sorted(want))
+    gap = next(json.loads(line) for line in out.read_text().splitlines() if f'"sequence":{crash_gap},' in line)
+    assert gap["gap"] == "bridge_crash" and gap["window_end_s"] > gap["window_start_s"], gap
 
 
 def test_wrong_ca_is_refused_with_a_clear_diagnostic_and_data_is_kept(probe, tmp_path):
@@ -178,7 +181,10 @@ def test_wrong_ca_is_refused_with_a_clear_diagnostic_and_data_is_kept(probe, tmp
             assert "certificate" in values["_message"] and "tls_ca_file" in values["_message"]
             assert int(values["queue.depth"]) >= 2 and values["link.summaries_acked"] == "0"
             assert len(local) >= 2
+            assert probe.spin_until(lambda: int(diag_values(diags).get("link.connect_failures", 0)) >= 3, 30)
             assert node.stop() == 0
+    logged = [line for line in node.output.splitlines() if "uplink tls_verify" in line]
+    assert len(logged) == 1 and "[ERROR]" in logged[0], logged  # once per state change, not per attempt
 
 
 def test_full_queue_applies_drop_oldest_and_reports_it(probe, tmp_path):

@@ -34,3 +34,31 @@ def test_plot_writes_a_png(tmp_path):
     r.close()
     plot(out, str(tmp_path / "co2.png"))
     assert (tmp_path / "co2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gap_records_are_recorded_and_accounted_and_late_rows_still_count(tmp_path):
+    out = tmp_path / "rx.jsonl"
+    lines = []
+    r = Receiver(out, log=lines.append)
+    r.handle("cai/v1/van2/s", batch(1, 2, 3))
+    gap = Summary("van2", 8, 1e9 + 40, 1e9 + 70, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, gap="queue_corrupted",
+                  lost_first=4, lost_last=7)
+    r.handle("cai/v1/van2/s", encode_batch([gap]))
+    assert r.accounting("van2") == {"delivered": 3, "gap_records": 1, "lost_reported": 4, "silent": 0}
+    assert "rows 4..7 named lost (4 not received): queue corrupted" in lines[-1]
+    r.handle("cai/v1/van2/s", batch(5, 9, 11))  # 5 was in flight after all; 10 vanished without a word
+    r.close()
+    assert r.accounting("van2") == {"delivered": 6, "gap_records": 1, "lost_reported": 3, "silent": 1}
+    again = Receiver(out)  # the gap record is in the file, so a restarted receiver knows it too
+    assert again.accounting("van2") == r.accounting("van2")
+    again.close()
+    assert json.loads(out.read_text().splitlines()[3])["gap"] == "queue_corrupted"
+
+
+def test_a_hostile_gap_range_costs_no_memory(tmp_path):
+    r = Receiver(tmp_path / "rx.jsonl", log=lambda line: None)
+    r.handle("cai/v1/van2/s", batch(1))
+    r.handle("cai/v1/van2/s", encode_batch([Summary("van2", 2, 1e9, 1e9, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0,
+                                                    gap="expired", lost_first=3, lost_last=2**63)]))
+    r.close()
+    assert r.accounting("van2") == {"delivered": 1, "gap_records": 1, "lost_reported": 2**63 - 2, "silent": 0}

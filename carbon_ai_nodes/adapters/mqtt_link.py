@@ -16,19 +16,30 @@ One background thread owns everything network-side (paho is not thread-safe acro
 
 A fresh paho client is made for each connection, so paho never replays stale in-flight packets of its own:
 the queue is the only source of truth for what still has to go.
+
+The back-off starts again from ``backoff_min_s`` only after a PUBACK: a connection that is accepted but then
+fails (a broken queue, a refused publish) must not reconnect at once, again and again. A queue SQLite reports
+damaged stops the thread with ``error_kind`` ``queue`` (no reconnecting at all) for its owner to repair.
+
+TLS failures are named by cause, with the fix: a client certificate outside its validity period (checked
+against the clock when a handshake fails), a plain-MQTT listener on a TLS connection (probed with one MQTT
+CONNECT when the broker drops the handshake), a broker certificate not signed by ``tls_ca_file`` or issued for
+another host name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import socket
+import sqlite3
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from carbon_ai_nodes.core.durable_queue import DurableQueue
+from carbon_ai_nodes.core.durable_queue import DurableQueue, QueueDamagedError
 from carbon_ai_nodes.core.errors import ConfigError, LinkError
 from carbon_ai_nodes.core.summary_codec import encode_batch, mqtt_publish_bytes, status_topic, summary_topic
 
@@ -80,6 +91,35 @@ def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SS
     return ctx
 
 
+def certificate_validity_problem(cert_file: str, now_s: float) -> str:
+    """Why ``cert_file`` is not valid at ``now_s`` (Unix s), with the fix; "" if it is (or cannot be read)."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert_file)  # the stdlib's only certificate parser
+        not_before_s = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after_s = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (ssl.SSLError, OSError, KeyError, ValueError, AttributeError):
+        return ""
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now_s))
+    if now_s < not_before_s:
+        return (f"client certificate tls_cert_file={cert_file!r} is not valid before {decoded['notBefore']} (the "
+                f"clock says {now}): set the clock (NTP) or install a certificate valid now")
+    if now_s > not_after_s:
+        return (f"client certificate tls_cert_file={cert_file!r} expired on {decoded['notAfter']} (the clock says "
+                f"{now}): install a renewed certificate")
+    return ""
+
+
+def speaks_plain_mqtt(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    """True if ``host:port`` answers a plain (non-TLS) MQTT 3.1.1 CONNECT with a CONNACK."""
+    connect = bytes([0x10, 14, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 10, 0, 2]) + b"cp"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(connect)
+            return sock.recv(4)[:1] == b"\x20"
+    except OSError:
+        return False
+
+
 class Backoff:
     """Exponential back-off with equal jitter: delay n is uniform in [c/2, c], c = min(max, min * 2**n)."""
 
@@ -127,7 +167,9 @@ class LinkStats:
     state: str = "connecting"
     protocol: str = ""
     last_error: str = ""
-    error_kind: str = ""  # tls_verify | tls_client_cert | refused | unreachable | protocol | publish_refused
+    # tls_verify | tls_client_cert | tls_cert_time | tls_plain_broker | refused | unreachable | publish_refused |
+    # internal | queue
+    error_kind: str = ""
     bytes_sent: int = 0
     messages_sent: int = 0
     summaries_acked: int = 0
@@ -173,6 +215,7 @@ class MqttUplink:
     def start(self) -> None:
         """Start the network thread (again after :meth:`stop`)."""
         self._stop.clear()
+        self._set(state="connecting", error_kind="", last_error="")  # a restart (e.g. after a queue repair)
         self._thread = threading.Thread(target=self._run, name=f"mqtt-uplink-{self.config.asset_id}", daemon=True)
         self._thread.start()
 
@@ -217,7 +260,12 @@ class MqttUplink:
             while not self._stop.is_set():
                 try:
                     self._step(queue)
-                except Exception as exc:  # noqa: BLE001 - e.g. a locked or full disk: report, back off, retry
+                except (QueueDamagedError, sqlite3.DatabaseError) as exc:
+                    # reconnecting cannot help: stop and let the owner repair the queue
+                    self._drop_connection(f"uplink queue failed: {exc}")
+                    self._set(error_kind="queue")
+                    return
+                except Exception as exc:  # noqa: BLE001 - e.g. a full disk: report, back off, retry
                     self._drop_connection(f"{type(exc).__name__}: {exc}")
                     self._set(error_kind="internal")
                     self._next_attempt_s = self._clock() + self._backoff.next_delay_s()
@@ -284,12 +332,17 @@ class MqttUplink:
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
                            **({"clean_start": True} if v5 else {}))
         except ssl.SSLCertVerificationError as exc:
-            raise _link_error("tls_verify", f"TLS: broker certificate rejected: {exc.verify_message} "
-                              f"(check tls_ca_file={cfg.tls_ca_file!r} and the broker host name)") from exc
+            if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+                raise _link_error("tls_verify", f"TLS: the broker certificate is not for host {cfg.host!r} "
+                                  f"({exc.verify_message}): connect by a name the certificate lists") from exc
+            raise _link_error("tls_verify", f"TLS: broker certificate rejected: {exc.verify_message} (its CA is "
+                              f"not tls_ca_file={cfg.tls_ca_file!r}: use the CA that signed the broker's "
+                              "certificate)") from exc
         except ssl.SSLError as exc:
-            raise _link_error("tls_client_cert", f"TLS handshake failed: {exc.reason or exc} "
-                              "(check tls_cert_file/tls_key_file against the broker's CA)") from exc
+            raise self._tls_failure(str(exc.reason or exc)) from exc
         except OSError as exc:
+            if self._ssl is not None and isinstance(exc, ConnectionResetError):  # dropped in the handshake
+                raise self._tls_failure(str(exc.strerror or exc)) from exc
             raise _link_error("unreachable", f"cannot reach {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
         deadline = self._clock() + cfg.connect_timeout_s
         while not self._connected and not self._connack_error and self._clock() < deadline:
@@ -302,23 +355,36 @@ class MqttUplink:
             if self.config.protocol == "auto" and ("protocol" in lowered or "before connack" in lowered):
                 # the broker may speak only 3.1.1 (or only 5): alternate until one is accepted
                 self._protocol = "3.1.1" if v5 else "5"
-            if "ssl" in lowered or "alert" in lowered or "certificate" in lowered:
-                kind = "tls_client_cert"
-                reason += " (check tls_cert_file/tls_key_file against the broker's CA)"
-            elif self._ssl is not None and not self._connack_error:
-                kind = "tls_client_cert"
-                reason += " (with TLS this is most likely the broker rejecting the client certificate)"
-            else:
-                kind = "refused"
-            raise _link_error(kind, f"broker {cfg.host}:{cfg.port} refused the connection: {reason}")
+            if self._ssl is not None and not self._connack_error:
+                raise self._tls_failure(reason)
+            raise _link_error("refused", f"broker {cfg.host}:{cfg.port} refused the connection: {reason}")
         self._client = client
-        self._backoff.reset()
         client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True)
         with self._lock:
             self._stats.state = "connected"
             self._stats.connects += 1
             self._stats.last_error = ""
             self._stats.error_kind = ""
+
+    def _tls_failure(self, reason: str) -> LinkError:
+        """Name the cause of a failed TLS connection: certificate dates, a plain listener, or the client cert."""
+        cfg = self.config
+        problem = certificate_validity_problem(cfg.tls_cert_file, self._clock()) if cfg.tls_cert_file else ""
+        if problem:
+            return _link_error("tls_cert_time", f"TLS: {problem}")
+        if speaks_plain_mqtt(cfg.host, cfg.port):
+            return _link_error("tls_plain_broker", f"TLS: {cfg.host}:{cfg.port} is a plain MQTT listener, not TLS "
+                               f"({reason}): use the broker's TLS port (usually 8883), or clear tls_ca_file for "
+                               "an unencrypted link")
+        lowered = reason.lower()
+        if "alert" in lowered or "certificate" in lowered or "eof" in lowered or "reset" in lowered:
+            return _link_error("tls_client_cert", f"TLS: broker {cfg.host}:{cfg.port} ended the handshake "
+                               f"({reason}): it refused the client certificate: check that tls_cert_file="
+                               f"{cfg.tls_cert_file!r} is signed by the broker's client CA" if cfg.tls_cert_file
+                               else f"TLS: broker {cfg.host}:{cfg.port} ended the handshake ({reason}): it "
+                               "probably requires a client certificate: set tls_cert_file and tls_key_file")
+        return _link_error("tls_client_cert", f"TLS handshake with {cfg.host}:{cfg.port} failed: {reason} (check "
+                           "tls_cert_file/tls_key_file against the broker's CA)")
 
     def _on_connect(self, client: object, userdata: object, flags: object, reason_code: object,
                     properties: object) -> None:
@@ -336,6 +402,8 @@ class MqttUplink:
     def _on_publish(self, client: object, userdata: object, mid: int, reason_code: object,
                     properties: object) -> None:
         ids = self._inflight.pop(mid, None)
+        if not getattr(reason_code, "is_failure", False):
+            self._backoff.reset()  # the link works end to end (accepted connections may still fail right after)
         if ids is None:
             return  # the status message, or a message of a dropped connection
         if getattr(reason_code, "is_failure", False):

@@ -1,7 +1,11 @@
 """Subscribe to carbon summaries at an MQTT broker and append each one, once, to a JSON-lines file.
 
 Duplicates (same asset and sequence, e.g. resent after a reconnect) are dropped, also across runs: the output
-file is read back at start. Malformed messages are counted and skipped. With a fixed --client-id the broker
+file is read back at start. Malformed messages are counted and skipped. Gap records (a bridge saying "of
+sequences N..M, any you have not received is lost", or "estimates from T1 to T2 were not summarised") are
+written to the file too, with their ``gap`` reason, and logged; a summary that arrives after a gap record named
+it still counts as delivered. At exit the tool prints, per asset, what was delivered, reported lost and missing
+without any gap record (a silent loss: there should be none). With a fixed --client-id the broker
 keeps the subscription while the receiver is away (persistent session, QoS 1), so nothing is missed.
 Use it to check a vehicle's link end to end, or as the receiving end in tests.
 """
@@ -12,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = "receive uplink summaries from an MQTT broker into a JSON-lines file (deduplicated)"
@@ -35,18 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Receiver:
-    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps and malformed messages."""
+    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps, gap records and malformed messages."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, log: Callable[[str], None] | None = None) -> None:
         self.out = out
+        self.log = log or (lambda line: print(f"uplink-receive: {line}", file=sys.stderr, flush=True))
         self.seen: dict[str, set[int]] = {}
         self.last_seq: dict[str, int] = {}
-        self.new = self.duplicates = self.malformed = self.gaps = 0
+        # lost ranges named by gap records, as (first, last) intervals: a hostile range must not become a set
+        self.reported: dict[str, list[tuple[int, int]]] = {}
+        self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
+        self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = 0
         if out.exists():
             for line in out.read_text().splitlines():
                 try:
                     rec = json.loads(line)
                     self._mark(rec["asset_id"], int(rec["sequence"]))
+                    if rec.get("gap"):
+                        self._report(rec["asset_id"], int(rec["sequence"]), int(rec["lost_first"]),
+                                     int(rec["lost_last"]))
                 except (ValueError, KeyError, TypeError):
                     continue
         self._file = out.open("a")
@@ -54,6 +66,19 @@ class Receiver:
     def _mark(self, asset: str, seq: int) -> None:
         self.seen.setdefault(asset, set()).add(seq)
         self.last_seq[asset] = max(self.last_seq.get(asset, 0), seq)
+
+    def _report(self, asset: str, sequence: int, first: int, last: int) -> None:
+        self.gap_seqs.setdefault(asset, set()).add(sequence)
+        if first:
+            self.reported[asset] = _merge([*self.reported.get(asset, []), (first, last)])
+
+    def is_reported(self, asset: str, sequence: int) -> bool:
+        """True if a gap record named ``sequence`` lost (whether or not it arrived later)."""
+        return any(a <= sequence <= b for a, b in self.reported.get(asset, ()))
+
+    def _missing(self, asset: str, first: int, last: int) -> int:
+        """How many of first..last have not arrived."""
+        return last - first + 1 - sum(1 for n in self.seen.get(asset, ()) if first <= n <= last)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message; never raises for bad input."""
@@ -64,7 +89,7 @@ class Receiver:
             summaries = decode_batch(asset_from_topic(topic), payload)
         except InputRejectedError as exc:
             self.malformed += 1
-            print(f"uplink-receive: ignored malformed message on {topic[:80]!r}: {exc}", file=sys.stderr)
+            self.log(f"ignored malformed message on {topic[:80]!r}: {exc}")
             return
         for s in summaries:
             if s.sequence in self.seen.get(s.asset_id, ()):
@@ -73,13 +98,51 @@ class Receiver:
             if s.sequence > self.last_seq.get(s.asset_id, 0) + 1 and s.asset_id in self.last_seq:
                 self.gaps += 1
             self._mark(s.asset_id, s.sequence)
+            if s.gap:
+                self.gap_records += 1
+                self._report(s.asset_id, s.sequence, s.lost_first, s.lost_last)
+                rows = (f"rows {s.lost_first}..{s.lost_last} named lost "
+                        f"({self._missing(s.asset_id, s.lost_first, s.lost_last)} not received)"
+                        if s.lost_first else "no rows lost")
+                self.log(f"{s.asset_id}: gap record {s.sequence}: {rows}: "
+                         f"{s.gap.replace('_', ' ')}; data from {_utc(s.window_start_s)} to {_utc(s.window_end_s)} "
+                         "is not (fully) summarised")
             self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
             self.new += 1
         self._file.flush()
 
+    def accounting(self, asset: str) -> dict[str, int]:
+        """Per asset: summaries delivered, gap records, sequences lost and reported, and missing silently
+        (numbers between the first and last received that neither arrived nor were named by a gap record)."""
+        seen = self.seen.get(asset, set())
+        ranges = self.reported.get(asset, [])
+        gap_records = len(self.gap_seqs.get(asset, ()))
+        lost_reported = sum(self._missing(asset, a, b) for a, b in ranges)
+        silent = 0
+        if seen:
+            lo, hi = min(seen), max(seen)
+            in_span = sum(self._missing(asset, max(a, lo), min(b, hi)) for a, b in ranges if a <= hi and b >= lo)
+            silent = hi - lo + 1 - len(seen) - in_span
+        return {"delivered": len(seen) - gap_records, "gap_records": gap_records, "lost_reported": lost_reported,
+                "silent": silent}
+
     def close(self) -> None:
         """Close the output file."""
         self._file.close()
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _utc(t_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_s))
 
 
 def plot(out: Path, png: str) -> None:
@@ -92,6 +155,8 @@ def plot(out: Path, png: str) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     for line in out.read_text().splitlines():
         rec = json.loads(line)
+        if rec.get("gap"):
+            continue  # a gap record has no totals of its own
         series.setdefault(rec["asset_id"], []).append((rec["window_start_s"], rec["co2_kg"]))
     fig, ax = plt.subplots(figsize=(9, 4))
     for asset, points in sorted(series.items()):
@@ -148,7 +213,13 @@ def run(args: argparse.Namespace) -> int:
         client.disconnect()
         receiver.close()
     print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
-          f"{receiver.gaps} gaps, {receiver.malformed} malformed -> {args.out}", file=sys.stderr)
+          f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed -> {args.out}",
+          file=sys.stderr)
+    for asset in sorted(receiver.seen):
+        a = receiver.accounting(asset)
+        print(f"uplink-receive: {asset}: {a['delivered']} summaries delivered, {a['gap_records']} gap records, "
+              f"{a['lost_reported']} lost and reported, {a['silent']} missing without a gap record",
+              file=sys.stderr)
     if args.plot and receiver.out.exists() and receiver.out.stat().st_size:
         plot(receiver.out, args.plot)
     return 0

@@ -14,6 +14,13 @@ The asset is not in the payload: it is the topic level before the last (``<prefi
         varint  co2, mg          varint  fuel, mL         varint  distance, dm
         varint  idle, ds (0.1 s) zigzag  avoided co2, mg
         varint  estimate count   varint  worst inference latency, us
+        (version 2 only) varint gap reasons (bit set, 0 = an ordinary summary); when non-zero:
+        varint  first lost sequence (0 = none)   varint  last minus first lost sequence
+
+A **gap record** (reasons != 0) says "of sequences first..last, any you have not received is lost" and why
+(:data:`GAP_REASONS`); its window is the time span whose data is missing, its totals are zero. It has a sequence
+number of its own, so it is stored, sent, acknowledged and deduplicated like any summary. A batch without gap
+records is written as version 1, so ordinary traffic stays byte for byte what it was.
 
 Quantising to mg / mL / dm / 0.1 s keeps a 10 s window at about 16 bytes, a third of a fixed float layout and
 a tenth of JSON (bench/bench_uplink.py measures both); rounding is to nearest, so totals over many windows
@@ -29,9 +36,12 @@ import re
 from carbon_ai_nodes.core.errors import InputRejectedError
 
 VERSION = 1
+VERSION_GAPS = 2
 MAX_RECORDS = 1000
 _MAX_VARINT_BYTES = 10
 ASSET_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+# Why rows are missing, as bits of a gap record (several may combine when gaps merge).
+GAP_REASONS = {"queue_corrupted": 1, "queue_full": 2, "expired": 4, "bridge_crash": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +59,33 @@ class Summary:
     avoided_co2_kg: float  # physics baseline minus estimate over the window; negative when worse
     estimate_count: int
     worst_latency_us: int
+    gap: str = ""  # non-empty: a gap record; reasons from GAP_REASONS joined with "+"
+    lost_first: int = 0  # a gap record's lost sequences, first..last (0 = none, e.g. a crash's time span)
+    lost_last: int = 0
 
     def as_dict(self) -> dict[str, float | int | str]:
-        """Plain dict (for JSON lines)."""
-        return dataclasses.asdict(self)
+        """Plain dict (for JSON lines); an ordinary summary leaves out the gap fields."""
+        d = dataclasses.asdict(self)
+        if not self.gap:
+            del d["gap"], d["lost_first"], d["lost_last"]
+        return d
+
+
+def gap_mask(gap: str) -> int:
+    """The reason bits of a ``gap`` string (``"queue_full+expired"`` -> 6); ValueError for an unknown name."""
+    mask = 0
+    for name in filter(None, gap.split("+")):
+        if name not in GAP_REASONS:
+            raise ValueError(f"gap reason {name!r}: must be one of {', '.join(GAP_REASONS)}")
+        mask |= GAP_REASONS[name]
+    return mask
+
+
+def gap_names(mask: int) -> str:
+    """The ``gap`` string of reason bits (unknown bits are named ``bit<n>``)."""
+    names = [name for name, bit in GAP_REASONS.items() if mask & bit]
+    names += [f"bit{n}" for n in range(32) if mask >> n & 1 and 1 << n not in GAP_REASONS.values()]
+    return "+".join(names)
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -87,7 +120,8 @@ def encode_batch(summaries: list[Summary]) -> bytes:
     if not 1 <= len(summaries) <= MAX_RECORDS:
         raise ValueError(f"a batch holds 1..{MAX_RECORDS} summaries, got {len(summaries)}")
     first = summaries[0]
-    out = bytearray([VERSION])
+    with_gaps = any(s.gap for s in summaries)
+    out = bytearray([VERSION_GAPS if with_gaps else VERSION])
     _put_varint(out, len(summaries))
     _put_varint(out, first.sequence)
     _put_varint(out, _q(first.window_start_s, 1000.0, "window_start_s"))
@@ -111,6 +145,12 @@ def encode_batch(summaries: list[Summary]) -> bytes:
         _put_varint(out, _zigzag(_q(s.avoided_co2_kg, 1e6, "avoided_co2_kg")))
         _put_varint(out, s.estimate_count)
         _put_varint(out, s.worst_latency_us)
+        if with_gaps:
+            mask = gap_mask(s.gap)
+            _put_varint(out, mask)
+            if mask:
+                _put_varint(out, s.lost_first)
+                _put_varint(out, s.lost_last - s.lost_first if s.lost_first else 0)
         prev_seq, prev_end_ms = s.sequence, end_ms
     return bytes(out)
 
@@ -140,8 +180,9 @@ def decode_batch(asset_id: str, payload: bytes) -> list[Summary]:
         raise InputRejectedError("bad_asset", f"asset id {asset_id[:80]!r}")
     if not payload:
         raise InputRejectedError("empty")
-    if payload[0] != VERSION:
-        raise InputRejectedError("version", f"payload version {payload[0]}, expected {VERSION}")
+    version = payload[0]
+    if version not in (VERSION, VERSION_GAPS):
+        raise InputRejectedError("version", f"payload version {version}, expected {VERSION} or {VERSION_GAPS}")
     r = _Reader(payload)
     r.pos = 1
     count = r.varint()
@@ -160,12 +201,17 @@ def decode_batch(asset_id: str, payload: bytes) -> list[Summary]:
         co2_mg, fuel_ml, dist_dm, idle_ds = r.varint(), r.varint(), r.varint(), r.varint()
         avoided_mg = _unzigzag(r.varint())
         count_estimates, latency_us = r.varint(), r.varint()
-        if seq >= 1 << 64 or start_ms < 0 or count_estimates >= 1 << 32 or latency_us >= 1 << 32:
+        mask = r.varint() if version == VERSION_GAPS else 0
+        lost_first = r.varint() if mask else 0
+        lost_last = lost_first + r.varint() if mask else 0
+        if seq >= 1 << 64 or start_ms < 0 or count_estimates >= 1 << 32 or latency_us >= 1 << 32 \
+                or lost_last >= 1 << 64 or mask >= 1 << 32:
             raise InputRejectedError("out_of_range", f"record {i}")
         out.append(Summary(
             asset_id=asset_id, sequence=seq, window_start_s=start_ms / 1000.0, window_end_s=end_ms / 1000.0,
             co2_kg=co2_mg / 1e6, fuel_l=fuel_ml / 1e3, distance_km=dist_dm / 1e4, idle_s=idle_ds / 10.0,
             avoided_co2_kg=avoided_mg / 1e6, estimate_count=count_estimates, worst_latency_us=latency_us,
+            gap=gap_names(mask), lost_first=lost_first, lost_last=lost_last,
         ))
     if r.pos != len(payload):
         raise InputRejectedError("trailing_bytes", f"{len(payload) - r.pos} bytes after the last record")

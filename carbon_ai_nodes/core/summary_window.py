@@ -11,11 +11,15 @@ window boundaries. Windows are aligned to multiples of ``window_s`` since the Un
 fleet line up. A window closes when every stream has moved past its end, or, when a stream stops, once the
 clock is ``max_hold_s + grace_s`` past that stream's last sample; that last sample then counts for as long as
 the spacing before it (not the full hold). Windows without any sample produce nothing.
+
+:meth:`SummaryWindow.snapshot` / :meth:`SummaryWindow.restore` carry the windows in progress (totals so far and
+each stream's held sample) across a restart, so a crash loses only what arrived since the last snapshot.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 from carbon_ai_nodes.core.errors import InputRejectedError
@@ -129,6 +133,49 @@ class SummaryWindow:
         self._window(sample.stamp_s)
         self._states.last, self._states.open = sample, True
         return self._completed()
+
+    @property
+    def covered_to_s(self) -> float:
+        """Stamp of the newest sample taken in (-inf before the first)."""
+        return max(self._estimates.last_s, self._states.last_s)
+
+    def snapshot(self) -> str:
+        """The windows in progress and the held samples, as JSON (a few hundred bytes per open window)."""
+        def stream(st: _Stream) -> dict:
+            return {"last": dataclasses.asdict(st.last) if st.last else None, "open": st.open,
+                    "period_s": st.period_s}
+
+        return json.dumps({
+            "window_s": self.window_s, "not_before_s": self.not_before_s,
+            "estimates": stream(self._estimates), "states": stream(self._states),
+            "open": [dataclasses.asdict(w) for w in self._open.values()],
+        }, separators=(",", ":"))
+
+    def restore(self, snapshot: str) -> bool:
+        """Continue from :meth:`snapshot`; windows ending by ``not_before_s`` (already produced) are left out.
+
+        Returns False, changing nothing, for a snapshot of another window length or one that does not parse.
+        """
+        try:
+            data = json.loads(snapshot)
+            if data["window_s"] != self.window_s:
+                return False
+            streams = []
+            for key, cls in (("estimates", EstimateSample), ("states", StateSample)):
+                st = _Stream()
+                st.last = cls(**data[key]["last"]) if data[key]["last"] else None
+                st.open, st.period_s = bool(data[key]["open"]) and st.last is not None, float(data[key]["period_s"])
+                streams.append(st)
+            not_before_s = max(self.not_before_s, float(data["not_before_s"]))
+            for st in streams:  # a sample of a window already produced must not reopen it
+                st.open = st.open and st.last_s >= not_before_s
+            windows = [WindowTotals(**w) for w in data["open"]]
+        except (ValueError, KeyError, TypeError):
+            return False
+        self._estimates, self._states = streams
+        self.not_before_s = not_before_s
+        self._open = {self._index(w.start_s + self.window_s / 2): w for w in windows if w.end_s > not_before_s}
+        return True
 
     def flush(self, now_s: float) -> list[WindowTotals]:
         """Close the held interval of streams silent for ``max_hold_s + grace_s``; returns completed windows."""

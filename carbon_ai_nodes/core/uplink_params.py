@@ -61,6 +61,9 @@ class UplinkBridgeParams(ParamSet):
     max_inflight: int = param(8, "MQTT messages awaiting PUBACK at once", min=1, max=1000)
     status_period_s: float = param(1.0, "Period of the queue/link check and diagnostics values", unit="s",
                                    gt=0.0, max=60.0, read_only=True)
+    checkpoint_period_s: float = param(2.0, "Period of the durable checkpoint of the window in progress: the most "
+                                       "a crash loses (reported upstream as a gap record)", unit="s", gt=0.0,
+                                       max=600.0, read_only=True)
 
     def check(self) -> None:
         """Cross-field rules: asset id charset, mutual-TLS pairs, back-off order."""
