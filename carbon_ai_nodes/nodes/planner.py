@@ -59,6 +59,7 @@ from carbon_ai_nodes.core.routing_model import (
     plan_routes,
     replan_routes,
 )
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.node_base import CarbonNode, run_node
 
 
@@ -285,11 +286,11 @@ class Planner(CarbonNode[PlannerParams]):
             self.grid_replans += 1
 
     def _on_state(self, msg: VehicleState) -> None:
-        for name in ("speed_mps", "payload_kg"):
-            v = getattr(msg, name)
-            if not math.isfinite(v) or v < 0:
-                self.reject("vehicle_state", "nan" if math.isnan(v) else "out_of_range", f"{name}={v}")
-                return
+        try:
+            check_vehicle_state(msg)
+        except InputRejectedError as exc:
+            self.reject("vehicle_state", exc.reason, exc.detail)
+            return
         self.last_state_s = self.now_s()
         self.accept("vehicle_state")
 
