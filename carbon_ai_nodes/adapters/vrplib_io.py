@@ -19,6 +19,7 @@ import numpy as np
 
 from carbon_ai_nodes.core.errors import SolverError
 from carbon_ai_nodes.core.routing_model import RoutingProblem, Stop, Vehicle
+from carbon_ai_nodes.core.user_files import read_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ def read_instance(path: str | Path, objective: str = "distance", extra_vehicles:
     path = Path(path)
     if not path.is_file():
         raise SolverError(f"{path}: no such file")
+    read_text(path, "VRPLIB instance")  # a one-line error for a binary file (vrplib would raise UnicodeDecodeError)
     fmt = "solomon" if path.suffix.lower() == ".txt" else "vrplib"
     try:
         data = vrplib.read_instance(str(path), instance_format=fmt, compute_edge_weights=True)
