@@ -82,6 +82,12 @@ def read_instance(path: str | Path, objective: str = "distance", extra_vehicles:
         depots = [int(d) for d in np.atleast_1d(data.get("depot", [0]))]
     except (KeyError, TypeError, ValueError) as exc:
         raise SolverError(f"{path}: missing or malformed section ({exc})") from exc
+    # A file cut short still parses: the sections it lost default to nothing (fewer nodes, zero demands).
+    dimension = data.get("dimension")
+    if dimension is not None and int(dimension) != n:
+        raise SolverError(f"{path}: DIMENSION is {int(dimension)} but {n} nodes were read (is the file cut short?)")
+    if "CVRP" in str(data.get("type", "")).upper() and "demand" not in data:
+        raise SolverError(f"{path}: a CVRP instance needs a DEMAND_SECTION (is the file cut short?)")
     if weights.ndim != 2 or weights.shape != (n, n) or len(demand) != n:
         raise SolverError(f"{path}: DIMENSION, EDGE_WEIGHT and DEMAND sizes disagree")
     if not np.isfinite(weights).all() or not np.isfinite(demand).all():
