@@ -9,6 +9,8 @@ they pass and read as 0.
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from carbon_ai_nodes.core.errors import InputRejectedError
@@ -43,13 +45,36 @@ def check_vehicle_state(state: Any, required: tuple[str, ...] = REQUIRED) -> flo
     Raises InputRejectedError ``nan`` when a ``required`` field is NaN or infinite, ``out_of_range`` when any
     field present is outside :data:`RANGES` (NaN in a field not required is "unknown" and passes).
     """
-    for name in required:
-        value = getattr(state, name)
-        if not math.isfinite(value):
-            raise InputRejectedError("nan", f"{name}={value}")
-    for name, lo, hi in RANGES:
-        value = getattr(state, name, math.nan)
-        if not lo <= value <= hi and not math.isnan(value):
+    plan = _PLANS.get((type(state), required)) or _plan(state, required)
+    get_required, get_ranged, ranged = plan
+    # Once per message on the inference path: one sum tells an all-finite state (a NaN or inf makes it
+    # non-finite; so may huge finite values, which the loop then passes to the range checks).
+    values = get_required(state)
+    if not math.isfinite(sum(values)):
+        for name, value in zip(required, values, strict=True):
+            if not math.isfinite(value):
+                raise InputRejectedError("nan", f"{name}={value}")
+    for (name, lo, hi), value in zip(ranged, get_ranged(state)):  # noqa: B905 - both from one plan
+        if not lo <= value <= hi and value == value:  # NaN (unknown) is the one value unequal to itself
             raise InputRejectedError("out_of_range", f"{name}={value:g} outside [{lo:g}, {hi:g}]")
     speed = state.speed_mps
     return speed if speed > 0.0 else 0.0
+
+
+_Getter = Callable[[Any], tuple[float, ...]]
+_PLANS: dict[tuple[type, tuple[str, ...]], tuple[_Getter, _Getter, tuple[tuple[str, float, float], ...]]] = {}
+
+
+def _getter(names: tuple[str, ...]) -> _Getter:
+    if not names:
+        return lambda _: ()
+    get = operator.attrgetter(*names)
+    return get if len(names) > 1 else lambda s: (get(s),)
+
+
+def _plan(state: Any, required: tuple[str, ...]) -> tuple[_Getter, _Getter, tuple[tuple[str, float, float], ...]]:
+    """The fields of this type of state to read, found once per type (a message type has them all)."""
+    ranged = tuple(r for r in RANGES if hasattr(state, r[0]))
+    plan = (_getter(required), _getter(tuple(name for name, _, _ in ranged)), ranged)
+    _PLANS[(type(state), required)] = plan
+    return plan
