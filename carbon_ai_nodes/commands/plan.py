@@ -10,13 +10,16 @@ import json
 import math
 import sys
 
+from carbon_ai_nodes.commands import arg_types
+
 HELP = "solve a VRPLIB CVRP/VRPTW instance with the planner's solver (routes, cost, gap)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--vrplib FILE, --time-limit S, --objective, --search, --json, --plot PNG."""
     parser.add_argument("--vrplib", required=True, metavar="FILE", help="instance file (.vrp VRPLIB, .txt Solomon)")
-    parser.add_argument("--time-limit", type=float, default=5.0, metavar="SECONDS", help="solver time limit (s)")
+    parser.add_argument("--time-limit", type=arg_types.solver_time_limit, default=5.0, metavar="SECONDS",
+                        help=f"solver time limit (s, at most {arg_types.MAX_SOLVER_TIME_LIMIT_S:g})")
     parser.add_argument("--objective", choices=("distance", "co2", "time"), default="distance",
                         help="distance = instance cost; co2 = placeholder emission model, load-dependent")
     parser.add_argument("--search", choices=("tuned", "plain"), default="tuned",
@@ -37,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
         plan_violations,
     )
 
-    if not (math.isfinite(args.time_limit) and args.time_limit > 0):
-        raise SolverError(f"--time-limit={args.time_limit}: must be a number > 0")
     inst = read_instance(args.vrplib, objective=args.objective)
     p = inst.problem
     if not args.json:

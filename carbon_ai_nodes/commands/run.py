@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 
+from carbon_ai_nodes.commands import arg_types
+
 HELP = "run a scenario's node graph (simulated vehicles by default) as processes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai run``."""
     parser.add_argument("scenario", help="scenario name in config/scenarios (e.g. haul_truck_fleet) or a YAML path")
-    parser.add_argument("--duration", type=float, default=None, metavar="S",
+    parser.add_argument("--duration", type=arg_types.positive_seconds, default=None, metavar="S",
                         help="stop after S seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)")
     parser.add_argument("--compose", action="store_true", help="run every node in one process")
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
@@ -34,15 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", default=(), metavar="NODE", help="start only these nodes")
     parser.add_argument("--fault", nargs="+", default=(), choices=("nan_burst", "gnss_jump", "silence"),
                         help="inject these faults in the simulator")
-    parser.add_argument("--fault-start", type=float, default=10.0, metavar="S", help="first fault window start")
-    parser.add_argument("--fault-length", type=float, default=3.0, metavar="S", help="length of a fault window")
-    parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
+    parser.add_argument("--fault-start", type=arg_types.non_negative_seconds, default=10.0, metavar="S",
+                        help="first fault window start")
+    parser.add_argument("--fault-length", type=arg_types.positive_seconds, default=3.0, metavar="S",
+                        help="length of a fault window")
+    parser.add_argument("--startup-timeout", type=arg_types.positive_seconds, default=60.0, metavar="S",
                         help="exit with status 1 if the graph is not up within S seconds (default 60)")
     parser.add_argument("--sim-uplink", action="store_true",
                         help="with the simulator: send its summaries to the configured MQTT broker (by default a "
                              "simulated run has no broker and queues in its run directory, never the vehicle's)")
     parser.add_argument("--run-dir", default="", help="where generated files go (default: a temporary directory)")
-    parser.add_argument("--record", default="", metavar="FILE.mcap",
+    parser.add_argument("--record", type=arg_types.new_file, default=None, metavar="FILE.mcap",
                         help="record every topic of the run to this MCAP file (replay it in Foxglove)")
     parser.add_argument("--record-topics", nargs="+", default=(), metavar="TOPIC",
                         help="with --record: only these topics (default: all but /parameter_events)")

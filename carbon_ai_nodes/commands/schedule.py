@@ -9,6 +9,8 @@ import argparse
 import json
 import math
 
+from carbon_ai_nodes.commands import arg_types
+
 HELP = "schedule flexible loads against a grid carbon-intensity forecast (CO2 vs as-early-as-possible)"
 
 
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slot-s", type=float, default=3600.0, help="slot length (s)")
     parser.add_argument("--horizon-s", type=float, default=86400.0, help="horizon from the forecast start (s)")
     parser.add_argument("--site-cap-kw", type=float, default=math.inf, help="site power cap (kW)")
-    parser.add_argument("--time-limit", type=float, default=10.0, help="solver time limit (s)")
+    parser.add_argument("--time-limit", type=arg_types.solver_time_limit, default=10.0,
+                        help=f"solver time limit (s, at most {arg_types.MAX_SOLVER_TIME_LIMIT_S:g})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="PNG", help="draw intensity and asset power to this PNG")
 
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from carbon_ai_nodes.core.grid_forecast import GridForecast
     from carbon_ai_nodes.core.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
 
-    for name in ("slot_s", "horizon_s", "time_limit"):
+    for name in ("slot_s", "horizon_s"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise SolverError(f"--{name.replace('_', '-')}={value}: must be a number > 0")

@@ -28,6 +28,7 @@ from carbon_ai_nodes.core.actuation_targets import PowerSchedule, RouteTrack
 from carbon_ai_nodes.core.errors import InputRejectedError
 from carbon_ai_nodes.core.fusion import MOTION_SOURCES
 from carbon_ai_nodes.core.safety_envelope import Command, Mode, Setpoint, motion_sources_problem
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 
 _USABLE_PLAN = (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)
 
@@ -60,12 +61,11 @@ def _finite(name: str, *values: float) -> None:
 
 def vehicle_position(msg: VehicleState, asset_id: str,
                      require_motion_source: bool = True) -> tuple[float, float, float]:
-    """(stamp_s, east_m, north_m) of a VehicleState for this asset; position and speed must be finite, and (with
-    ``require_motion_source``) a motion source must be healthy (core.safety_envelope.motion_sources_problem)."""
+    """(stamp_s, east_m, north_m) of a VehicleState for this asset: it must pass the VehicleState rule
+    (core.vehicle_state_rules) with position and speed required, and (with ``require_motion_source``) a motion
+    source must be healthy (core.safety_envelope.motion_sources_problem)."""
     _check_asset(msg.asset_id, asset_id)
-    _finite("vehicle_state position/speed", msg.east_m, msg.north_m, msg.speed_mps)
-    if abs(msg.speed_mps) > 150.0:
-        raise InputRejectedError("out_of_range", f"speed_mps={msg.speed_mps}")
+    check_vehicle_state(msg, ("speed_mps", "east_m", "north_m"))
     if require_motion_source and msg.sources:
         reason = motion_sources_problem((s.name, s.enabled, s.healthy) for s in msg.sources)
         if reason:

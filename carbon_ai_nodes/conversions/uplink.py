@@ -8,6 +8,7 @@ from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
 from carbon_ai_nodes.conversions.time import to_seconds, to_time
 from carbon_ai_nodes.core.summary_codec import Summary
 from carbon_ai_nodes.core.summary_window import EstimateSample, StateSample
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 
 
 def estimate_sample(msg: CarbonEstimate) -> EstimateSample:
@@ -20,8 +21,10 @@ def estimate_sample(msg: CarbonEstimate) -> EstimateSample:
 
 
 def state_sample(msg: VehicleState) -> StateSample:
-    """The window core's view of one fused state."""
-    return StateSample(stamp_s=to_seconds(msg.header.stamp), speed_mps=msg.speed_mps, is_idle=bool(msg.is_idle))
+    """The window core's view of one fused state; InputRejectedError for a state that fails the VehicleState
+    rule (core.vehicle_state_rules), standstill noise read as 0 m/s."""
+    speed_mps = check_vehicle_state(msg)
+    return StateSample(stamp_s=to_seconds(msg.header.stamp), speed_mps=speed_mps, is_idle=bool(msg.is_idle))
 
 
 def carbon_summary(summary: Summary, stamp: Time, frame_id: str = "") -> CarbonSummary:

@@ -28,6 +28,7 @@ from carbon_ai_nodes.core.residual_features import (
     feature_row,
 )
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 
 # One standard deviation of the CO2 rate, relative: from the held-out EPA errors (model card) and the
 # physics-only fit; applied to cycle-level error, so per-instant figures are indicative.
@@ -99,24 +100,16 @@ class Estimate:
     model_id: str
 
 
+_ESTIMATE_NEEDS = ("stamp_s", "speed_mps", "accel_mps2", "grade")
+
+
 def validate_state(s: StateInput, profile: VehicleProfile) -> None:
-    """Raise InputRejectedError (reason ``nan`` | ``out_of_range``) for a state no estimate should come from."""
-    # One test for the usual all-finite state; a NaN or inf anywhere makes the sum non-finite (so does an
-    # overflow of huge finite values, which the loop then finds none of and the range checks refuse).
-    if not math.isfinite(s.stamp_s + s.speed_mps + s.accel_mps2 + s.grade):
-        for name in ("stamp_s", "speed_mps", "accel_mps2", "grade"):
-            if not math.isfinite(getattr(s, name)):
-                raise InputRejectedError("nan", f"{name}={getattr(s, name)}")
-    if not -0.5 <= s.speed_mps <= 120.0:
-        raise InputRejectedError("out_of_range", f"speed_mps={s.speed_mps:g} outside [0, 120]")
-    if abs(s.accel_mps2) > 15.0:
-        raise InputRejectedError("out_of_range", f"accel_mps2={s.accel_mps2:g} outside +-15")
-    if abs(s.grade) > 1.0:
-        raise InputRejectedError("out_of_range", f"grade={s.grade:g} outside +-1")
-    if math.isfinite(s.payload_kg) and not 0.0 <= s.payload_kg <= max(profile.payload_capacity_kg * 1.5, 1e5):
+    """Raise InputRejectedError (reason ``nan`` | ``out_of_range``) for a state no estimate should come from:
+    the VehicleState rule (core.vehicle_state_rules) with stamp, speed, acceleration and grade required, and a
+    payload this profile could carry."""
+    check_vehicle_state(s, _ESTIMATE_NEEDS)
+    if s.payload_kg > max(profile.payload_capacity_kg * 1.5, 1e5):
         raise InputRejectedError("out_of_range", f"payload_kg={s.payload_kg:g}")
-    if math.isfinite(s.engine_load_pct) and not -1.0 <= s.engine_load_pct <= 125.0:
-        raise InputRejectedError("out_of_range", f"engine_load_pct={s.engine_load_pct:g}")
 
 
 def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:

@@ -351,21 +351,13 @@ class DriveCycle:
 
 def load_cycle(path: str, name: str = "") -> DriveCycle:
     """Read ``time_s,speed_mps[,grade]`` CSV; raises ConfigError on a malformed file."""
-    import csv
     from pathlib import Path
 
     from carbon_ai_nodes.core.errors import ConfigError
+    from carbon_ai_nodes.core.user_files import read_csv
 
     p = Path(path)
-    try:
-        with p.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            if "time_s" not in cols or "speed_mps" not in cols:
-                raise ConfigError(f"{p}: a drive cycle needs columns time_s,speed_mps[,grade]; found {cols}")
-            rows = list(reader)
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read drive cycle ({exc.strerror or exc})") from None
+    rows = read_csv(p, "drive cycle", ("time_s", "speed_mps"))
     try:
         t = np.array([float(r["time_s"]) for r in rows])
         v = np.array([float(r["speed_mps"]) for r in rows])

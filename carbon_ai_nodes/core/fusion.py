@@ -37,6 +37,7 @@ import numpy as np
 from carbon_ai_nodes.core.errors import InputRejectedError
 from carbon_ai_nodes.core.geodesy import LocalFrame
 from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.core.vehicle_state_rules import ENGINE_RANGES
 
 GRAVITY_MPS2 = 9.80665
 E, N, U, V, A, PSI, R, G = range(8)
@@ -47,15 +48,6 @@ SOURCES = ("gnss", "imu", "odom", "engine")
 OUTPUT_INDEX = np.array([E, N, V, A, PSI, G])
 ENGINE_CHANNELS = ("engine_speed_rpm", "engine_load_pct", "fuel_rate_lph", "coolant_temp_c", "payload_kg",
                    "ambient_temp_c")
-# Plausible physical ranges of EngineTelemetry channels (J1939 SPN ranges, rounded out).
-ENGINE_RANGES = {
-    "engine_speed_rpm": (0.0, 10000.0),
-    "engine_load_pct": (0.0, 250.0),
-    "fuel_rate_lph": (0.0, 3000.0),
-    "coolant_temp_c": (-60.0, 200.0),
-    "payload_kg": (-500.0, 1.0e6),  # load cells read slightly negative when empty
-    "ambient_temp_c": (-70.0, 80.0),
-}
 _OUTPUT_IX = np.ix_(OUTPUT_INDEX, OUTPUT_INDEX)
 _IDENTITY = np.eye(STATE_SIZE)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.core.user_files import read_csv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,7 @@ class GridForecast:
     def from_csv(cls, path: str | Path) -> GridForecast:
         """Read a CSV with a header ``offset_s,gco2_per_kwh``; errors name the file and line."""
         path = Path(path)
-        try:
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-        except OSError as exc:
-            raise ConfigError(f"grid forecast {path}: {exc.strerror}") from exc
+        rows = read_csv(path, "grid forecast", ("offset_s", "gco2_per_kwh"))
         offsets, values = [], []
         for line, row in enumerate(rows, start=2):
             try:

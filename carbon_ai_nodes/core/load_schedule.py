@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from carbon_ai_nodes.core.errors import ConfigError, SolverError
+from carbon_ai_nodes.core.user_files import load_yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,13 +362,4 @@ def jobs_from_mapping(data: Mapping[str, Any], where: str = "jobs file") -> tupl
 
 def load_jobs_file(path: str) -> tuple[list[Asset], list[Job]]:
     """Read a YAML jobs file (see config/planner_loads_example.yaml)."""
-    import yaml
-
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    return jobs_from_mapping(data, path)
+    return jobs_from_mapping(load_yaml(path, "jobs file"), path)

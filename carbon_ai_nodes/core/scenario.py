@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.user_files import load_yaml, number
 
 # Dependency order of the known nodes: producers before consumers, the actuator bridge last to come up and
 # (see supervisor.shutdown_order) first to go down.
@@ -160,14 +161,8 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Read and validate a scenario; errors name the file and the key (``haul.yaml: vehicles[1].id: ...``)."""
-    import yaml
-
     path = find_scenario(str(name_or_path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    data = _mapping(data, str(path))
+    data = _mapping(load_yaml(path, "scenario"), str(path))
     known = {"name", "description", "origin", "nodes", "vehicles", "baseline_params", "duration_s"}
     for key in data:
         if key not in known:
@@ -221,21 +216,22 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         drive_cycle = str(v.get("drive_cycle") or "")
         if not route and not drive_cycle:
             raise ConfigError(f"{where}: give a route or a drive_cycle")
+        cruise_speed_mps = number(v.get("cruise_speed_mps"), f"{where}.cruise_speed_mps", 10.0)
         if route:
             from carbon_ai_nodes.core.vehicle_sim import Route
 
             try:
-                Route.from_list(route, float(v.get("cruise_speed_mps", 10.0)))
+                Route.from_list(route, cruise_speed_mps)
             except ConfigError as exc:
                 raise ConfigError(f"{where}.{exc}") from None
         vparams = {str(k): dict(_mapping(p, f"{where}.params.{k}"))
                    for k, p in _mapping(v.get("params"), f"{where}.params").items()}
-        vehicles.append(Vehicle(vid, dict(profile), tuple(route), drive_cycle,
-                                float(v.get("cruise_speed_mps", 10.0)), float(v.get("initial_payload_kg", 0.0)),
+        payload_kg = number(v.get("initial_payload_kg"), f"{where}.initial_payload_kg", 0.0)
+        vehicles.append(Vehicle(vid, dict(profile), tuple(route), drive_cycle, cruise_speed_mps, payload_kg,
                                 vparams))
     baseline = {str(k): dict(_mapping(p, f"{path}: baseline_params.{k}"))
                 for k, p in _mapping(data.get("baseline_params"), f"{path}: baseline_params").items()}
-    duration = float(data.get("duration_s", 60.0))
+    duration = number(data.get("duration_s"), f"{path}: duration_s", 60.0)
     if not duration > 0:
         raise ConfigError(f"{path}: duration_s={duration}: must be > 0")
     return Scenario(str(data.get("name") or path.stem), path, str(data.get("description", "")), origin_t,

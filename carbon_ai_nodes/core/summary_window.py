@@ -23,6 +23,7 @@ import json
 import math
 
 from carbon_ai_nodes.core.errors import InputRejectedError
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,6 @@ class WindowTotals:
 # Rates above these are sensor faults, not vehicles: a 4 MW mining truck burns ~1000 L/h, ~0.8 kg CO2/s.
 MAX_CO2_RATE_G_S = 5000.0
 MAX_FUEL_RATE_LPH = 5000.0
-MAX_SPEED_MPS = 120.0
 _EPS_S = 1e-6
 
 
@@ -78,11 +78,9 @@ def check_estimate(s: EstimateSample) -> None:
 
 
 def check_state(s: StateSample) -> None:
-    """Raise InputRejectedError (reason ``nan`` or ``out_of_range``) for an implausible state."""
-    if not (math.isfinite(s.stamp_s) and math.isfinite(s.speed_mps)):
-        raise InputRejectedError("nan", "stamp and speed_mps must be finite")
-    if not -1.0 <= s.speed_mps <= MAX_SPEED_MPS:  # small negative: estimator noise around standstill
-        raise InputRejectedError("out_of_range", f"speed {s.speed_mps} m/s")
+    """Raise InputRejectedError (reason ``nan`` or ``out_of_range``) for an implausible state (the VehicleState
+    rule, core.vehicle_state_rules, with stamp and speed required)."""
+    check_vehicle_state(s, ("stamp_s", "speed_mps"))
 
 
 class _Stream:

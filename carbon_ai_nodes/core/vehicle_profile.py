@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.user_files import load_yaml
 
 FUELS = ("gasoline", "diesel", "cng", "electric")
 TRANSMISSIONS = ("automatic", "manual", "automated_manual", "cvt")
@@ -179,15 +180,7 @@ def _is_num(v: Any) -> bool:
 
 def load_profiles(path: str | Path) -> list[VehicleProfile]:
     """Read a YAML file holding one profile or a list of profiles; raises ConfigError naming file and key."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read vehicle profile ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(path, "vehicle profile")
     items = data if isinstance(data, list) else [data]
     if not items:
         raise ConfigError(f"{path}: no vehicle profile in the file")

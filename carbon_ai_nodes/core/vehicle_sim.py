@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.core.user_files import read_csv
 
 G_MPS2 = 9.80665
 EARTH_RADIUS_M = 6_378_137.0  # WGS84 equatorial radius
@@ -161,13 +162,7 @@ class DriveTrace:
     @classmethod
     def from_csv(cls, path: str) -> DriveTrace:
         """Read ``time_s,speed_mps,grade`` (grade optional); errors name file and line."""
-        import csv
-
-        try:
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        except OSError as exc:
-            raise ConfigError(f"drive cycle {path}: {exc.strerror or exc}") from None
+        rows = read_csv(path, "drive cycle", ("time_s", "speed_mps"))
         t, v, g = [], [], []
         for line, row in enumerate(rows, start=2):
             try:

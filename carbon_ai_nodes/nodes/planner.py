@@ -48,7 +48,6 @@ from carbon_ai_nodes import qos
 from carbon_ai_nodes.conversions import planning as conv
 from carbon_ai_nodes.core.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.core.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
-from carbon_ai_nodes.core.planner_inputs import checked_state
 from carbon_ai_nodes.core.routing_model import (
     REPLAN_SOLVER_SHARE,
     PlannerParams,
@@ -60,6 +59,7 @@ from carbon_ai_nodes.core.routing_model import (
     plan_routes,
     replan_routes,
 )
+from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.node_base import CarbonNode, run_node
 
 
@@ -287,7 +287,7 @@ class Planner(CarbonNode[PlannerParams]):
 
     def _on_state(self, msg: VehicleState) -> None:
         try:
-            checked_state(msg.speed_mps, msg.payload_kg)  # standstill noise and a NaN payload are normal
+            check_vehicle_state(msg)  # standstill noise and NaN optional channels (payload) are normal
         except InputRejectedError as exc:
             self.reject("vehicle_state", exc.reason, exc.detail)
             return
