@@ -25,6 +25,7 @@ from carbon_ai_msgs.msg import (
     AssetSchedule,
     CarbonEstimate,
     EngineTelemetry,
+    GridIntensity,
     LoadSchedule,
     ManualOverride,
     RoutePlan,
@@ -37,6 +38,7 @@ from carbon_ai_nodes import qos
 from carbon_ai_nodes.adapters import load_backend
 from carbon_ai_nodes.conversions import actuation
 from carbon_ai_nodes.conversions import fusion as fusion_conv
+from carbon_ai_nodes.conversions import planning as planning_conv
 from carbon_ai_nodes.conversions.inference import state_input
 from carbon_ai_nodes.conversions.time import header_stamp_s
 from carbon_ai_nodes.core.actuation_targets import PowerSchedule
@@ -240,6 +242,12 @@ def test_negative_or_malformed_stamps_are_bad_stamp_in_every_node():
             with pytest.raises(InputRejectedError) as err:
                 read()  # before: sec=-5 passed for "unstamped" (bridge) or for a time in 1969
             assert err.value.reason == "bad_stamp", read
+    grid = GridIntensity(forecast_gco2_per_kwh=[300.0], forecast_step_s=3600.0)
+    for start in (Time(sec=-5), Time()):  # the planner's forecast must say when it starts
+        grid.forecast_start = start
+        with pytest.raises(InputRejectedError) as err:
+            planning_conv.forecast_from_msg(grid)
+        assert err.value.reason == "bad_stamp"
     with pytest.raises(InputRejectedError) as err:
         actuation.power_schedule(_schedule(60.0, Time(sec=-5), [1.0]), DEFAULTS)
     assert err.value.reason == "bad_stamp"
