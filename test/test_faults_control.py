@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from conftest import REPO
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -590,5 +591,43 @@ def test_fuzzed_inputs_over_dds_never_stop_or_break_the_command_stream(probe, ev
                 assert abs(getattr(b, field) - getattr(a, field)) <= slew * max(dt, 0.0) + 1e-3, (field, a, b)
         print(f"\nfuzz over DDS: {len(events)} messages, {len(cmds)} commands in {end - start:.1f} s, "
               f"worst gap {1e3 * max(gaps):.0f} ms, modes {sorted({m.mode for _, m in cmds})}")
+        assert node.stop() == 0
+    assert "Traceback" not in node.output
+
+
+@pytest.mark.slow
+def test_fusion_over_dds_reports_frozen_sensor_clocks_unhealthy(probe):
+    """Every sensor keeps sending at 10 m/s but its clock freezes. Before: accepted, sources healthy, and the
+    position ran 27.6 m ahead in 2.9 s. Now: repeated stamps are refused and counted, every motion source turns
+    unhealthy, and the actuator bridge's motion-source rule refuses the state."""
+    from test_fusion_node import NS, Feeder, diag_values
+
+    from carbon_ai_nodes.core.safety_envelope import motion_sources_problem
+
+    feeder = Feeder(probe)
+    frozen: dict[str, Time] = {}
+    for name, pub in feeder.pubs.items():
+        def publish(msg, name=name, real=pub.publish):
+            if feeder.frozen:
+                msg.header.stamp = frozen.setdefault(name, msg.header.stamp)
+            real(msg)
+        pub.publish = publish
+    feeder.frozen = False
+    states = probe.collect(VehicleState, f"{NS}/vehicle_state", qos.command())
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+    params = {"datum_latitude": DATUM[0], "datum_longitude": DATUM[1], "datum_altitude_m": DATUM[2],
+              "publish_mode": "timer", "diagnostics_period_s": 0.2}
+    with NodeProcess("fusion", namespace=NS, params=params) as node:
+        def healthy() -> bool:
+            return bool(states) and all(s.healthy for s in states[-1].sources)
+        assert probe.spin_until(healthy, 30), states[-1].sources if states else node.output
+        feeder.frozen = True
+        assert probe.spin_until(lambda: not any(s.healthy for s in states[-1].sources if s.name != "engine"), 10), \
+            states[-1].sources
+        last = states[-1]
+        assert motion_sources_problem((s.name, s.enabled, s.healthy) for s in last.sources) == "no_motion_source"
+        assert probe.spin_until(lambda: all(int(diag_values(diags, f"{NS}/fusion").get(f"rejected.{n}.repeated_stamp",
+                                                                                      0)) >= 1
+                                            for n in ("imu", "odom")), 10), diag_values(diags, f"{NS}/fusion")
         assert node.stop() == 0
     assert "Traceback" not in node.output

@@ -113,10 +113,15 @@ def validate_state(s: StateInput, profile: VehicleProfile) -> None:
         raise InputRejectedError("out_of_range", f"accel_mps2={s.accel_mps2:g} outside +-15")
     if abs(s.grade) > 1.0:
         raise InputRejectedError("out_of_range", f"grade={s.grade:g} outside +-1")
-    if math.isfinite(s.payload_kg) and not 0.0 <= s.payload_kg <= max(profile.payload_capacity_kg * 1.5, 1e5):
+    # NaN = not available; inf and huge values are refused (a 5.7e306 rpm once made the CO2 rate inf).
+    if not math.isnan(s.payload_kg) and not 0.0 <= s.payload_kg <= max(profile.payload_capacity_kg * 1.5, 1e5):
         raise InputRejectedError("out_of_range", f"payload_kg={s.payload_kg:g}")
-    if math.isfinite(s.engine_load_pct) and not -1.0 <= s.engine_load_pct <= 125.0:
+    if not math.isnan(s.engine_load_pct) and not -1.0 <= s.engine_load_pct <= 125.0:
         raise InputRejectedError("out_of_range", f"engine_load_pct={s.engine_load_pct:g}")
+    if not math.isnan(s.engine_speed_rpm) and not 0.0 <= s.engine_speed_rpm <= 10000.0:
+        raise InputRejectedError("out_of_range", f"engine_speed_rpm={s.engine_speed_rpm:g}")
+    if not math.isnan(s.coolant_temp_c) and not -60.0 <= s.coolant_temp_c <= 200.0:
+        raise InputRejectedError("out_of_range", f"coolant_temp_c={s.coolant_temp_c:g}")
 
 
 def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:

@@ -386,7 +386,6 @@ class FusionFilter:
     # --------------------------------------------------------------------------------------------- public updates
     def update_gnss(self, fix: GnssFix, now_s: float) -> None:
         """Fuse a GNSS fix (sets the datum on the first valid fix when none is configured)."""
-        self._check_stamp("gnss", fix.stamp_s, now_s)
         if fix.status < 0:
             raise InputRejectedError("no_fix", f"status {fix.status}")
         if not _finite(fix.latitude_deg, fix.longitude_deg, fix.altitude_m):
@@ -404,6 +403,7 @@ class FusionFilter:
             floor = p.gnss_min_sigma_m**2
             for i in range(3):
                 cov[i][i] += floor
+        self._check_stamp("gnss", fix.stamp_s, now_s)
         if self.frame is None:
             self.frame = LocalFrame(fix.latitude_deg, fix.longitude_deg, fix.altitude_m)
         z = np.array(self.frame.to_enu(fix.latitude_deg, fix.longitude_deg, fix.altitude_m))
@@ -412,7 +412,6 @@ class FusionFilter:
 
     def update_imu(self, imu: ImuSample, now_s: float) -> None:
         """Fuse an IMU sample (pitch -> grade, gyro z -> yaw rate, accel x -> accel + gravity on grade)."""
-        self._check_stamp("imu", imu.stamp_s, now_s)
         p = self.params
         rows: list[tuple[str, float, float]] = []  # (component, measured value, variance)
         if imu.quaternion_xyzw is not None:
@@ -450,12 +449,12 @@ class FusionFilter:
             raise InputRejectedError("bad_covariance", "negative variance")
         if not rows:
             raise InputRejectedError("no_usable_data", "no orientation, gyro or accelerometer in use")
+        self._check_stamp("imu", imu.stamp_s, now_s)
         self._ingest(imu.stamp_s, "imu", tuple(rows))
         self._accepted("imu", imu.stamp_s)
 
     def update_odom(self, odom: WheelSpeed, now_s: float) -> None:
         """Fuse wheel-odometry speed (and yaw rate when ``odom_use_yaw_rate``)."""
-        self._check_stamp("odom", odom.stamp_s, now_s)
         p = self.params
         if not _finite(odom.speed_mps, odom.speed_var):
             raise InputRejectedError("nan", "speed not finite")
@@ -467,6 +466,7 @@ class FusionFilter:
         if p.odom_use_yaw_rate and math.isfinite(odom.yaw_rate_rps):
             rows.append(("yaw_rate", odom.yaw_rate_rps,
                          odom.yaw_rate_var if odom.yaw_rate_var > 0 else p.imu_yaw_rate_sigma_rps**2))
+        self._check_stamp("odom", odom.stamp_s, now_s)
         self._ingest(odom.stamp_s, "odom", tuple(rows))
         self._accepted("odom", odom.stamp_s)
 
@@ -475,7 +475,6 @@ class FusionFilter:
 
         Raises when the stamp is bad, repeated or out of order, or when no channel carries a usable value.
         """
-        self._check_stamp("engine", sample.stamp_s, now_s)
         bad: list[str] = []
         good: dict[str, float] = {}
         for channel in ENGINE_CHANNELS:
@@ -489,6 +488,7 @@ class FusionFilter:
                 good[channel] = value
         if not good:
             raise InputRejectedError("out_of_range" if bad else "nan", ", ".join(bad) or "every channel NaN")
+        self._check_stamp("engine", sample.stamp_s, now_s)
         tau = self.params.engine_filter_tau_s
         for channel, value in good.items():
             prev, prev_t = self._engine[channel], self._engine_t[channel]
@@ -532,8 +532,8 @@ class FusionFilter:
 
     # --------------------------------------------------------------------------------------------- internals
     def _check_stamp(self, source: str, stamp_s: float, now_s: float) -> None:
-        """The stamp rules (see the module docstring); the source's last stamp is that of its last accepted
-        message (:meth:`_accepted`)."""
+        """The stamp rules (see the module docstring), checked after the content so a bad message is counted
+        under what is wrong with it; the source's last stamp is that of its last accepted message."""
         p = self.params
         if not math.isfinite(stamp_s):
             raise InputRejectedError("nan", "stamp not finite")

@@ -277,12 +277,11 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             self.envelope.set_internal_fault("")
 
     def _input_event(self, now: Any = None, route: bool = False) -> None:
-        if route:
-            self._refresh_target(route=True)
+        """An input changed: new target (with ``route``, a new route speed first), command at once if wanted."""
+        if route or not self.params.publish_on_input:
+            self._refresh_target(route=route)
         if self.params.publish_on_input:
-            self._control(now)
-        elif not route:
-            self._refresh_target()
+            self._control(now)  # refreshes the target itself
 
     def _control(self, now: Any = None) -> None:
         """One envelope step and its command, whatever fails on the way; ``now`` (rclpy Time) if the caller
