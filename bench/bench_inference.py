@@ -84,7 +84,7 @@ def main() -> int:
         def node_path(est):
             def run():
                 t0 = time.perf_counter_ns()
-                e = est.estimate(state_input(msg))
+                e = est.estimate(state_input(msg, 1.0))
                 carbon_estimate(e, msg.header, (time.perf_counter_ns() - t0) // 1000, into=out)
             return run
     except ImportError:

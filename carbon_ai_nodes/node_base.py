@@ -224,11 +224,14 @@ class CarbonNode(LifecycleNode, Generic[P]):
         *,
         input_name: str | None = None,
         timeout_s: float = 0.0,
+        raw: bool = False,
     ) -> Any:
         """A subscription whose callback runs only while active and never raises.
 
         With ``input_name`` and ``timeout_s > 0`` the input is watched: the watchdog marks it stale when
         nothing arrives in time (see :meth:`poll_watchdog`); QoS deadline events, when enabled, count too.
+        With ``raw`` the callback gets the serialised bytes (to size-check before deserialising) and the
+        intra-process bus is not used.
         """
         name = input_name or topic
         event_callbacks = None
@@ -244,10 +247,10 @@ class CarbonNode(LifecycleNode, Generic[P]):
                     )
                 )
         run = self.guarded(name, callback)
-        bus_sub = BusSubscription(run) if self._bus is not None and is_stamped(msg_type) else None
+        bus_sub = BusSubscription(run) if self._bus is not None and is_stamped(msg_type) and not raw else None
         sub = self.create_subscription(
             msg_type, topic, run if bus_sub is None else bus_sub.from_middleware, profile,
-            event_callbacks=event_callbacks,
+            event_callbacks=event_callbacks, raw=raw,
         )
         self._carbon_entities.append(sub)
         if bus_sub is not None:

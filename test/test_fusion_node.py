@@ -149,7 +149,7 @@ def test_node_fuses_at_rate_rejects_bad_input_and_flags_staleness(probe):
         old_odom.header.stamp.sec = stamp.sec - 30
         old_odom.twist.twist.linear.x = 0.0
         expected = ["rejected.gnss.nan", "rejected.gnss.bad_covariance", "rejected.imu.nan",
-                    "rejected.odom.out_of_range", "rejected.odom.out_of_order"]
+                    "rejected.odom.out_of_range", "rejected.odom.stale"]
 
         def bad_input_counted() -> bool:
             # Sensor QoS is best effort, keep last 5: on a loaded machine one burst may be overwritten, so

@@ -114,6 +114,12 @@ def test_state_input_maps_every_field():
     msg = VehicleState(asset_id="car7", speed_mps=1.5, accel_mps2=2.5, grade=0.035, payload_kg=450.0,
                        engine_speed_rpm=1800.0, engine_load_pct=42.0, coolant_temp_c=71.0)
     msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 250_000_000
-    assert state_input(msg) == StateInput(asset_id="car7", stamp_s=12.25, speed_mps=1.5, accel_mps2=2.5, grade=0.035,
-                                          payload_kg=450.0, engine_speed_rpm=1800.0, engine_load_pct=42.0,
-                                          coolant_temp_c=71.0)
+    assert state_input(msg, 99.0) == StateInput(asset_id="car7", stamp_s=12.25, speed_mps=1.5, accel_mps2=2.5,
+                                                grade=0.035, payload_kg=450.0, engine_speed_rpm=1800.0,
+                                                engine_load_pct=42.0, coolant_temp_c=71.0)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0  # never set: judged at arrival
+    assert state_input(msg, 99.0).stamp_s == 99.0
+    msg.header.stamp.sec = -5  # before the epoch: no clock reading, not "unstamped"
+    with pytest.raises(InputRejectedError) as info:
+        state_input(msg, 99.0)
+    assert info.value.reason == "bad_stamp"

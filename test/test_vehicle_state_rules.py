@@ -39,7 +39,7 @@ def planner_hop(m: VehicleState) -> None:
 
 
 def inference_hop(m: VehicleState) -> None:
-    validate_state(state_input(m), TRUCK)
+    validate_state(state_input(m, now_s=0.0), TRUCK)
 
 
 def bridge_hop(m: VehicleState) -> None:
@@ -70,7 +70,7 @@ def test_a_parked_truck_passes_every_hop(hop, fields):
 
 
 def test_the_estimator_gives_a_finite_estimate_for_a_parked_truck():
-    e = CarbonEstimator(TRUCK, load_backend("physics", "")).estimate(state_input(parked(payload_kg=-20.0)))
+    e = CarbonEstimator(TRUCK, load_backend("physics", "")).estimate(state_input(parked(payload_kg=-20.0), now_s=0.0))
     assert math.isfinite(e.co2_rate_g_s) and e.co2_rate_g_s >= 0
 
 

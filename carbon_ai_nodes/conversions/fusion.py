@@ -3,7 +3,8 @@
 Conventions followed (REP-103, REP-145, sensor_msgs docs): an IMU covariance whose element 0 is -1 means
 "this part is not provided"; an all-zero covariance means "unknown" (the node's parameters apply);
 NavSatFix covariance is East-North-Up. A zero header stamp (drivers that never set it) is replaced by the
-receipt time, so such inputs still work, just with transport latency folded in.
+receipt time, so such inputs still work, just with transport latency folded in; a negative or malformed stamp
+is refused (``bad_stamp``, conversions.time.header_stamp_s: the rule every node applies).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
 from carbon_ai_msgs.msg import EngineTelemetry, SourceHealth, VehicleState
-from carbon_ai_nodes.conversions.time import to_seconds
+from carbon_ai_nodes.conversions.time import stamp_or_now
 from carbon_ai_nodes.core.fusion import (
     PSI,
     E,
@@ -33,11 +34,6 @@ from carbon_ai_nodes.core.fusion import (
 )
 
 UNKNOWN_VARIANCE = 1e6  # for quantities the filter does not estimate (roll, lateral speed, ...)
-
-
-def stamp_or_now(stamp: Time, now_s: float) -> float:
-    """Header stamp in seconds, or ``now_s`` when the stamp was never set (zero)."""
-    return now_s if stamp.sec == 0 and stamp.nanosec == 0 else to_seconds(stamp)
 
 
 def _cov3(values: Any) -> list[float] | None:

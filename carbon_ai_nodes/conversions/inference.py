@@ -6,14 +6,15 @@ from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 
 from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
-from carbon_ai_nodes.conversions.time import to_seconds
+from carbon_ai_nodes.conversions.time import stamp_or_now
 from carbon_ai_nodes.core.carbon_estimator import Estimate, StateInput
 
 
-def state_input(msg: VehicleState) -> StateInput:
-    """The estimator's view of a VehicleState (stamp in seconds)."""
+def state_input(msg: VehicleState, now_s: float) -> StateInput:
+    """The estimator's view of a VehicleState (stamp in seconds; ``now_s`` if unstamped, InputRejectedError
+    "bad_stamp" if invalid: conversions.time.header_stamp_s)."""
     # positional (StateInput's field order): once per message, keywords cost about 1 us more
-    return StateInput(msg.asset_id, to_seconds(msg.header.stamp), msg.speed_mps, msg.accel_mps2, msg.grade,
+    return StateInput(msg.asset_id, stamp_or_now(msg.header.stamp, now_s), msg.speed_mps, msg.accel_mps2, msg.grade,
                       msg.payload_kg, msg.engine_speed_rpm, msg.engine_load_pct, msg.coolant_temp_c)
 
 

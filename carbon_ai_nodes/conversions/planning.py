@@ -20,7 +20,7 @@ from carbon_ai_msgs.msg import (
     RouteStop,
     VehicleRoute,
 )
-from carbon_ai_nodes.conversions.time import to_seconds, to_time
+from carbon_ai_nodes.conversions.time import header_stamp_s, to_time
 from carbon_ai_nodes.core.errors import InputRejectedError, SolverError
 from carbon_ai_nodes.core.load_schedule import ScheduleProblem, ScheduleResult
 from carbon_ai_nodes.core.routing_model import RoutePlanResult, RoutingProblem, Stop, Vehicle
@@ -160,7 +160,8 @@ def plan_to_markers(plan: RoutePlanResult, problem: RoutingProblem, header: Head
 
 
 def forecast_from_msg(msg: GridIntensity) -> tuple[float, float, list[float]]:
-    """(forecast start s, step s, gCO2/kWh values); InputRejectedError for unusable forecasts."""
+    """(forecast start s, step s, gCO2/kWh values); InputRejectedError for unusable forecasts (and an unset,
+    negative or malformed forecast_start: ``bad_stamp``)."""
     values = list(msg.forecast_gco2_per_kwh)
     if not values:
         raise InputRejectedError("empty", "forecast has no values")
@@ -168,7 +169,10 @@ def forecast_from_msg(msg: GridIntensity) -> tuple[float, float, list[float]]:
         raise InputRejectedError("nan", "forecast values must be finite and >= 0")
     if not (math.isfinite(msg.forecast_step_s) and msg.forecast_step_s > 0):
         raise InputRejectedError("out_of_range", f"forecast_step_s={msg.forecast_step_s}")
-    return to_seconds(msg.forecast_start), float(msg.forecast_step_s), values
+    start_s = header_stamp_s(msg.forecast_start)  # the stamp rule of every node: negative is bad_stamp
+    if start_s is None:
+        raise InputRejectedError("bad_stamp", "forecast_start not set")
+    return start_s, float(msg.forecast_step_s), values
 
 
 def current_intensity_from_msg(msg: GridIntensity) -> float:

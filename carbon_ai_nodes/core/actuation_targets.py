@@ -108,12 +108,17 @@ class PowerSchedule:
     power_kw: tuple[float, ...]
 
     def power_at(self, now_s: float, default_kw: float) -> float:
-        """Setpoint of the slot containing ``now_s``; ``default_kw`` before the start or after the end."""
-        if not (math.isfinite(now_s) and self.slot_s > 0):
+        """Setpoint of the slot containing ``now_s``; ``default_kw`` before the start or after the end.
+
+        Never raises, whatever the fields hold: a denormal slot makes the slot index overflow to inf (once
+        ``math.floor(inf)`` raised OverflowError on every control tick), which is simply past the end here.
+        """
+        offset_s = now_s - self.start_s
+        if not (offset_s >= 0.0 and self.slot_s > 0.0):  # also False for NaN
             return default_kw
-        index = math.floor((now_s - self.start_s) / self.slot_s)
-        if 0 <= index < len(self.power_kw):
-            return self.power_kw[index]
+        index = offset_s / self.slot_s
+        if index < len(self.power_kw):  # False for inf and NaN
+            return self.power_kw[int(index)]
         return default_kw
 
 

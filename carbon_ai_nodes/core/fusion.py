@@ -18,11 +18,13 @@ Measurements:
   yaw is rarely trustworthy on a vehicle).
 - Wheel odometry -> speed (and optionally yaw rate).
 
-Robustness: every measurement is validated (finite, plausible, covariance positive semi-definite, stamp not
-in the future), gated by its Mahalanobis distance, and checked for physically impossible GNSS jumps. A
-measurement up to ``max_lateness_s`` older than the filter is folded in by stamp: the filter rewinds to the
-snapshot before it and replays the newer ones; older ones are dropped. A rejected measurement leaves the
-state exactly as it was. Rejections raise :class:`InputRejectedError` with a stable ``reason`` key.
+Robustness: every measurement is validated (finite, plausible, covariance positive semi-definite; stamp not in
+the future, not older than ``max_stamp_age_s`` and later than the same source's last one, so a frozen or
+crawling sensor clock is refused while its messages still arrive), gated by its Mahalanobis distance, and
+checked for physically impossible GNSS jumps. A measurement up to ``max_lateness_s`` older than the filter is
+folded in by stamp: the filter rewinds to the snapshot before it and replays the newer ones; older ones are
+dropped. A rejected measurement leaves the state exactly as it was. Rejections raise
+:class:`InputRejectedError` with a stable ``reason`` key.
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ class FusionParams(ParamSet):
                                        "older ones are dropped", unit="s", min=0.0, max=5.0)
     future_tolerance_s: float = param(0.5, "Stamps further than this ahead of the clock are rejected",
                                       unit="s", gt=0.0)
+    max_stamp_age_s: float = param(1.0, "Stamps older than this versus the clock are rejected (stale); with the "
+                                        "per-source rule that each stamp is later than the last, a sensor clock "
+                                        "that freezes or crawls makes its source unhealthy (0 = off)",
+                                   unit="s", min=0.0)
     heading_init_distance_m: float = param(5.0, "GNSS travel needed to initialise heading from the track",
                                            unit="m", gt=0.0)
     engine_filter_tau_s: float = param(0.5, "Low-pass time constant of carried engine quantities", unit="s",
@@ -260,6 +266,9 @@ def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
+MAX_COVARIANCE = 1e100  # largest covariance entry taken: its cube (the 3x3 determinant) stays finite
+
+
 def covariance3(values: Any) -> list[list[float]]:
     """A 3x3 covariance (9 row-major values or a 3x3 array) checked to be finite, symmetric and positive
     semi-definite; else InputRejectedError('bad_covariance'). Plain Python: for 3x3 it beats numpy's call
@@ -271,6 +280,8 @@ def covariance3(values: Any) -> list[list[float]]:
         raise InputRejectedError("bad_covariance", "not finite")
     c = [flat[0:3], flat[3:6], flat[6:9]]
     scale = max(1.0, max(abs(v) for v in flat))
+    if scale > MAX_COVARIANCE:  # the minors below would overflow (float ** raises OverflowError); no sensor means it
+        raise InputRejectedError("bad_covariance", f"|value| up to {scale:.3g} > {MAX_COVARIANCE:g}")
     tol = 1e-9 * scale
     if any(abs(c[i][j] - c[j][i]) > 1e-6 * scale for i, j in ((0, 1), (0, 2), (1, 2))):
         raise InputRejectedError("bad_covariance", "not symmetric")
@@ -332,7 +343,7 @@ class FusionFilter:
         self.gnss_resets = 0
         self._engine: dict[str, float] = {c: math.nan for c in ENGINE_CHANNELS}
         self._engine_t: dict[str, float] = {c: -math.inf for c in ENGINE_CHANNELS}
-        self._engine_last_stamp = -math.inf
+        self._last_stamp: dict[str, float] = {}  # per source: the sensor's clock only moves forwards
         self.reset()
 
     # --------------------------------------------------------------------------------------------- setup
@@ -367,7 +378,6 @@ class FusionFilter:
     # --------------------------------------------------------------------------------------------- public updates
     def update_gnss(self, fix: GnssFix, now_s: float) -> None:
         """Fuse a GNSS fix (sets the datum on the first valid fix when none is configured)."""
-        self._check_stamp(fix.stamp_s, now_s)
         if fix.status < 0:
             raise InputRejectedError("no_fix", f"status {fix.status}")
         if not _finite(fix.latitude_deg, fix.longitude_deg, fix.altitude_m):
@@ -385,14 +395,15 @@ class FusionFilter:
             floor = p.gnss_min_sigma_m**2
             for i in range(3):
                 cov[i][i] += floor
+        self._check_stamp("gnss", fix.stamp_s, now_s)
         if self.frame is None:
             self.frame = LocalFrame(fix.latitude_deg, fix.longitude_deg, fix.altitude_m)
         z = np.array(self.frame.to_enu(fix.latitude_deg, fix.longitude_deg, fix.altitude_m))
         self._ingest(fix.stamp_s, "gnss", (z, cov))
+        self._accepted("gnss", fix.stamp_s)
 
     def update_imu(self, imu: ImuSample, now_s: float) -> None:
         """Fuse an IMU sample (pitch -> grade, gyro z -> yaw rate, accel x -> accel + gravity on grade)."""
-        self._check_stamp(imu.stamp_s, now_s)
         p = self.params
         rows: list[tuple[str, float, float]] = []  # (component, measured value, variance)
         if imu.quaternion_xyzw is not None:
@@ -430,11 +441,12 @@ class FusionFilter:
             raise InputRejectedError("bad_covariance", "negative variance")
         if not rows:
             raise InputRejectedError("no_usable_data", "no orientation, gyro or accelerometer in use")
+        self._check_stamp("imu", imu.stamp_s, now_s)
         self._ingest(imu.stamp_s, "imu", tuple(rows))
+        self._accepted("imu", imu.stamp_s)
 
     def update_odom(self, odom: WheelSpeed, now_s: float) -> None:
         """Fuse wheel-odometry speed (and yaw rate when ``odom_use_yaw_rate``)."""
-        self._check_stamp(odom.stamp_s, now_s)
         p = self.params
         if not _finite(odom.speed_mps, odom.speed_var):
             raise InputRejectedError("nan", "speed not finite")
@@ -446,16 +458,15 @@ class FusionFilter:
         if p.odom_use_yaw_rate and math.isfinite(odom.yaw_rate_rps):
             rows.append(("yaw_rate", odom.yaw_rate_rps,
                          odom.yaw_rate_var if odom.yaw_rate_var > 0 else p.imu_yaw_rate_sigma_rps**2))
+        self._check_stamp("odom", odom.stamp_s, now_s)
         self._ingest(odom.stamp_s, "odom", tuple(rows))
+        self._accepted("odom", odom.stamp_s)
 
     def update_engine(self, sample: EngineSample, now_s: float) -> list[str]:
         """Low-pass the engine quantities. Returns channels refused as out of range (the others are taken).
 
-        Raises when the stamp is bad or out of order, or when no channel carries a usable value.
+        Raises when the stamp is bad, repeated or out of order, or when no channel carries a usable value.
         """
-        self._check_stamp(sample.stamp_s, now_s)
-        if sample.stamp_s < self._engine_last_stamp:
-            raise InputRejectedError("out_of_order", "older than the previous engine sample")
         bad: list[str] = []
         good: dict[str, float] = {}
         for channel in ENGINE_CHANNELS:
@@ -469,6 +480,7 @@ class FusionFilter:
                 good[channel] = value
         if not good:
             raise InputRejectedError("out_of_range" if bad else "nan", ", ".join(bad) or "every channel NaN")
+        self._check_stamp("engine", sample.stamp_s, now_s)
         tau = self.params.engine_filter_tau_s
         for channel, value in good.items():
             prev, prev_t = self._engine[channel], self._engine_t[channel]
@@ -479,7 +491,7 @@ class FusionFilter:
                 alpha = 1.0 - math.exp(-max(dt, 0.0) / tau)
                 self._engine[channel] = prev + alpha * (value - prev)
             self._engine_t[channel] = sample.stamp_s
-        self._engine_last_stamp = sample.stamp_s
+        self._accepted("engine", sample.stamp_s)
         return bad
 
     # --------------------------------------------------------------------------------------------- output
@@ -511,11 +523,24 @@ class FusionFilter:
         )
 
     # --------------------------------------------------------------------------------------------- internals
-    def _check_stamp(self, stamp_s: float, now_s: float) -> None:
+    def _check_stamp(self, source: str, stamp_s: float, now_s: float) -> None:
+        """The stamp rules (see the module docstring), checked after the content so a bad message is counted
+        under what is wrong with it; the source's last stamp is that of its last accepted message."""
+        p = self.params
         if not math.isfinite(stamp_s):
             raise InputRejectedError("nan", "stamp not finite")
-        if stamp_s > now_s + self.params.future_tolerance_s:
+        if stamp_s > now_s + p.future_tolerance_s:
             raise InputRejectedError("future_stamp", f"{stamp_s - now_s:.3f} s ahead of the clock")
+        if p.max_stamp_age_s > 0 and now_s - stamp_s > p.max_stamp_age_s:
+            raise InputRejectedError("stale", f"stamp {now_s - stamp_s:.3f} s old > max_stamp_age_s")
+        last = self._last_stamp.get(source)
+        if last is not None and stamp_s <= last:
+            if stamp_s == last:
+                raise InputRejectedError("repeated_stamp", f"{source} stamp {stamp_s:.9f} s again: frozen clock?")
+            raise InputRejectedError("out_of_order", f"{source} stamp {last - stamp_s:.3f} s before its last one")
+
+    def _accepted(self, source: str, stamp_s: float) -> None:
+        self._last_stamp[source] = stamp_s
 
     def _snapshot(self) -> _Snapshot:
         return _Snapshot(self.x, self.P, self.t, self.heading_ok, self.position_ok, self._anchor,

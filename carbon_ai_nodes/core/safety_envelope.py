@@ -10,7 +10,8 @@ Modes, by precedence (the first that applies wins, re-evaluated on every :meth:`
 2. ``MANUAL_OVERRIDE``: an operator override is active and fresh. Operator values (NaN = the safe value)
    are clamped to the bounds and slew-limited. An override that goes stale while active is a fault
    (``SAFE_FALLBACK``), not a silent return to the plan.
-3. ``SAFE_FALLBACK``: a required input is stale, invalid or has no publisher, or inputs have not yet been
+3. ``SAFE_FALLBACK``: a required input is stale, invalid or has no publisher, the caller reports an internal
+   error of its control path (:meth:`SafetyEnvelope.set_internal_fault`), or inputs have not yet been
    healthy for ``healthy_window_s`` since the last fault / reset / start. A vehicle state none of whose motion
    sensors is healthy (:func:`motion_sources_problem`) is invalid: it is a prediction, however fresh its stamp.
    Outputs slew to the configured safe setpoint (which need not be zero: a loaded haul truck on a slope needs
@@ -89,6 +90,19 @@ class ActuatorBridgeParams(ParamSet):
                                     min=0.0, max=100.0)
     route_max_offset_m: float = param(50.0, "Farther than this from every arc of the route, the cruise "
                                             "limit applies", unit="m", gt=0.0)
+    # Plan sizes and sanity, checked on receipt before any heavy work (a 100,000-stop plan once held the control
+    # loop for 2.5 s): an oversize or insane plan is refused and counted, and the previous one is dropped.
+    plan_max_bytes: int = param(2_000_000, "route_plan / load_schedule messages larger than this (serialised) "
+                                           "are refused before they are deserialised", unit="B",
+                                min=1024, max=100_000_000)
+    route_max_stops: int = param(5000, "Routes with more stops than this are refused (an eco route of a 4.5 km "
+                                       "loop at 5 m spacing has 900)", min=2, max=1_000_000)
+    schedule_max_slots: int = param(10000, "Load schedules with more slots than this are refused", min=1,
+                                    max=1_000_000)
+    schedule_min_slot_s: float = param(1.0, "Load schedule slots shorter than this are refused", unit="s",
+                                       gt=0.0, max=3600.0)
+    schedule_max_slot_s: float = param(86400.0, "Load schedule slots longer than this are refused", unit="s",
+                                       gt=0.0, max=604800.0)
     # Watchdog
     required_inputs: tuple[str, ...] = param(("vehicle_state", "carbon_estimate"),
                                              "Inputs that must be fresh and valid for AUTO", choices=INPUT_NAMES)
@@ -123,6 +137,8 @@ class ActuatorBridgeParams(ParamSet):
                                                 f"([{self.power_min_kw}, {self.power_max_kw}])")
         if len(set(self.required_inputs)) != len(self.required_inputs):
             self.fail("required_inputs", "lists an input twice")
+        if self.schedule_min_slot_s > self.schedule_max_slot_s:
+            self.fail("schedule_min_slot_s", f"must be <= schedule_max_slot_s ({self.schedule_max_slot_s})")
 
     def timeout_s(self, name: str) -> float:
         """Deadline of one of :data:`INPUT_NAMES` (0 = none)."""
@@ -214,6 +230,7 @@ class SafetyEnvelope:
         self._target: Setpoint | None = None
         self._plan_id = ""
         self._healthy_since_s: float | None = None
+        self._internal_fault = ""
         self._last_step_s = now_s
         self._output = self._safe()
         self._held = self._safe()
@@ -303,6 +320,11 @@ class SafetyEnvelope:
         self._override_last_s = _finite_or(now_s, self._last_step_s)
         self._override_lost = False
 
+    def set_internal_fault(self, fault: str) -> None:
+        """An internal error of the caller's control path (``""`` = none): while set, the bridge holds
+        SAFE_FALLBACK as for an invalid required input, and AUTO returns only after the healthy window."""
+        self._internal_fault = fault
+
     # ------------------------------------------------------------------ health
     def input_problems(self, now_s: float) -> dict[str, str]:
         """Why each unhealthy input is unhealthy (required and optional), e.g. ``{"vehicle_state": "stale"}``."""
@@ -353,6 +375,8 @@ class SafetyEnvelope:
             self._override_lost = True
 
         problems = {n: why for n, why in self.input_problems(now_s).items() if n in p.required_inputs}
+        if self._internal_fault:
+            problems["control"] = f"internal error ({self._internal_fault})"
         if problems:
             self._healthy_since_s = None
         elif self._healthy_since_s is None:

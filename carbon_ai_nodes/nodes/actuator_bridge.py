@@ -56,6 +56,7 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._position: tuple[float, float] | None = None
         self._co2_g_s: float | None = None
         self._last_cmd: Command | None = None
+        self._fault = ""  # exception type of the control target's current internal fault ("" = none)
         self._mode_changes: Counter[str] = Counter()
         self._commands_published = 0
         self._no_publisher: set[str] = set()
@@ -75,12 +76,13 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             "carbon_estimate": self.subscription(
                 CarbonEstimate, "carbon_estimate", self._on_carbon_estimate, qos.command(),
                 input_name="carbon_estimate", timeout_s=params.carbon_estimate_timeout_s),
+            # Plans arrive serialised: an oversize one is refused before it is turned into Python objects.
             "route_plan": self.subscription(
                 RoutePlan, "route_plan", self._on_route_plan, qos.latched(),
-                input_name="route_plan", timeout_s=params.route_plan_timeout_s),
+                input_name="route_plan", timeout_s=params.route_plan_timeout_s, raw=True),
             "load_schedule": self.subscription(
                 LoadSchedule, "load_schedule", self._on_load_schedule, qos.latched(),
-                input_name="load_schedule", timeout_s=params.load_schedule_timeout_s),
+                input_name="load_schedule", timeout_s=params.load_schedule_timeout_s, raw=True),
         }
         self.subscription(ManualOverride, "manual_override", self._on_manual_override, qos.command(),
                           input_name="manual_override")
@@ -107,6 +109,7 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self.envelope = None
         self._follower = self._schedule = None
         self._last_stamp_s.clear()
+        self._fault = ""
 
     def params_changed(self, old: ActuatorBridgeParams, new: ActuatorBridgeParams) -> None:
         if self.envelope is not None:
@@ -115,12 +118,13 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         for name in self._subs:
             self.health.watchdog.watch(name, new.timeout_s(name), now_s)
         self.health.watchdog.watch("estop", new.estop_heartbeat_timeout_s, now_s)
-        self._update_target()
+        self._refresh_target()
 
     # ------------------------------------------------------------------ inputs
-    def _stamp_ok(self, name: str, stamp_s: float, now_s: float | None = None) -> None:
-        # A zero stamp means "unstamped" (e.g. `ros2 topic pub`): judged by arrival time only.
-        if stamp_s > 0:
+    def _stamp_ok(self, name: str, stamp_s: float | None, now_s: float | None = None) -> None:
+        # None: never stamped (e.g. `ros2 topic pub`), judged by arrival time only. A negative or malformed
+        # stamp was already refused as bad_stamp (conversions.time.header_stamp_s).
+        if stamp_s is not None:
             actuation.check_stamp(stamp_s, self.now_s() if now_s is None else now_s, self._last_stamp_s.get(name),
                                   self.params.max_input_age_s)
             self._last_stamp_s[name] = stamp_s
@@ -147,8 +151,7 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             return
         self._accepted("vehicle_state", now_s)
         self._position = (east_m, north_m)
-        self._update_route_speed()
-        self._update_target(now_s)  # no event publish: the state stream is fast and the timer follows it
+        self._refresh_target(now_s, route=True)  # no event publish: the state stream is fast; the timer follows
 
     def _on_carbon_estimate(self, msg: CarbonEstimate) -> None:
         # The latency path (sensor -> fusion -> inference -> here -> command): the clock is read once.
@@ -164,9 +167,11 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._co2_g_s = co2_g_s
         self._input_event(now)
 
-    def _on_route_plan(self, msg: RoutePlan) -> None:
+    def _on_route_plan(self, data: bytes) -> None:
+        p = self.params
         try:
-            track = actuation.route_track(msg, self.params.asset_id)
+            msg = actuation.plan_message(data, RoutePlan, p.plan_max_bytes)
+            track = actuation.route_track(msg, p.asset_id, p.route_max_stops)
         except InputRejectedError as exc:
             self._follower = None  # a refused newer plan obsoletes the old one: cruise limit until a good one
             self._route_speed_mps = None
@@ -178,12 +183,12 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         # could pick the wrong lane for one update.
         if self._follower is None or not self._follower.track.same_route(track):
             self._follower = RouteFollower(track)
-        self._update_route_speed()
-        self._input_event()
+        self._input_event(route=True)
 
-    def _on_load_schedule(self, msg: LoadSchedule) -> None:
+    def _on_load_schedule(self, data: bytes) -> None:
         try:
-            schedule = actuation.power_schedule(msg, self.params.asset_id)
+            msg = actuation.plan_message(data, LoadSchedule, self.params.plan_max_bytes)
+            schedule = actuation.power_schedule(msg, self.params)
         except InputRejectedError as exc:
             self._schedule = None
             self._rejected("load_schedule", exc)
@@ -251,21 +256,52 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             plan_ids.append(self._schedule.plan_id)
         env.set_target(Setpoint(speed, load, power), ",".join(plan_ids))
 
-    def _input_event(self, now: Any = None) -> None:
+    def _refresh_target(self, now_s: float | None = None, route: bool = False) -> None:
+        """Recompute the AUTO target (and, with ``route``, the route speed). Never raises: an exception is an
+        internal fault that holds the envelope in SAFE_FALLBACK until a target computes again (logged once
+        per state change, every occurrence counted on /diagnostics as internal_errors.control_target)."""
+        try:
+            if route:
+                self._update_route_speed()
+            self._update_target(now_s)
+        except Exception as exc:  # noqa: BLE001 - the control path must command the safe state, not go silent
+            self.health.internal_error("control_target")
+            if not self._fault:
+                self.get_logger().error(f"control target: {type(exc).__name__}: {exc}; holding the safe setpoint")
+            self._fault = type(exc).__name__
+            self.envelope.set_internal_fault(f"{type(exc).__name__}: {exc}")
+            return
+        if self._fault:
+            self.get_logger().info(f"control target computes again (after {self._fault})")
+            self._fault = ""
+            self.envelope.set_internal_fault("")
+
+    def _input_event(self, now: Any = None, route: bool = False) -> None:
+        """An input changed: new target (with ``route``, a new route speed first), command at once if wanted."""
+        if route or not self.params.publish_on_input:
+            self._refresh_target(route=route)
         if self.params.publish_on_input:
-            self._control(now)
-        else:
-            self._update_target()
+            self._control(now)  # refreshes the target itself
 
     def _control(self, now: Any = None) -> None:
-        """One envelope step and its command; ``now`` (rclpy Time) if the caller already read the clock."""
+        """One envelope step and its command, whatever fails on the way; ``now`` (rclpy Time) if the caller
+        already read the clock."""
         if self.envelope is None:
             return
         now = self._clock.now() if now is None else now
         now_s = now.nanoseconds * 1e-9
         self.poll_watchdog(now_s)
-        self._update_target(now_s)  # power slots and CO2 freshness move with time, not only with inputs
-        self._publish(self.envelope.step(now_s), now)
+        self._refresh_target(now_s)  # power slots and CO2 freshness move with time, not only with inputs
+        try:
+            cmd = self.envelope.step(now_s)
+        except Exception as exc:  # noqa: BLE001 - a broken envelope still owes the actuator a safe command
+            if self.health.internal_error("control_step"):
+                self.get_logger().error(f"control step: {type(exc).__name__}: {exc}; commanding the safe setpoint")
+            p = self.params
+            cmd = Command(Mode.SAFE_FALLBACK, Setpoint(p.safe_speed_limit_mps, p.safe_engine_load_limit_pct,
+                                                       p.safe_power_setpoint_kw),
+                          "", f"internal error ({type(exc).__name__})", False, Mode.SAFE_FALLBACK)
+        self._publish(cmd, now)
 
     def _publish(self, cmd: Command, now: Any = None) -> None:
         stamp = (self._clock.now() if now is None else now).to_msg()

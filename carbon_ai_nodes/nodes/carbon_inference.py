@@ -181,12 +181,12 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
     def _on_state(self, asset: Asset, msg: VehicleState) -> None:
         arrival_ns = time.perf_counter_ns()
         name = f"{asset.name}/{INPUT}" if self.params.assets else INPUT
-        s = state_input(msg)
+        now_s = self.now_s()  # read once: the stamp, the age check and the watchdog share it
         try:
+            s = state_input(msg, now_s)
             validate_state(s, asset.estimator.profile)
             if s.stamp_s <= asset.last_stamp_s:
                 raise InputRejectedError("out_of_order", f"stamp {s.stamp_s:.3f} <= last {asset.last_stamp_s:.3f}")
-            now_s = self.now_s()  # read once: the age check and the watchdog share it
             age = now_s - s.stamp_s
             if self.params.max_state_age_s > 0 and age > self.params.max_state_age_s:
                 raise InputRejectedError("stale", f"state is {age:.2f} s old")
