@@ -275,3 +275,75 @@ def test_bad_profiles_are_refused_naming_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_profiles(f)
     assert expected in str(info.value)
+
+
+ROAD = "name: x\nmass_kg: 1500\nroad_load: {a_n: %s, b_n_per_mps: %s, c_n_per_mps2: %s}\nfuel: gasoline\n" \
+       "rated_power_kw: 90\ndisplacement_l: 1.6\n"
+
+
+def test_a_negative_b_coefficient_is_a_real_vehicle():
+    # EPA coast-down fits often give B < 0 (23 % of the 2022 rows): the curve is what must stay positive.
+    # 150 - 4 v + 0.5 v^2 has its minimum at v = 4 m/s: 150 - 16 + 8 = 142 N > 0
+    p = VehicleProfile(**{**CAR.__dict__, "b_n_per_mps": -4.0})
+    r = physics_rates(p, 20.0, 0.0, 0.0, 0.0, constants=K)
+    assert r.power_kw == pytest.approx((150.0 - 4.0 * 20.0 + 0.5 * 400.0) * 20.0 / 1000.0)
+    assert r.fuel_lph > 0
+
+
+@pytest.mark.parametrize(("coefs", "where"), [
+    # 150 - 20 v + 0.5 v^2: minimum at v = 20 m/s, 150 - 400 + 200 = -50 N
+    ((150.0, -20.0, 0.5), "is -50 N at 20 m/s"),
+    # no quadratic term: the line crosses zero before 40 m/s; its minimum is at 40 m/s
+    ((150.0, -5.0, 0.0), "is -50 N at 40 m/s"),
+    ((-10.0, 1.0, 0.5), "is -10 N at 0 m/s"),
+    ((0.0, 0.0, 0.0), "is 0 N at 0 m/s"),
+])
+def test_a_road_load_curve_that_goes_negative_is_refused_in_one_line(tmp_path, coefs, where):
+    f = tmp_path / "v.yaml"
+    f.write_text(ROAD % coefs)
+    with pytest.raises(ConfigError) as info:
+        load_profiles(f)
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1
+    assert f"a_n={coefs[0]:g}, b_n_per_mps={coefs[1]:g}, c_n_per_mps2={coefs[2]:g}" in msg
+    assert where in msg and "must stay > 0 over 0-40 m/s" in msg
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("mass_kg", 1.0, "x.mass_kg=1.0: outside the physical range [50, 1.5e+06] kg"),
+    ("mass_kg", 1e12, "x.mass_kg=1000000000000.0: outside the physical range [50, 1.5e+06] kg"),
+    ("rated_power_kw", 1e6, "x.rated_power_kw=1000000.0: outside the physical range [0.1, 50000] kW"),
+    ("displacement_l", 1500.0, "x.displacement_l=1500.0: outside the physical range [0, 200] L"),
+    ("payload_capacity_kg", 1e9, "x.payload_capacity_kg=1000000000.0: outside the physical range"),
+])
+def test_physically_impossible_profiles_are_refused_naming_key_value_and_range(key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        VehicleProfile(**{**CAR.__dict__, "name": "x", key: value})
+    assert str(info.value).startswith(expected) and len(str(info.value).splitlines()) == 1
+
+
+def test_physical_bounds_take_every_shipped_machine():
+    # the 160 t mining haul truck (1.8 MW, 78 L) and the excavator load; a factory line's mass is unused
+    profiles = {p.name: p for f in (REPO / "config" / "vehicles").glob("*.yaml") for p in load_profiles(f)}
+    assert profiles["haul truck"].mass_kg == 160000.0 and profiles["haul truck"].displacement_l == 78.0
+    assert profiles["factory load"].kind == "machine" and profiles["factory load"].mass_kg == 1.0
+    loaded = VehicleProfile(**{**profiles["haul truck"].__dict__, "mass_kg": 800_000.0, "rated_power_kw": 4000.0,
+                               "displacement_l": 95.0})
+    assert loaded.mass_kg == 800_000.0
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ("0,0,0\n1,500,0\n2,3,0\n", "speed_mps=500 at time_s=1 (row 3): outside the physical range [0, 100] m/s"),
+    ("0,0,0\n1,1,3.0\n2,2,3.0\n", "grade=3 at time_s=1 (row 3): outside the physical range [-0.6, 0.6] rise/run "
+                                  "(2 such rows)"),
+])
+def test_impossible_drive_cycle_samples_are_refused(tmp_path, rows, expected):
+    from carbon_ai_nodes.core.emission_model import load_cycle
+
+    f = tmp_path / "c.csv"
+    f.write_text("time_s,speed_mps,grade\n" + rows)
+    with pytest.raises(ConfigError) as info:
+        load_cycle(str(f))
+    assert expected in str(info.value) and len(str(info.value).splitlines()) == 1
+    f.write_text("time_s,speed_mps,grade\n0,0,0\n1,40,0.3\n2,99,-0.1\n")  # steep and fast but possible
+    assert load_cycle(str(f)).speed_mps.max() == 99.0

@@ -322,6 +322,12 @@ def cruise_co2_g_per_m(profile: VehicleProfile, speed_mps: float, grade: float, 
 
 
 # --------------------------------------------------------------------------------------------- drive cycles
+# A drive cycle's samples must be drivable: 100 m/s (360 km/h) is above any road vehicle this models; 60 %
+# (31 degrees) is above the steepest public streets (about 35 %) and mine ramps (8-12 %).
+CYCLE_MAX_SPEED_MPS = 100.0
+CYCLE_MAX_GRADE = 0.6
+
+
 @dataclasses.dataclass(frozen=True)
 class DriveCycle:
     """A speed trace sampled at ``time_s`` (s, increasing): speed_mps and grade (rise/run)."""
@@ -376,6 +382,13 @@ def load_cycle(path: str, name: str = "") -> DriveCycle:
         raise ConfigError(f"{p}: a drive cycle needs at least two finite rows")
     if np.any(np.diff(t) <= 0) or np.any(v < 0):
         raise ConfigError(f"{p}: time_s must increase strictly and speed_mps be >= 0")
+    for col, values, (low, high), unit in (("speed_mps", v, (0.0, CYCLE_MAX_SPEED_MPS), "m/s"),
+                                           ("grade", g, (-CYCLE_MAX_GRADE, CYCLE_MAX_GRADE), "rise/run")):
+        out = np.flatnonzero((values < low) | (values > high))
+        if len(out):
+            i = int(out[0])
+            raise ConfigError(f"{p}: {col}={values[i]:g} at time_s={t[i]:g} (row {i + 2}): outside the physical "
+                              f"range [{low:g}, {high:g}] {unit} ({len(out)} such rows)")
     return DriveCycle(name or p.stem, t, v, g)
 
 
