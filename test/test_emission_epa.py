@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,6 +140,36 @@ def test_held_out_manufacturers_mape(held_out, shared_data):
     # Per vehicle (each vehicle once, its repeat tests averaged; see epa.mape_per_vehicle).
     for e in (physics, model):
         assert e["HWFE/vehicle"] < 4.1 and e["FTP/vehicle"] < 6.95
+
+
+def test_leave_one_maker_out_figures_of_the_shipped_model_card(shared_data):
+    # The cross-validation (physics refitted and residual retrained per fold, on the fitting makers only) takes
+    # minutes, so it runs in tools/train_residual.py --cv and its figures are read from the model card; what
+    # is cheap is recomputed here: the card describes the shipped constants and the data loaded today.
+    from carbon_ai_nodes.core.emission_model import DEFAULT_CONSTANTS
+    from carbon_ai_nodes.training.epa import cycle_plans, physics_g_per_mi
+
+    card = json.loads((Path(shipped_model_path()).with_suffix(".json")).read_text())
+    lomo = card["error"]["leave_one_manufacturer_out"]
+    fitting = [t for t in epa.load_tests(shared_data / "epa_2022_test_cars_a_to_l.csv")
+               if not epa.is_test_manufacturer(t)]
+    for name in ("HWFE", "FTP"):
+        e, tests = lomo[name], [t for t in fitting if t.test == name]
+        print(f"\nleave-one-maker-out ({name}, fitting makers, {e['tests']} tests / {e['vehicles']} vehicles): "
+              f"physics {e['physics_mape_pct']:.2f} / {e['physics_mape_per_vehicle_pct']:.2f} %, with residual "
+              f"{e['model_mape_pct']:.2f} / {e['model_mape_per_vehicle_pct']:.2f} % (per test / per vehicle)", end="")
+        # every fitting-maker test was predicted by the fold that had not seen its maker
+        assert e["tests"] == len(tests) and e["vehicles"] == len({t.profile for t in tests})
+    print()
+    for key, value in card["physics_constants"].items():
+        assert getattr(DEFAULT_CONSTANTS, key) == pytest.approx(value, rel=1e-3), key
+    # the card's training-set physics error, recomputed with the shipped constants
+    plans = cycle_plans(shared_data / "cycles")
+    for name in ("HWFE", "FTP"):
+        tests = [t for t in fitting if t.test == name]
+        pred = np.array([physics_g_per_mi(t, plans[name])[0] for t in tests])
+        got = epa.mape(pred, np.array([t.measured_g_per_mi for t in tests]))
+        assert got == pytest.approx(card["error"]["train"][name]["physics_mape_pct"], abs=0.01)
 
 
 def test_cli_json_matches_the_estimator_for_epa_vehicles(held_out, shared_data, tmp_path):
