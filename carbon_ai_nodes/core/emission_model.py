@@ -52,7 +52,8 @@ FUEL_CO2_G_PER_L = {
 class EmissionConstants:
     """Engine-model constants shared by all profiles (fitted once on EPA 2022 data; see tools/train_residual.py).
 
-    indicated_efficiency: Willans slope (fuel power -> indicated power) for gasoline; diesel and CNG scale it.
+    indicated_efficiency: Willans slope (fuel power -> indicated power) for gasoline; diesel and CNG scale it;
+    every slope is held at or below the engine's peak brake efficiency.
     fmep_kpa: friction mean effective pressure, kPa (friction power = fmep * displacement * rpm / 120), of an
     engine rated at fmep_ref_kw_per_l; it grows by fmep_specific_power_gain per unit of relative excess
     specific power (rated kW per litre), since high-output engines carry larger valves, bearings and pumping;
@@ -64,8 +65,8 @@ class EmissionConstants:
     a profile with a manual transmission multiplies downshift_gain by manual_downshift_ratio.
     accessory_kw: a combustion engine's accessory load when the profile gives none, kW (alternator, HVAC), plus
     accessory_kw_per_l per litre of displacement (its engine-driven pumps) up to accessory_max_displacement_l;
-    electric_accessory_kw: an electric
-    drive's whole accessory load when the profile gives none, kW.
+    electric_accessory_kw: an electric drive's whole accessory load when the profile gives none, kW.
+    peak_brake_efficiency_*: the ceilings of :func:`peak_brake_efficiency` (not fitted).
     cold_extra: extra fuel fraction of a fully cold engine (20 C); warmup_tau_s: coolant warm-up time constant.
     fuel_cut_min_speed_mps: below this speed a coasting engine idles instead of cutting fuel.
     regen_efficiency: fraction of braking power an electric drive returns to the battery.
