@@ -20,7 +20,9 @@ keeps the engine faster at low speed; the others and no value use the shared gea
 ``payload_capacity_kg``, ``accessory_power_kw``, ``drivetrain_efficiency``, ``fuel_cut`` (bool), ``kind``
 (``road`` | ``machine``), ``fuel_map`` (``power_kw``/``fuel_lph`` lists, for non-road machinery such as
 excavators, kilns, compressors), ``grid_gco2_per_kwh`` (electric), ``description``. Errors name the file,
-the profile and the key: ``van.yaml[0].mass_kg=-3: must be > 0``.
+the profile and the key: ``van.yaml[0].mass_kg=-3: must be > 0``. A road vehicle's coast-down curve must give
+a force > 0 over 0-40 m/s (a negative B alone is a normal fit); masses, powers and displacements must lie in
+PHYSICAL_RANGE (wide enough for mining haul trucks).
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.user_files import load_yaml
 
 FUELS = ("gasoline", "diesel", "cng", "electric")
+# Bounds that catch unit slips (grams for kilograms, W for kW) while taking every real machine: a loaded
+# 450 t-class mining haul truck weighs about 800 t and carries about 4 MW and 95 L (Cummins QSK95); the
+# largest mobile engines stay under 200 L; a scooter or a small robot starts at about 50 kg and 0.1 kW.
+PHYSICAL_RANGE = {
+    "mass_kg": (50.0, 1.5e6),
+    "rated_power_kw": (0.1, 50_000.0),
+    "displacement_l": (0.0, 200.0),
+    "payload_capacity_kg": (0.0, 1.5e6),
+}
+PHYSICAL_UNIT = {"mass_kg": "kg", "rated_power_kw": "kW", "displacement_l": "L", "payload_capacity_kg": "kg"}
+# The coast-down curve must resist motion at every speed a road vehicle drives; a negative B coefficient is
+# normal (23 % of EPA 2022 rows), so the curve is checked, not each coefficient's sign.
+ROAD_LOAD_CHECK_MPS = (0.0, 40.0)
 TRANSMISSIONS = ("automatic", "manual", "automated_manual", "cvt")
 KINDS = ("road", "machine")
 
@@ -79,11 +94,21 @@ class VehicleProfile:
             v = getattr(self, key)
             if not _is_num(v) or not v > 0:
                 raise bad(key, "must be a number > 0")
-        for key in ("a_n", "b_n_per_mps", "c_n_per_mps2", "displacement_l", "payload_capacity_kg",
-                    "grid_gco2_per_kwh"):
+        for key in ("a_n", "b_n_per_mps", "c_n_per_mps2"):
+            if not _is_num(getattr(self, key)):
+                raise bad(key, "must be a finite number")
+        for key in ("displacement_l", "payload_capacity_kg", "grid_gco2_per_kwh"):
             v = getattr(self, key)
             if not _is_num(v) or v < 0:
                 raise bad(key, "must be a number >= 0")
+        for key, (low, high) in PHYSICAL_RANGE.items():
+            v = getattr(self, key)
+            if key == "mass_kg" and self.kind == "machine":
+                continue  # a machine's mass is not used (it runs on its fuel map)
+            if not low <= v <= high:
+                raise bad(key, f"outside the physical range [{low:g}, {high:g}] {PHYSICAL_UNIT[key]}")
+        if self.kind == "road":
+            _check_road_load(self)
         for key in ("idle_fuel_lph", "accessory_power_kw"):
             v = getattr(self, key)
             if v is not None and (not _is_num(v) or v < 0):
@@ -172,6 +197,27 @@ class VehicleProfile:
             raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
         except TypeError as exc:
             raise ConfigError(f"{where or 'profile'}: {exc}") from None
+
+
+def road_load_minimum(a_n: float, b_n_per_mps: float, c_n_per_mps2: float,
+                      speed_range_mps: tuple[float, float] = ROAD_LOAD_CHECK_MPS) -> tuple[float, float]:
+    """The smallest coast-down force ``a + b v + c v^2`` (N) over ``speed_range_mps`` and the speed (m/s) where
+    it occurs: an end of the range, or the vertex of an upward parabola inside it."""
+    lo, hi = speed_range_mps
+    candidates = [lo, hi]
+    if c_n_per_mps2 > 0 and lo < -b_n_per_mps / (2.0 * c_n_per_mps2) < hi:
+        candidates.append(-b_n_per_mps / (2.0 * c_n_per_mps2))
+    return min((a_n + b_n_per_mps * v + c_n_per_mps2 * v * v, v) for v in candidates)
+
+
+def _check_road_load(p: VehicleProfile) -> None:
+    force_n, speed_mps = road_load_minimum(p.a_n, p.b_n_per_mps, p.c_n_per_mps2)
+    if not force_n > 0:
+        lo, hi = ROAD_LOAD_CHECK_MPS
+        raise ConfigError(
+            f"{p.name}.road_load (a_n={p.a_n:g}, b_n_per_mps={p.b_n_per_mps:g}, c_n_per_mps2={p.c_n_per_mps2:g}): "
+            f"the force a + b*v + c*v^2 is {force_n:.4g} N at {speed_mps:.3g} m/s; it must stay > 0 over "
+            f"{lo:g}-{hi:g} m/s (check the coefficients' units: N, N/(m/s), N/(m/s)^2)")
 
 
 def _is_num(v: Any) -> bool:

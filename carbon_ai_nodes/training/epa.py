@@ -25,6 +25,7 @@ from carbon_ai_nodes.core.emission_model import (
     cycle_rates,
     load_cycle,
 )
+from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.residual_features import feature_matrix
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
 
@@ -137,13 +138,17 @@ def _vehicle_id(row: dict[str, str]) -> tuple[str, str]:
     return row["Vehicle Manufacturer Name"], row["Test Vehicle ID"]
 
 
-def load_tests(csv_path: str | Path) -> list[EpaTest]:
+def load_tests(csv_path: str | Path, skipped: dict[str, int] | None = None) -> list[EpaTest]:
     """HWFE and FTP-75 tests of conventional (non-hybrid) vehicles on certification gasoline.
 
     Excluded: hybrids and plug-ins named as such (HYBRID), e-CVT hybrids (HYBRID_ECVT), and every test vehicle
-    that also ran a charge-depleting test (a plug-in hybrid, whatever its name).
+    that also ran a charge-depleting test (a plug-in hybrid, whatever its name). A conventional gasoline HWFE
+    or FTP-75 row that still cannot be used (a missing number, a profile VehicleProfile refuses such as a
+    road-load curve that goes negative, no CO2) is counted in ``skipped`` under its reason, never dropped
+    silently; a negative B coefficient alone is normal and accepted.
     """
     out = []
+    counts = skipped if skipped is not None else {}
     with open(csv_path, newline="", encoding="latin-1") as fh:
         rows = list(csv.DictReader(fh))
     plug_ins = {_vehicle_id(r) for r in rows if r["Test Procedure Description"].startswith(PLUG_IN_PROCEDURE)}
@@ -160,9 +165,14 @@ def load_tests(csv_path: str | Path) -> list[EpaTest]:
         try:
             profile = profile_from_row(row)
             co2 = float(row["CO2 (g/mi)"])
-        except (ValueError, Exception):  # noqa: BLE001 - a row with a missing number is skipped
+        except ValueError:
+            counts["a missing or non-numeric value"] = counts.get("a missing or non-numeric value", 0) + 1
+            continue
+        except ConfigError:
+            counts["profile refused by VehicleProfile"] = counts.get("profile refused by VehicleProfile", 0) + 1
             continue
         if not co2 > 0:
+            counts["CO2 not > 0"] = counts.get("CO2 not > 0", 0) + 1
             continue
         out.append(EpaTest(row["Vehicle Manufacturer Name"], row["Represented Test Veh Model"],
                            "HWFE" if proc == HWFE else "FTP", profile, co2))
