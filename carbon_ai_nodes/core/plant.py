@@ -1,0 +1,281 @@
+"""The independent plant (pure; no ROS): NREL FASTSim scores a driven speed/grade trace.
+
+carbon_ai's own emission model decides what the optimiser does, so it cannot also be the judge of the CO2 it
+saves. A *plant* is a FASTSim 3 vehicle file (NREL's engine map, inertia, transmission, auxiliaries and
+fuel-cut logic) that re-drives a recorded trace (time, speed from the odometer, grade from the route) and
+reports the fuel it burns. FASTSim (PyPI ``fastsim``, Apache-2.0) is a validation dependency
+(requirements/validation.txt): every use here is import-guarded and a missing install is a clear
+:class:`PlantUnavailableError`, never a traceback.
+
+A scenario vehicle names its plant (``plant:`` beside ``profile:``; see config/plants/README.md)::
+
+    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, mass_kg: 32000, fuel: diesel, fuel_cut: true}
+    plant: {model_only: "why there is no independent plant for this machine"}
+
+Fuel energy (lower heating value) becomes litres and CO2 with the emission model's own constants
+(``emission_model.FUEL_LHV_MJ_PER_L`` / ``FUEL_CO2_G_PER_L``), so model and plant differ in the engine and
+vehicle, never in a conversion factor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carbon_ai_nodes.core.errors import ConfigError, PlantError, PlantUnavailableError
+
+PLANT_FUELS = ("diesel", "gasoline")
+INSTALL_HINT = "pip install -r requirements/validation.txt (./setup.sh installs it unless --no-validation)"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantSpec:
+    """Which plant scores a vehicle: a FASTSim 3 vehicle file (``fastsim_file``, resolved path), an optional
+    test-mass override (kg, the whole vehicle as driven), the fuel its engine burns, and an optional fuel-cut
+    override (``None`` = the file's own decel fuel cut-off setting). ``model_only`` set (the reason) = no
+    independent plant exists for this vehicle; its figures are carbon_ai's model only."""
+
+    fastsim_file: str = ""
+    mass_kg: float | None = None
+    fuel: str = "diesel"
+    fuel_cut: bool | None = None
+    model_only: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.fastsim_file) == bool(self.model_only):
+            raise ConfigError("plant: give fastsim_file (a FASTSim vehicle file) or model_only (the reason there "
+                              "is no independent plant), not both")
+        if self.mass_kg is not None and not (math.isfinite(self.mass_kg) and self.mass_kg > 0):
+            raise ConfigError(f"plant.mass_kg={self.mass_kg}: must be > 0 (kg, the vehicle as driven)")
+        if self.fuel not in PLANT_FUELS:
+            raise ConfigError(f"plant.fuel={self.fuel!r}: must be one of {', '.join(PLANT_FUELS)}")
+
+    @property
+    def label(self) -> str:
+        """Short name for reports: the file's stem and the mass override, or ``model only``."""
+        if self.model_only:
+            return "model only"
+        mass = f" at {self.mass_kg / 1000:.1f} t" if self.mass_kg else ""
+        return f"{Path(self.fastsim_file).stem}{mass}"
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "plant",
+                     expand: Any = None) -> PlantSpec:
+        """From scenario YAML; ``expand`` substitutes ``$(config)``/``$(shared)`` in the file path. The file must
+        exist (a missing plant is a configuration error at load time, not at the end of a demo run)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with fastsim_file (and mass_kg, fuel, fuel_cut) or "
+                              f"model_only, got {type(data).__name__}")
+        known = {"fastsim_file", "mass_kg", "fuel", "fuel_cut", "model_only", "source"}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
+        path = str(data.get("fastsim_file") or "")
+        if path and expand is not None:
+            path = expand(path)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{where}.fastsim_file={path!r}: no such file (plant files live in config/plants)")
+        mass = data.get("mass_kg")
+        fuel_cut = data.get("fuel_cut")
+        if fuel_cut is not None and not isinstance(fuel_cut, bool):
+            raise ConfigError(f"{where}.fuel_cut={fuel_cut!r}: must be true, false or absent (the file's setting)")
+        try:
+            return cls(path, None if mass is None else float(mass), str(data.get("fuel", "diesel")), fuel_cut,
+                       str(data.get("model_only") or ""))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """A driven trace for the plant: time (s, increasing), speed (m/s, >= 0), grade (rise/run) per sample."""
+
+    time_s: np.ndarray
+    speed_mps: np.ndarray
+    grade: np.ndarray
+
+    def __post_init__(self) -> None:
+        t, v, g = self.time_s, self.speed_mps, self.grade
+        if not len(t) == len(v) == len(g):
+            raise PlantError(f"trace: time_s, speed_mps and grade differ in length ({len(t)}, {len(v)}, {len(g)})")
+        if len(t) < 2:
+            raise PlantError(f"trace: needs at least 2 samples, got {len(t)}")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
+            raise PlantError("trace: time_s, speed_mps and grade must be finite (drop NaN samples first)")
+        if np.any(np.diff(t) <= 0):
+            raise PlantError("trace: time_s must increase")
+        if np.any(v < 0):
+            raise PlantError(f"trace: speed_mps must be >= 0 (min {float(v.min()):.3f})")
+        if np.any(np.abs(g) > 0.5):
+            raise PlantError(f"trace: |grade| must be <= 0.5 (max {float(np.abs(g).max()):.3f})")
+
+    @property
+    def distance_m(self) -> float:
+        """Distance of the trace (m, trapezoidal)."""
+        return float(np.sum(np.diff(self.time_s) * 0.5 * (self.speed_mps[1:] + self.speed_mps[:-1])))
+
+    @classmethod
+    def from_samples(cls, time_s: Sequence[float], speed_mps: Sequence[float], grade_of_distance: Any = None,
+                     dt_s: float = 1.0) -> Trace:
+        """A plant trace from recorded odometer samples (any rate, noisy, maybe with NaN): resampled every
+        ``dt_s`` (s) as the mean speed over each step (distance kept), time from 0; the grade at each sample is
+        ``grade_of_distance(distance_m)`` (numpy array in and out; default flat)."""
+        t = np.asarray(time_s, float)
+        v = np.asarray(speed_mps, float)
+        ok = np.isfinite(t) & np.isfinite(v)
+        t, v = t[ok], np.maximum(v[ok], 0.0)
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        if len(t) < 2 or t[-1] - t[0] < 2 * dt_s:
+            raise PlantError(f"trace: {len(t)} finite samples over {t[-1] - t[0] if len(t) else 0:.1f} s; "
+                             f"needs at least {2 * dt_s:.0f} s")
+        t = t - t[0]
+        dist = np.concatenate([[0.0], np.cumsum(np.diff(t) * 0.5 * (v[1:] + v[:-1]))])
+        grid = np.arange(0.0, t[-1] + 1e-9, dt_s)
+        edges = np.interp(np.clip(np.concatenate([grid - dt_s / 2, [grid[-1] + dt_s / 2]]), 0.0, t[-1]), t, dist)
+        speed = np.diff(edges) / dt_s
+        speed[0] = v[0]  # the recording starts where the vehicle was, usually at rest
+        d = np.interp(grid, t, dist)
+        grade = np.zeros_like(grid) if grade_of_distance is None else np.asarray(grade_of_distance(d), float)
+        return cls(grid, speed, grade)
+
+    def until_distance(self, distance_m: float) -> Trace:
+        """The first part of the trace, up to the sample where ``distance_m`` (m) has been driven."""
+        d = np.concatenate([[0.0], np.cumsum(np.diff(self.time_s) * 0.5 * (self.speed_mps[1:] +
+                                                                             self.speed_mps[:-1]))])
+        n = max(2, int(np.searchsorted(d, distance_m - 1e-9)) + 1)
+        return Trace(self.time_s[:n], self.speed_mps[:n], self.grade[:n])
+
+
+def grade_along_route(route: Any) -> Any:
+    """``grade_of_distance`` for :meth:`Trace.from_samples`: the grade of a closed
+    :class:`~carbon_ai_nodes.core.vehicle_sim.Route` at a distance (m) driven from its first waypoint."""
+    n = len(route.waypoints)
+    segs = [route.segment(i) for i in range(n)]
+    ends = np.cumsum([s[3] for s in segs])
+    grades = np.asarray([s[2] for s in segs])
+
+    def grade_of(distance_m: np.ndarray) -> np.ndarray:
+        s = np.mod(np.asarray(distance_m, float), ends[-1])
+        return grades[np.minimum(np.searchsorted(ends, s, side="right"), n - 1)]
+
+    return grade_of
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantResult:
+    """What the plant burned on a trace: fuel (L of its fuel), CO2 (kg), fuel energy (MJ, LHV), distance the
+    plant drove (km; equals the trace's unless it fell behind), the trace's own distance (km), duration (s),
+    and cumulative series per step (time s, distance m, CO2 g) for plots."""
+
+    plant: str
+    fuel_l: float
+    co2_kg: float
+    fuel_energy_mj: float
+    distance_km: float
+    trace_distance_km: float
+    duration_s: float
+    series: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def co2_g_per_km(self) -> float:
+        """CO2 intensity (g/km); NaN when the plant did not move."""
+        return self.co2_kg * 1e6 / (self.distance_km * 1000.0) if self.distance_km > 1e-3 else math.nan
+
+    @property
+    def fuel_l_per_100km(self) -> float:
+        """Fuel consumption (L/100 km); NaN when the plant did not move."""
+        return self.fuel_l / self.distance_km * 100.0 if self.distance_km > 1e-3 else math.nan
+
+
+def fastsim_available() -> bool:
+    """True when FASTSim can be imported here."""
+    try:
+        import fastsim  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fastsim() -> Any:
+    try:
+        import fastsim
+    except ImportError:
+        raise PlantUnavailableError(f"fastsim is not installed: {INSTALL_HINT}") from None
+    return fastsim
+
+
+def _first_line(exc: BaseException) -> str:
+    """A Rust error's message without its backtrace: the lines that say what failed (trace misses first)."""
+    lines = [ln.strip() for ln in str(exc).split("Stack backtrace")[0].splitlines() if ln.strip()]
+    telling = [ln for ln in lines if re.match(r"(trace miss|achieved|prescribed|failed to meet)", ln)]
+    return "; ".join((telling or lines)[:4])
+
+
+def load_vehicle(spec: PlantSpec) -> Any:
+    """The FASTSim vehicle of ``spec`` with its overrides applied (mass, fuel cut). PlantError on a bad file."""
+    fastsim = _fastsim()
+    if spec.model_only:
+        raise PlantError(f"no plant: {spec.model_only}")
+    try:
+        data = fastsim.Vehicle.from_file(spec.fastsim_file).to_dict()
+    except Exception as exc:  # noqa: BLE001 - FASTSim raises RuntimeError/ValueError/OSError alike
+        raise PlantError(f"plant {spec.fastsim_file}: not a FASTSim 3 vehicle file ({_first_line(exc)[:300]})") \
+            from None
+    conv = data.get("pt_type", {}).get("Conv")
+    if conv is None:
+        raise PlantError(f"plant {spec.fastsim_file}: powertrain {sorted(data.get('pt_type', {}))} is not a "
+                         "conventional (fuel-only) vehicle; only Conv plants are supported")
+    if spec.mass_kg is not None:
+        data["mass_kilograms"] = spec.mass_kg
+    if spec.fuel_cut is not None and isinstance(conv.get("dfco_cntrl"), dict):
+        conv["dfco_cntrl"]["dfco_enabled"] = spec.fuel_cut
+    try:
+        return fastsim.Vehicle.from_dict(data)
+    except Exception as exc:  # noqa: BLE001
+        raise PlantError(f"plant {spec.fastsim_file}: overrides refused ({_first_line(exc)[:300]})") from None
+
+
+def score(spec: PlantSpec, trace: Trace) -> PlantResult:
+    """Drive ``trace`` with the plant of ``spec`` in FASTSim and return what it burned.
+
+    FASTSim may fall slightly behind a trace the plant's engine cannot quite follow (its ``AllowChecked``
+    trace-miss option: within 5 % / 100 m of distance); beyond that the trace is undrivable and a PlantError
+    says where. Raises PlantUnavailableError when FASTSim is missing."""
+    from carbon_ai_nodes.core.emission_model import FUEL_CO2_G_PER_L, FUEL_LHV_MJ_PER_L
+
+    fastsim = _fastsim()
+    veh = load_vehicle(spec)
+    params = fastsim.SimParams.default().to_dict()
+    params["trace_miss_opts"] = "AllowChecked"
+    cycle = fastsim.Cycle.from_dict({"time_seconds": trace.time_s.tolist(),
+                                     "speed_meters_per_second": trace.speed_mps.tolist(),
+                                     "grade": trace.grade.tolist()})
+    sd = fastsim.SimDrive(veh, cycle, fastsim.SimParams.from_dict(params))
+    try:
+        sd.run()
+    except Exception as exc:  # noqa: BLE001
+        msg = _first_line(exc)
+        step = re.search(r"time step: (\d+)", str(exc))
+        at = f" at t={trace.time_s[min(int(step.group(1)), len(trace.time_s) - 1)]:.0f} s" if step else ""
+        raise PlantError(f"trace not drivable by plant {spec.label}{at} ({msg[:300]}); the plant's engine or "
+                         "mass does not fit the trace: smooth it, or give the plant a lighter mass_kg") from None
+    out = sd.to_dict()["veh"]
+    fc = out["pt_type"]["Conv"]["fc"]
+    lhv_j_per_l = FUEL_LHV_MJ_PER_L[spec.fuel] * 1e6
+    co2_g_per_l = FUEL_CO2_G_PER_L[spec.fuel]
+    energy_j = float(fc["state"]["energy_fuel_joules"])
+    fuel_l = energy_j / lhv_j_per_l
+    hist_e = np.asarray(fc.get("history", {}).get("energy_fuel_joules", []), float)
+    hist_d = np.asarray(out.get("history", {}).get("dist_meters", []), float)
+    n = min(len(hist_e), len(hist_d), len(trace.time_s))
+    series = (trace.time_s[:n].copy(), hist_d[:n], hist_e[:n] / lhv_j_per_l * co2_g_per_l)
+    return PlantResult(spec.label, fuel_l, fuel_l * co2_g_per_l / 1000.0, energy_j / 1e6,
+                       float(out["state"]["dist_meters"]) / 1000.0, trace.distance_m / 1000.0,
+                       float(trace.time_s[-1] - trace.time_s[0]), series)
