@@ -4,6 +4,7 @@ The FASTSim tests run the real FASTSim 3.1.0 (a validation dependency): they ski
 (``./setup.sh --no-validation``)."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,35 @@ def test_an_undrivable_trace_and_a_bad_file_are_one_line_errors():
     assert "backtrace" not in str(info.value).lower() and "\n" not in str(info.value)
     with pytest.raises(PlantError, match="not a FASTSim 3 vehicle file"):
         score(PlantSpec(str(CONFIG_DIR / "vehicles" / "haul_truck.yaml")), steady(5.0, duration_s=30))
+
+
+# ---------------------------------------------------------------------------------------------- who is scored by what
+def test_every_shipped_vehicle_names_its_plant_and_the_files_exist():
+    from carbon_ai_nodes.core.plant import profile_plants
+    from carbon_ai_nodes.core.scenario import list_scenarios, load_scenario
+
+    kinds = {}
+    for path in list_scenarios():
+        for v in load_scenario(path).vehicles:
+            assert v.plant is not None, f"{path.name}: {v.id} names no plant"
+            assert v.plant.model_only or Path(v.plant.fastsim_file).is_file()
+            kinds[v.id] = v.plant.label
+    assert kinds["truck1"] == kinds["truck2"] == "Line_Haul_Conv"
+    assert kinds["van1"].startswith("2026_Chrysler_Pacifica_Select at 3.3 t")
+    assert kinds["tractor1"] == "model only"
+    plants = profile_plants(CONFIG_DIR / "plants" / "vehicles.yaml")
+    assert set(plants) == {p.name for p in (CONFIG_DIR / "vehicles").glob("*.yaml")}
+    assert all(p.model_only or Path(p.fastsim_file).is_file() for p in plants.values())
+
+
+def test_a_bad_plant_in_a_scenario_is_a_config_error_naming_the_vehicle(tmp_path):
+    import yaml
+
+    from carbon_ai_nodes.core.scenario import SCENARIO_DIR, load_scenario
+
+    data = yaml.safe_load((SCENARIO_DIR / "haul_truck_fleet.yaml").read_text())
+    data["vehicles"][1]["plant"] = {"fastsim_file": "plants/missing.yaml"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"vehicles\[1\]\.plant\.fastsim_file=.*missing.yaml.*no such file"):
+        load_scenario(bad)

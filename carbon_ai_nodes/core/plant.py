@@ -92,6 +92,22 @@ class PlantSpec:
             raise ConfigError(f"{where}: {exc}") from None
 
 
+def profile_plants(plants_file: str | Path) -> dict[str, PlantSpec]:
+    """The plant of each vehicle profile file (config/plants/vehicles.yaml: ``<profile file name>: <plant>``;
+    plant file paths relative to that file's folder)."""
+    import yaml
+
+    path = Path(plants_file)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping <profile file name>: <plant>")
+    return {str(name): PlantSpec.from_mapping(spec, f"{path}: {name}", expand=lambda p: str(path.parent / p))
+            for name, spec in data.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class Trace:
     """A driven trace for the plant: time (s, increasing), speed (m/s, >= 0), grade (rise/run) per sample."""

@@ -18,6 +18,8 @@ A scenario (``config/scenarios/<name>.yaml``) holds::
         initial_payload_kg: 0
         cruise_speed_mps: 11
         route: [{east_m: 0, north_m: 0, up_m: 0, payload_kg: 220000}, ...]
+        plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel_cut: true}   # the independent
+                               # plant that scores its CO2 (core/plant.py, config/plants/README.md)
         params: {sim: {...}}   # per-vehicle overrides
 
 ``scope: vehicle`` nodes run once per vehicle in namespace ``/<vehicle id>``; ``scope: fleet`` nodes run once in
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.plant import PlantSpec
 
 # Dependency order of the known nodes: producers before consumers, the actuator bridge last to come up and
 # (see supervisor.shutdown_order) first to go down.
@@ -73,6 +76,7 @@ class Vehicle:
     cruise_speed_mps: float = 10.0
     initial_payload_kg: float = 0.0
     params: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    plant: PlantSpec | None = None  # None: the scenario names no independent plant for this vehicle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +193,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     for i, v in enumerate(raw_vehicles):
         where = f"{path}: vehicles[{i}]"
         v = _mapping(v, where)
-        extra = set(v) - {"id", "profile", "route", "drive_cycle", "cruise_speed_mps", "initial_payload_kg", "params"}
+        extra = set(v) - {"id", "profile", "route", "drive_cycle", "cruise_speed_mps", "initial_payload_kg", "params",
+                           "plant"}
         if extra:
             raise ConfigError(f"{where}.{sorted(extra)[0]}: unknown key")
         vid = v.get("id")
@@ -212,9 +217,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
                 raise ConfigError(f"{where}.{exc}") from None
         vparams = {str(k): dict(_mapping(p, f"{where}.params.{k}"))
                    for k, p in _mapping(v.get("params"), f"{where}.params").items()}
+        plant = None
+        if v.get("plant") is not None:
+            plant = PlantSpec.from_mapping(v["plant"], f"{where}.plant",
+                                           expand=lambda p, where=where: _plant_path(p, path, f"{where}.plant"))
         vehicles.append(Vehicle(vid, dict(profile), tuple(route), drive_cycle,
                                 float(v.get("cruise_speed_mps", 10.0)), float(v.get("initial_payload_kg", 0.0)),
-                                vparams))
+                                vparams, plant))
     baseline = {str(k): dict(_mapping(p, f"{path}: baseline_params.{k}"))
                 for k, p in _mapping(data.get("baseline_params"), f"{path}: baseline_params").items()}
     duration = float(data.get("duration_s", 60.0))
@@ -222,6 +231,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ConfigError(f"{path}: duration_s={duration}: must be > 0")
     return Scenario(str(data.get("name") or path.stem), path, str(data.get("description", "")), origin_t,
                     tuple(nodes), tuple(vehicles), baseline, duration)
+
+
+def _plant_path(value: str, scenario_path: Path, where: str) -> str:
+    """A plant file path: ``$(config)``/``$(shared)`` substituted, relative paths from the scenario's folder."""
+    p = Path(_substitute(value, {"config": str(CONFIG_DIR), "shared": str(PACKAGE_DIR.parent / "shared" / "data")},
+                         where))
+    return str(p if p.is_absolute() else scenario_path.parent / p)
 
 
 def _check_profile(profile: Mapping[str, Any], where: str) -> None:
