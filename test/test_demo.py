@@ -16,6 +16,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_demo_writes_a_consistent_report_with_plots(tmp_path):
+    import importlib.util
+
+    fastsim_installed = importlib.util.find_spec("fastsim") is not None
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "carbon_ai_nodes.cli", "demo", "--scenario", "haul_truck_fleet", "--duration", "12",
@@ -50,7 +53,20 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
     # same distance; 5 % covers timing jitter of a real-time closed loop on a loaded 2-core machine
     assert optimised["total"]["co2_g_per_km"] <= baseline["total"]["co2_g_per_km"] * 1.05
     assert math.isfinite(report["saving_pct_per_km"])
-    for plot in ("co2_rate.png", "routes.png"):
+    # the independent plant's figures lead the report, beside the model's, for both trucks and both runs
+    assert md.index("CO2 by the independent plant") < md.index("## optimised")
+    for label in ("optimised", "baseline"):
+        scores = report["plant"]["runs"][label]
+        assert [s["vehicle_id"] for s in scores] == ["truck1", "truck2"]
+        for s in scores:
+            assert s["plant"] == "Line_Haul_Conv" and s["by_model"]["co2_kg"] > 0
+            if fastsim_installed:
+                assert s["status"] == "ok", s["status"]
+                assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_error_pct"])
+                assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05)
+            else:
+                assert s["status"] == "not installed" and "plant: not installed" in md
+    for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
         assert plot in md
@@ -83,3 +99,38 @@ def test_report_totals_and_saving_maths():
     assert math.isnan(report.saving_pct(0.0, 1.0))
     p = report.percentiles_ms([1.0, 2.0, math.inf, 3.0])
     assert p["count"] == 3 and p["p50"] == 2.0
+
+
+def test_plant_scores_lead_the_report_and_say_why_a_vehicle_has_none(monkeypatch):
+    import sys as _sys
+
+    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.core.plant import PlantSpec
+    from carbon_ai_nodes.core.scenario import CONFIG_DIR
+
+    t = [float(i) for i in range(121)]
+    speed = [min(i / 10.0, 1.0) * 15.0 for i in range(121)]
+    line_haul = PlantSpec(str(CONFIG_DIR / "plants" / "Line_Haul_Conv.yaml"))
+    model = report.vehicle_result("truck1", t, [20.0] * 121, [27.0] * 121, t, speed)
+    assert report.plant_score(None, model, t, speed).status == "no plant named"
+    electric = report.plant_score(PlantSpec(model_only="electric tractor"), model, t, speed)
+    assert electric.status == "model only: electric tractor" and math.isnan(electric.model_error_pct)
+    monkeypatch.setitem(_sys.modules, "fastsim", None)
+    missing = report.plant_score(line_haul, model, t, speed)
+    assert missing.status == "not installed" and missing.plant is None
+    md = report.markdown("s", [report.RunResult("optimised", (model,))], {}, [], [], [], (), [[missing]])
+    assert md.index("plant: not installed") < md.index("## optimised")  # the plant's section comes first
+    assert "| truck1 | Line_Haul_Conv | optimised | not installed |" in md
+    monkeypatch.undo()
+    pytest.importorskip("fastsim")
+    fast = report.plant_score(line_haul, model, t, speed, until_distance_m=1000.0)
+    assert fast.status == "ok" and fast.plant.distance_km == pytest.approx(1.0, rel=0.02)
+    assert 500.0 < fast.plant.co2_g_per_km < 2000.0  # 32 t from rest to 54 km/h over its first km
+    assert fast.model_error_pct == pytest.approx((model.co2_g_per_km / fast.plant.co2_g_per_km - 1) * 100)
+    slow = report.plant_score(line_haul, model, t, [v * 0.8 for v in speed], until_distance_m=1000.0)
+    saving = report.plant_saving_pct([slow], [fast], "plant")
+    assert math.isfinite(saving) and saving == pytest.approx(
+        (1 - slow.plant.co2_g_per_km / fast.plant.co2_g_per_km) * 100)
+    md = report.plant_markdown(["optimised", "baseline"], [[slow], [fast]])
+    assert saving > 0  # the gentler trace burns less per km
+    assert any(ln.startswith(f"| truck1 | {saving:.1f} | ") for ln in md)

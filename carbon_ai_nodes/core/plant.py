@@ -184,6 +184,21 @@ def grade_along_route(route: Any) -> Any:
     return grade_of
 
 
+def grade_along_cycle(cycle: Any) -> Any:
+    """``grade_of_distance`` for a replayed drive cycle (:class:`~carbon_ai_nodes.core.vehicle_sim.DriveTrace`):
+    the cycle's grade at a distance (m) into it, looping."""
+    t, v, g = (np.asarray(x, float) for x in (cycle.time_s, cycle.speed_mps, cycle.grade))
+    ends = np.cumsum(np.diff(t) * 0.5 * (v[1:] + v[:-1]))
+
+    def grade_of(distance_m: np.ndarray) -> np.ndarray:
+        if ends[-1] <= 0:
+            return np.full(np.shape(distance_m), g[0])
+        s = np.mod(np.asarray(distance_m, float), ends[-1])
+        return g[np.minimum(np.searchsorted(ends, s, side="right"), len(g) - 1)]
+
+    return grade_of
+
+
 @dataclasses.dataclass(frozen=True)
 class PlantResult:
     """What the plant burned on a trace: fuel (L of its fuel), CO2 (kg), fuel energy (MJ, LHV), distance the
