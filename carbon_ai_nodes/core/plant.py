@@ -273,14 +273,11 @@ def load_vehicle(spec: PlantSpec) -> Any:
         raise PlantError(f"plant {spec.fastsim_file}: overrides refused ({_first_line(exc)[:300]})") from None
 
 
-def score(spec: PlantSpec, trace: Trace) -> PlantResult:
-    """Drive ``trace`` with the plant of ``spec`` in FASTSim and return what it burned.
-
-    FASTSim may fall slightly behind a trace the plant's engine cannot quite follow (its ``AllowChecked``
-    trace-miss option: within 5 % / 100 m of distance); beyond that the trace is undrivable and a PlantError
-    says where. Raises PlantUnavailableError when FASTSim is missing."""
-    from carbon_ai_nodes.core.emission_model import FUEL_CO2_G_PER_L, FUEL_LHV_MJ_PER_L
-
+def drive(spec: PlantSpec, trace: Trace) -> dict[str, Any]:
+    """FASTSim's record of the plant of ``spec`` driving ``trace`` (its ``SimDrive.to_dict()["veh"]``: state and
+    per-step history). FASTSim may fall slightly behind a trace the plant's engine cannot quite follow (its
+    ``AllowChecked`` trace-miss option: within 5 % / 100 m of distance); beyond that the trace is undrivable and a
+    PlantError says where. Raises PlantUnavailableError when FASTSim is missing."""
     fastsim = _fastsim()
     veh = load_vehicle(spec)
     params = fastsim.SimParams.default().to_dict()
@@ -297,7 +294,14 @@ def score(spec: PlantSpec, trace: Trace) -> PlantResult:
         at = f" at t={trace.time_s[min(int(step.group(1)), len(trace.time_s) - 1)]:.0f} s" if step else ""
         raise PlantError(f"trace not drivable by plant {spec.label}{at} ({msg[:300]}); the plant's engine or "
                          "mass does not fit the trace: smooth it, or give the plant a lighter mass_kg") from None
-    out = sd.to_dict()["veh"]
+    return sd.to_dict()["veh"]
+
+
+def score(spec: PlantSpec, trace: Trace) -> PlantResult:
+    """Drive ``trace`` with the plant of ``spec`` in FASTSim (:func:`drive`) and return what it burned."""
+    from carbon_ai_nodes.core.emission_model import FUEL_CO2_G_PER_L, FUEL_LHV_MJ_PER_L
+
+    out = drive(spec, trace)
     fc = out["pt_type"]["Conv"]["fc"]
     lhv_j_per_l = FUEL_LHV_MJ_PER_L[spec.fuel] * 1e6
     co2_g_per_l = FUEL_CO2_G_PER_L[spec.fuel]

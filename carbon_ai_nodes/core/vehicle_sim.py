@@ -8,8 +8,11 @@ command allows. Waypoints may carry a payload change (load / dump points): the v
 ``stop_dwell_s`` and its payload switches. A drive-cycle trace instead replays a speed profile along a
 straight line heading east, with the cycle's grade.
 
-Fuel and CO2 come from the shared emission model (``core/emission_model.physics_rates``); if that module is
-absent a coarse road-load stand-in is used so the simulator still runs.
+Fuel and CO2 (what the engine telemetry's fuel meter and ``sim/true_emission`` report) come from the vehicle's
+independent plant when the scenario names one: the FASTSim file's engine map (``core/plant_engine.py``) driven
+by the wheel power of the profile's road load, so carbon_ai's estimator is measured against an engine it did
+not write. Without a plant (model-only machines, electric vehicles) they come from the shared emission model
+(``core/emission_model.physics_rates``), or a coarse road-load stand-in if that module is absent.
 
 Faults (for testing the rest of the graph): ``nan_burst`` (IMU, odometry and engine values become NaN),
 ``gnss_jump`` (fixes jump by ``gnss_jump_m``), ``silence`` (every sensor stops publishing), each active from
@@ -248,9 +251,23 @@ def _standin_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: flo
     return fuel_lph * 2689.0 / 3600.0, fuel_lph, power_kw
 
 
+def wheel_power_w(profile: Any, speed_mps: float, accel_mps2: float, grade: float, payload_kg: float) -> float:
+    """Power at the wheels (W; negative = braking or coasting): road load, inertia and grade of the profile."""
+    m = profile.mass_kg + payload_kg
+    f = profile.a_n + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2 if speed_mps > 0 \
+        else 0.0
+    f += m * accel_mps2 + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
+    return f * speed_mps
+
+
 def emission_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
-                   payload_kg: float) -> tuple[float, float, float]:
-    """CO2 (g/s), fuel (L/h), power (kW): the shared physics model, or the stand-in if it is absent."""
+                   payload_kg: float, engine: Any = None) -> tuple[float, float, float]:
+    """CO2 (g/s), fuel (L/h), power (kW): the plant ``engine`` (core/plant_engine.PlantEngine) if given, else the
+    shared physics model, or the stand-in if it is absent."""
+    if engine is not None:
+        power_w = wheel_power_w(profile, speed_mps, accel_mps2, grade, payload_kg)
+        co2, fuel = engine.rates(power_w, speed_mps, accel_mps2)
+        return co2, fuel, power_w / 1000.0
     try:
         from carbon_ai_nodes.core.emission_model import physics_rates
     except ImportError:
@@ -263,18 +280,20 @@ class VehicleSim:
     """Steps the vehicle and produces sensor readings. Deterministic for a given seed.
 
     ``profile`` follows the VehicleProfile contract (mass_kg, a_n, b_n_per_mps, c_n_per_mps2, rated_power_kw,
-    idle_fuel_lph, ...). Give either ``route`` or ``trace``.
+    idle_fuel_lph, ...). Give either ``route`` or ``trace``. ``engine`` (a plant_engine.PlantEngine) makes the
+    fuel; None = the emission model's.
     """
 
     def __init__(self, params: SimParams, profile: Any, *, route: Route | None = None,
                  trace: DriveTrace | None = None, origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 initial_payload_kg: float = 0.0) -> None:
+                 initial_payload_kg: float = 0.0, engine: Any = None) -> None:
         if (route is None) == (trace is None):
             raise ConfigError("sim: give exactly one of a route or a drive-cycle trace")
         self.p = params
         self.profile = profile
         self.route = route
         self.trace = trace
+        self.engine = engine
         self.origin = origin
         self.rng = random.Random(params.seed)
         self.truth = TruthState(payload_kg=initial_payload_kg)
@@ -374,7 +393,8 @@ class VehicleSim:
             s.east_m += ds / math.sqrt(1 + grade * grade)
             s.up_m += ds * grade / math.sqrt(1 + grade * grade)
         s.yaw_rate_rps = _wrap(s.heading_rad - old_heading) / dt_s
-        co2, fuel, power = emission_rates(self.profile, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg)
+        co2, fuel, power = emission_rates(self.profile, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
+                                          self.engine)
         s.co2_g_s, s.fuel_lph, s.power_kw = co2, fuel, power
         s.fuel_l += fuel * dt_s / 3600.0
         s.co2_g += co2 * dt_s
