@@ -8,8 +8,9 @@ per stage, the inference backend, eco_speed's full-lap prediction, and PNG plots
 cumulative CO2 over distance for both runs; the planned routes coloured by CO2 per metre with their speed plan).
 
 Each vehicle is compared over the distance it covered in both runs (core/report.py), so both runs are judged
-on the same stretch of route. Nodes missing from this build are skipped and named in the report; the
-simulator's ground truth is what CO2 and fuel are measured with, so the numbers stay meaningful whatever runs.
+on the same stretch of route. Nodes missing from this build are skipped and named in the report; the plant and
+the simulator's fuel meter (the plant's engine map) measure CO2 and fuel, so the numbers stay meaningful
+whatever runs.
 ``--record`` also writes each run's topics to an MCAP file (mcap_recorder.py)."""
 
 from __future__ import annotations
@@ -82,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
     backends = sorted(recordings[0].backends)
     plots = _plots(scenario, recordings, out) + _plant_plot(scenario.name, recordings, scores, out)
     missing = recordings[0].skipped
-    notes = ["CO2 and fuel are the simulator's ground truth (sim/true_emission); distance from wheel odometry. "
+    notes = ["Plant figures: NREL FASTSim re-drove each vehicle's recorded wheel-odometer speed (1 s means) with the "
+             "route's grade, over the same distance as the other columns (plant files and why each: "
+             "config/plants/README.md). Model figures: carbon_ai's own carbon_estimate, integrated. The simulator's "
+             "fuel meter (sim/true_emission, the tables below the plant's) runs the plant file's engine map live "
+             "on the simulated road load; vehicles without a plant use carbon_ai's emission model there. "
+             "Distance from wheel odometry. "
              "Both runs start from the same state; each vehicle's totals are cut where it has driven the distance "
              "it covered in both runs, so both runs are compared over the same stretch of route (the time "
              "column shows how long each took). A short window covers only part of a duty cycle: the saving "
@@ -149,11 +155,12 @@ class _Recording:
         from carbon_ai_nodes.core import report
 
         out = []
+        meters = {r.vehicle_id: r for r in self.result(until_distance_m).vehicles}
         for v in scenario.vehicles:
             model = report.vehicle_result(v.id, *self.estimate[v.id], *self.speed[v.id],
                                           until_distance_m=until_distance_m[v.id])
             out.append(report.plant_score(v.plant, model, *self.speed[v.id], _grade_of_distance(scenario, v),
-                                          until_distance_m[v.id]))
+                                          until_distance_m[v.id], meters[v.id]))
         return out
 
 

@@ -125,13 +125,15 @@ class PlantScore:
     """One vehicle in one run, scored by its plant and by carbon_ai's model over the same distance.
 
     ``status``: ``ok``; ``not installed`` (no FASTSim here); ``model only: <why>`` (no independent plant exists);
-    ``no plant named``; or ``error: <why>`` (e.g. an undrivable trace). ``plant`` is None unless ``ok``."""
+    ``no plant named``; or ``error: <why>`` (e.g. an undrivable trace). ``plant`` is None unless ``ok``.
+    ``meter``: the vehicle's fuel meter over the same stretch (in simulation: the plant's engine map, live)."""
 
     vehicle_id: str
     plant_label: str
     status: str
     model: VehicleResult
     plant: PlantResult | None = None
+    meter: VehicleResult | None = None
 
     @property
     def model_error_pct(self) -> float:
@@ -141,6 +143,14 @@ class PlantScore:
         p, m = self.plant.co2_g_per_km, self.model.co2_g_per_km
         return (m - p) / p * 100.0 if math.isfinite(p) and p > 0 and math.isfinite(m) else math.nan
 
+    @property
+    def model_vs_meter_pct(self) -> float:
+        """carbon_ai's model CO2 against the fuel meter's over the same stretch (%); NaN without a meter."""
+        if self.meter is None:
+            return math.nan
+        m = self.meter.co2_kg
+        return (self.model.co2_kg - m) / m * 100.0 if m > 0 else math.nan
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         plant = None if self.plant is None else {
@@ -149,12 +159,12 @@ class PlantScore:
             "co2_g_per_km": self.plant.co2_g_per_km}
         return {"vehicle_id": self.vehicle_id, "plant": self.plant_label, "status": self.status, "by_plant": plant,
                 "by_model": dict(dataclasses.asdict(self.model), co2_g_per_km=self.model.co2_g_per_km),
-                "model_error_pct": self.model_error_pct}
+                "model_error_pct": self.model_error_pct, "model_vs_meter_pct": self.model_vs_meter_pct}
 
 
 def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequence[float],
                 speed_mps: Sequence[float], grade_of_distance: Any = None,
-                until_distance_m: float = math.inf) -> PlantScore:
+                until_distance_m: float = math.inf, meter: VehicleResult | None = None) -> PlantScore:
     """Score a vehicle's recorded odometer speed (s, m/s) with its plant, up to ``until_distance_m`` (m), the
     grade from ``grade_of_distance`` (see :meth:`Trace.from_samples`); ``model`` is carbon_ai's own result over
     the same stretch. Never raises for a missing FASTSim, a model-only vehicle or an undrivable trace: the
@@ -164,18 +174,18 @@ def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequenc
 
     vid = model.vehicle_id
     if spec is None:
-        return PlantScore(vid, "none", "no plant named", model)
+        return PlantScore(vid, "none", "no plant named", model, meter=meter)
     if spec.model_only:
-        return PlantScore(vid, spec.label, f"model only: {spec.model_only}", model)
+        return PlantScore(vid, spec.label, f"model only: {spec.model_only}", model, meter=meter)
     try:
         trace = Trace.from_samples(speed_t_s, speed_mps, grade_of_distance)
         if math.isfinite(until_distance_m):
             trace = trace.until_distance(until_distance_m)
-        return PlantScore(vid, spec.label, "ok", model, score(spec, trace))
+        return PlantScore(vid, spec.label, "ok", model, score(spec, trace), meter)
     except PlantUnavailableError:
-        return PlantScore(vid, spec.label, "not installed", model)
+        return PlantScore(vid, spec.label, "not installed", model, meter=meter)
     except PlantError as exc:
-        return PlantScore(vid, spec.label, f"error: {exc}", model)
+        return PlantScore(vid, spec.label, f"error: {exc}", model, meter=meter)
 
 
 def plant_saving_pct(optimised: Sequence[PlantScore], baseline: Sequence[PlantScore], by: str) -> float:
@@ -199,14 +209,15 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
     model-vs-plant error, and (two runs: optimised first) the saving by each."""
     lines = ["## CO2 by the independent plant (NREL FASTSim re-driving each recorded trace) vs carbon_ai's model",
              "", "| vehicle | plant | run | plant CO2 kg | plant fuel L | plant g/km | model CO2 kg | model fuel L | "
-             "model g/km | model vs plant % |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "model g/km | model vs plant % | model vs fuel meter % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, run in zip(labels, scores, strict=True):
         for s in run:
             m, p = s.model, s.plant
             plant_cols = (f"{_f(p.co2_kg)} | {_f(p.fuel_l)} | {_f(p.co2_g_per_km, 1)}" if p is not None
                           else f"{s.status.split(':')[0]} | | ")
             lines.append(f"| {s.vehicle_id} | {s.plant_label} | {label} | {plant_cols} | {_f(m.co2_kg)} | "
-                         f"{_f(m.fuel_l)} | {_f(m.co2_g_per_km, 1)} | {_f(s.model_error_pct, 1)} |")
+                         f"{_f(m.fuel_l)} | {_f(m.co2_g_per_km, 1)} | {_f(s.model_error_pct, 1)} | "
+                         f"{_f(s.model_vs_meter_pct, 1)} |")
     lines.append("")
     if len(scores) == 2:
         lines += ["| vehicle | saving by the plant % | saving by the model % |", "|---|---|---|"]
