@@ -134,3 +134,30 @@ def test_plant_scores_lead_the_report_and_say_why_a_vehicle_has_none(monkeypatch
     md = report.plant_markdown(["optimised", "baseline"], [[slow], [fast]])
     assert saving > 0  # the gentler trace burns less per km
     assert any(ln.startswith(f"| truck1 | {saving:.1f} | ") for ln in md)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_run_scores_the_driven_traces_with_each_plant(tmp_path):
+    import importlib.util
+
+    out = tmp_path / "plant"
+    result = subprocess.run(
+        [sys.executable, "-m", "carbon_ai_nodes.cli", "run", "delivery_van_fleet", "--duration", "25",
+         "--run-dir", str(tmp_path / "run"), "--plant-report", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    data = json.loads((out / "report.json").read_text())
+    assert [s["vehicle_id"] for s in data["plant"]] == ["van1", "van2", "van3"]
+    installed = importlib.util.find_spec("fastsim") is not None
+    moved = [s for s in data["plant"] if s["by_model"]["distance_km"] > 0.02]
+    assert moved, data  # the vans drove
+    for s in moved:
+        assert s["by_model"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
+        if installed:
+            assert s["status"] == "ok" and s["by_plant"]["co2_kg"] > 0, s["status"]
+            assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05)
+    md = (out / "report.md").read_text()
+    assert md.startswith("# carbon_ai run: delivery_van_fleet (optimised)") and "model vs plant %" in md
+    assert (out / "plant_vs_model.png").read_bytes().startswith(PNG_MAGIC)

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         latency[stage] = report.percentiles_ms(recordings[0].ages_ms.get(stage, []))
     latency["inference (carbon_estimate.inference_latency_us)"] = report.percentiles_ms(recordings[0].inference_ms)
     backends = sorted(recordings[0].backends)
-    plots = _plots(scenario, recordings, out) + _plant_plot(scenario.name, recordings, scores, out)
+    plots = _plots(scenario, recordings, out) + plant_plot(scenario.name, recordings, scores, out)
     missing = recordings[0].skipped
     notes = ["Plant figures: NREL FASTSim re-drove each vehicle's recorded wheel-odometer speed (1 s means) with the "
              "route's grade, over the same distance as the other columns (plant files and why each: "
@@ -154,14 +154,7 @@ class _Recording:
         """Each vehicle's recorded speed scored by its plant, beside carbon_ai's estimate over the same distance."""
         from carbon_ai_nodes.core import report
 
-        out = []
-        meters = {r.vehicle_id: r for r in self.result(until_distance_m).vehicles}
-        for v in scenario.vehicles:
-            model = report.vehicle_result(v.id, *self.estimate[v.id], *self.speed[v.id],
-                                          until_distance_m=until_distance_m[v.id])
-            out.append(report.plant_score(v.plant, model, *self.speed[v.id], _grade_of_distance(scenario, v),
-                                          until_distance_m[v.id], meters[v.id]))
-        return out
+        return report.score_fleet(scenario, self.speed, self.estimate, self.truth, until_distance_m)
 
 
 def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeout_s: float,
@@ -292,21 +285,10 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     return rec
 
 
-def _grade_of_distance(scenario, vehicle):
-    """The grade a user would record beside the odometer: the route's at the distance driven from its first
-    waypoint (where the simulator starts), or the drive cycle's at the distance into the cycle."""
-    from carbon_ai_nodes.core.plant import grade_along_cycle, grade_along_route
-    from carbon_ai_nodes.core.scenario import expand
-    from carbon_ai_nodes.core.vehicle_sim import DriveTrace, Route
-
-    if vehicle.route:
-        return grade_along_route(Route.from_list(vehicle.route, vehicle.cruise_speed_mps))
-    return grade_along_cycle(DriveTrace.from_csv(expand(vehicle.drive_cycle, scenario)))
-
-
-def _plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str]:
+def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str]:
     """plant_vs_model.png: cumulative CO2 over distance by the plant (solid) and by the model (dashed) per
-    vehicle and run, and the saving per vehicle by each."""
+    vehicle and run, and (two runs) the saving per vehicle by each. ``recordings`` need ``label``, ``speed`` and
+    ``estimate`` per vehicle (demo runs, or carbon-ai run's trace recorder)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,11 +1,14 @@
 """Start a scenario's node graph (config/scenarios/<name>.yaml) as separate processes, the same graph
 ``ros2 launch carbon_ai_nodes <name>.launch.py`` starts on a vehicle; nodes missing from this build are skipped
 with a message. A lifecycle_manager configures and activates them in dependency order and supervises them.
-Stops after --duration, or on Ctrl-C, with the actuator bridges first."""
+Stops after --duration, or on Ctrl-C, with the actuator bridges first. ``--plant-report DIR`` records each
+vehicle's wheel speed, carbon_estimate and fuel meter meanwhile and, once stopped, scores the driven traces with
+each vehicle's independent plant (NREL FASTSim, core/plant.py) beside carbon_ai's model."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "run a scenario's node graph (simulated vehicles by default) as processes"
 
@@ -36,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="where generated files go (default: a temporary directory)")
     parser.add_argument("--record", default="", metavar="FILE.mcap",
                         help="record every topic of the run to this MCAP file (replay it in Foxglove)")
+    parser.add_argument("--plant-report", default="", metavar="DIR",
+                        help="record each vehicle's wheel speed, carbon_estimate and fuel meter; when the run stops, "
+                             "score the driven traces with each vehicle's plant (FASTSim, config/plants) beside "
+                             "carbon_ai's model: DIR/report.md, report.json, plant_vs_model.png")
     parser.add_argument("--record-topics", nargs="+", default=(), metavar="TOPIC",
                         help="with --record: only these topics (default: all but /parameter_events)")
 
@@ -43,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the graph; exit status 0 after a clean stop."""
     import tempfile
-    from pathlib import Path
 
     from carbon_ai_nodes.core.scenario import load_scenario
     from carbon_ai_nodes.runner import GraphRunner, run_graph
@@ -60,17 +66,111 @@ def run(args: argparse.Namespace) -> int:
                          cpu_latency_us=args.cpu_latency_us)
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}")
     recorder = _start_recorder(args.record, args.record_topics) if args.record else None
+    traces = _TraceRecorder(scenario) if args.plant_report else None
     try:
         with runner:
             run_graph(runner, args.duration)
             statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
     finally:
+        if traces is not None:
+            traces.close()
         if recorder is not None:
             _stop_recorder(recorder)
+        if traces is not None:
+            import rclpy
+
+            rclpy.try_shutdown()
+    if traces is not None:
+        _write_plant_report(scenario, traces, Path(args.plant_report), "baseline" if args.baseline else "optimised")
     bad = {k: v for k, v in statuses.items() if v not in (0, -15)}
     for label, status in bad.items():
         print(f"{label} exited with status {status}")
     return 1 if bad else 0
+
+
+class _TraceRecorder:
+    """Each vehicle's wheel speed, carbon_estimate and fuel meter (sim/true_emission), recorded by a node spinning
+    in a background thread of this process, as (stamp s, values...) series per vehicle id."""
+
+    def __init__(self, scenario) -> None:
+        import threading
+
+        import rclpy
+        from nav_msgs.msg import Odometry
+        from rclpy.executors import SingleThreadedExecutor
+
+        from carbon_ai_msgs.msg import CarbonEstimate
+        from carbon_ai_nodes import qos
+        from carbon_ai_nodes.conversions.time import to_seconds
+
+        if not rclpy.ok():
+            rclpy.init()
+        self.label = "run"
+        ids = [v.id for v in scenario.vehicles]
+        self.speed = {v: ([], []) for v in ids}
+        self.estimate = {v: ([], [], []) for v in ids}
+        self.meter = {v: ([], [], []) for v in ids}
+        self.node = rclpy.create_node("carbon_ai_plant_traces")
+
+        def rates(series):
+            def on_msg(msg) -> None:
+                series[0].append(to_seconds(msg.header.stamp))
+                series[1].append(msg.co2_rate_g_s)
+                series[2].append(msg.fuel_rate_lph)
+            return on_msg
+
+        for v in ids:
+            def on_odom(msg, series=self.speed[v]) -> None:
+                series[0].append(to_seconds(msg.header.stamp))
+                series[1].append(msg.twist.twist.linear.x)
+
+            self.node.create_subscription(Odometry, f"/{v}/odom/wheel", on_odom, qos.sensor())
+            self.node.create_subscription(CarbonEstimate, f"/{v}/carbon_estimate", rates(self.estimate[v]),
+                                          qos.command())
+            self.node.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", rates(self.meter[v]),
+                                          qos.command())
+        self._stop = threading.Event()
+        executor = SingleThreadedExecutor()
+        executor.add_node(self.node)
+
+        def spin() -> None:
+            while not self._stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
+            executor.remove_node(self.node)
+
+        self._thread = threading.Thread(target=spin, name="plant_traces", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop recording (the series stay)."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str) -> None:
+    """Score the recorded traces with each vehicle's plant and write report.md, report.json and the PNG."""
+    import json
+
+    from carbon_ai_nodes.commands.demo import plant_plot
+    from carbon_ai_nodes.core import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    print("scoring the recorded traces with each vehicle's plant (FASTSim)", flush=True)
+    meter = traces.meter if any(t for t, _, _ in traces.meter.values()) else None
+    scores = report.score_fleet(scenario, traces.speed, traces.estimate, meter)
+    traces.label = label
+    plots = plant_plot(scenario.name, [traces], [scores], out)
+    lines = [f"# carbon_ai run: {scenario.name} ({label})", ""] + report.plant_markdown([label], [scores])
+    lines += [f"![{p}]({p})" for p in plots] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "report.json").write_text(json.dumps({"scenario": scenario.name, "run": label,
+                                                 "plant": [s.as_dict() for s in scores]}, indent=2, allow_nan=True))
+    for s in scores:
+        p = f"{s.plant.co2_g_per_km:.1f} g/km" if s.plant is not None else s.status
+        print(f"{s.vehicle_id}: by the plant ({s.plant_label}) {p}; by the model {s.model.co2_g_per_km:.1f} g/km "
+              f"(model vs plant {s.model_error_pct:+.1f} %)")
+    print(f"plant report: {out / 'report.md'}")
 
 
 def _start_recorder(path: str, topics: tuple[str, ...]):
@@ -79,7 +179,8 @@ def _start_recorder(path: str, topics: tuple[str, ...]):
 
     from carbon_ai_nodes.mcap_recorder import McapRecorder
 
-    rclpy.init()
+    if not rclpy.ok():
+        rclpy.init()
     recorder = McapRecorder(path, topics)
     recorder.start_thread()
     print(f"recording to {path}")

@@ -134,7 +134,7 @@ class Trace:
     @property
     def distance_m(self) -> float:
         """Distance of the trace (m, trapezoidal)."""
-        return float(np.sum(np.diff(self.time_s) * 0.5 * (self.speed_mps[1:] + self.speed_mps[:-1])))
+        return float(_cumulative_m(self.time_s, self.speed_mps)[-1])
 
     @classmethod
     def from_samples(cls, time_s: Sequence[float], speed_mps: Sequence[float], grade_of_distance: Any = None,
@@ -152,7 +152,7 @@ class Trace:
             raise PlantError(f"trace: {len(t)} finite samples over {t[-1] - t[0] if len(t) else 0:.1f} s; "
                              f"needs at least {2 * dt_s:.0f} s")
         t = t - t[0]
-        dist = np.concatenate([[0.0], np.cumsum(np.diff(t) * 0.5 * (v[1:] + v[:-1]))])
+        dist = _cumulative_m(t, v)
         grid = np.arange(0.0, t[-1] + 1e-9, dt_s)
         edges = np.interp(np.clip(np.concatenate([grid - dt_s / 2, [grid[-1] + dt_s / 2]]), 0.0, t[-1]), t, dist)
         speed = np.diff(edges) / dt_s
@@ -163,10 +163,14 @@ class Trace:
 
     def until_distance(self, distance_m: float) -> Trace:
         """The first part of the trace, up to the sample where ``distance_m`` (m) has been driven."""
-        d = np.concatenate([[0.0], np.cumsum(np.diff(self.time_s) * 0.5 * (self.speed_mps[1:] +
-                                                                             self.speed_mps[:-1]))])
+        d = _cumulative_m(self.time_s, self.speed_mps)
         n = max(2, int(np.searchsorted(d, distance_m - 1e-9)) + 1)
         return Trace(self.time_s[:n], self.speed_mps[:n], self.grade[:n])
+
+
+def _cumulative_m(time_s: np.ndarray, speed_mps: np.ndarray) -> np.ndarray:
+    """Distance driven (m) at each sample, from 0, trapezoidal."""
+    return np.concatenate([[0.0], np.cumsum(np.diff(time_s) * 0.5 * (speed_mps[1:] + speed_mps[:-1]))])
 
 
 def grade_along_route(route: Any) -> Any:
@@ -188,7 +192,7 @@ def grade_along_cycle(cycle: Any) -> Any:
     """``grade_of_distance`` for a replayed drive cycle (:class:`~carbon_ai_nodes.core.vehicle_sim.DriveTrace`):
     the cycle's grade at a distance (m) into it, looping."""
     t, v, g = (np.asarray(x, float) for x in (cycle.time_s, cycle.speed_mps, cycle.grade))
-    ends = np.cumsum(np.diff(t) * 0.5 * (v[1:] + v[:-1]))
+    ends = _cumulative_m(t, v)[1:]
 
     def grade_of(distance_m: np.ndarray) -> np.ndarray:
         if ends[-1] <= 0:

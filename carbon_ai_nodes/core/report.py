@@ -188,6 +188,33 @@ def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequenc
         return PlantScore(vid, spec.label, f"error: {exc}", model, meter=meter)
 
 
+def route_grade(scenario: Any, vehicle: Any) -> Any:
+    """The grade a user would record beside the odometer, as ``grade_of_distance``: the route's at the distance
+    driven from its first waypoint (where the simulator starts), or the drive cycle's at the distance into it."""
+    from carbon_ai_nodes.core.plant import grade_along_cycle, grade_along_route
+    from carbon_ai_nodes.core.scenario import expand
+    from carbon_ai_nodes.core.vehicle_sim import DriveTrace, Route
+
+    if vehicle.route:
+        return grade_along_route(Route.from_list(vehicle.route, vehicle.cruise_speed_mps))
+    return grade_along_cycle(DriveTrace.from_csv(expand(vehicle.drive_cycle, scenario)))
+
+
+def score_fleet(scenario: Any, speed: Mapping[str, Any], estimate: Mapping[str, Any],
+                meter: Mapping[str, Any] | None = None,
+                until_distance_m: Mapping[str, float] | None = None) -> list[PlantScore]:
+    """Every vehicle of ``scenario`` scored by its plant beside carbon_ai's model: per vehicle id, ``speed`` holds
+    the recorded (time s, wheel speed m/s), ``estimate`` the model's (time s, CO2 g/s, fuel L/h), ``meter`` the
+    fuel meter's in the same form (optional), all cut at ``until_distance_m`` (m; default: everything)."""
+    out = []
+    for v in scenario.vehicles:
+        until = (until_distance_m or {}).get(v.id, math.inf)
+        model = vehicle_result(v.id, *estimate[v.id], *speed[v.id], until_distance_m=until)
+        metered = vehicle_result(v.id, *meter[v.id], *speed[v.id], until_distance_m=until) if meter else None
+        out.append(plant_score(v.plant, model, *speed[v.id], route_grade(scenario, v), until, metered))
+    return out
+
+
 def plant_saving_pct(optimised: Sequence[PlantScore], baseline: Sequence[PlantScore], by: str) -> float:
     """Saving per km (%) of the vehicles both runs scored with a plant, ``by`` ``"plant"`` or ``"model"``."""
     pairs = [(o, b) for o, b in zip(optimised, baseline, strict=True) if o.plant is not None and b.plant is not None]
