@@ -18,6 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_demo_writes_a_consistent_report_with_plots(tmp_path):
     import importlib.util
 
+    from carbon_ai_nodes.core.vehicle_sim import DriveTrace
+
     fastsim_installed = importlib.util.find_spec("fastsim") is not None
     out = tmp_path / "demo"
     result = subprocess.run(
@@ -62,8 +64,12 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
             assert s["plant"] == "Line_Haul_Conv" and s["by_model"]["co2_kg"] > 0
             if fastsim_installed:
                 assert s["status"] == "ok", s["status"]
-                assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_error_pct"])
+                assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
+                # a 32 t line-haul truck stands in for a 385 t mining truck: no absolute error is claimed
+                assert s["direction_only"] and math.isnan(s["model_error_pct"])
                 assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05)
+                trace = DriveTrace.from_csv(str(out / f"plant_trace_{label}_{s['vehicle_id']}.csv"))
+                assert sum(trace.speed_mps) == pytest.approx(s["by_model"]["distance_km"] * 1000, rel=0.05)
             else:
                 assert s["status"] == "not installed" and "plant: not installed" in md
     for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png"):

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     runs = [rec.result(common) for rec in recordings]
     print("== scoring the recorded traces with each vehicle's plant (FASTSim)", flush=True)
     scores = [rec.plant_scores(scenario, common) for rec in recordings]
+    traces = report.write_plant_traces(out, [rec.label for rec in recordings], scores)
     predicted = recordings[0].predicted
     latency = {}
     for stage in ("vehicle_state", "carbon_estimate", "actuator_command"):
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "compared_distance_m": common, "predicted_full_loop": predicted,
         "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
         "plant": {"runs": {rec.label: [s.as_dict() for s in run] for rec, run in zip(recordings, scores, strict=True)},
+                  "traces": traces,
                   "saving_pct_by_plant": report.plant_saving_pct(*scores, "plant"),
                   "saving_pct_by_model": report.plant_saving_pct(*scores, "model")},
     }, indent=2, allow_nan=True))

@@ -97,11 +97,11 @@ class _TraceRecorder:
 
         import rclpy
         from nav_msgs.msg import Odometry
-        from rclpy.executors import SingleThreadedExecutor
 
         from carbon_ai_msgs.msg import CarbonEstimate
         from carbon_ai_nodes import qos
         from carbon_ai_nodes.conversions.time import to_seconds
+        from carbon_ai_nodes.mcap_recorder import spin_in_thread
 
         if not rclpy.ok():
             rclpy.init()
@@ -130,16 +130,7 @@ class _TraceRecorder:
             self.node.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", rates(self.meter[v]),
                                           qos.command())
         self._stop = threading.Event()
-        executor = SingleThreadedExecutor()
-        executor.add_node(self.node)
-
-        def spin() -> None:
-            while not self._stop.is_set():
-                executor.spin_once(timeout_sec=0.1)
-            executor.remove_node(self.node)
-
-        self._thread = threading.Thread(target=spin, name="plant_traces", daemon=True)
-        self._thread.start()
+        self._thread = spin_in_thread(self.node, self._stop, "plant_traces")
 
     def close(self) -> None:
         """Stop recording (the series stay)."""
@@ -161,6 +152,7 @@ def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str)
     scores = report.score_fleet(scenario, traces.speed, traces.estimate, meter)
     traces.label = label
     plots = plant_plot(scenario.name, [traces], [scores], out)
+    report.write_plant_traces(out, [label], [scores])
     lines = [f"# carbon_ai run: {scenario.name} ({label})", ""] + report.plant_markdown([label], [scores])
     lines += [f"![{p}]({p})" for p in plots] + [""]
     (out / "report.md").write_text("\n".join(lines))

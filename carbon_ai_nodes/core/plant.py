@@ -9,7 +9,7 @@ reports the fuel it burns. FASTSim (PyPI ``fastsim``, Apache-2.0) is a validatio
 
 A scenario vehicle names its plant (``plant:`` beside ``profile:``; see config/plants/README.md)::
 
-    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, mass_kg: 32000, fuel: diesel, fuel_cut: true}
+    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel: diesel, fuel_cut: true, direction_only: true}
     plant: {model_only: "why there is no independent plant for this machine"}
 
 Fuel energy (lower heating value) becomes litres and CO2 with the emission model's own constants
@@ -39,13 +39,16 @@ class PlantSpec:
     """Which plant scores a vehicle: a FASTSim 3 vehicle file (``fastsim_file``, resolved path), an optional
     test-mass override (kg, the whole vehicle as driven), the fuel its engine burns, and an optional fuel-cut
     override (``None`` = the file's own decel fuel cut-off setting). ``model_only`` set (the reason) = no
-    independent plant exists for this vehicle; its figures are carbon_ai's model only."""
+    independent plant exists for this vehicle; its figures are carbon_ai's model only. ``direction_only``: the
+    plant is a stand-in of another size (e.g. a 32 t truck for a 385 t mining truck): its saving is evidence
+    of direction, its absolute CO2 is not the vehicle's and no model-vs-plant error is claimed."""
 
     fastsim_file: str = ""
     mass_kg: float | None = None
     fuel: str = "diesel"
     fuel_cut: bool | None = None
     model_only: str = ""
+    direction_only: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.fastsim_file) == bool(self.model_only):
@@ -72,7 +75,7 @@ class PlantSpec:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping with fastsim_file (and mass_kg, fuel, fuel_cut) or "
                               f"model_only, got {type(data).__name__}")
-        known = {"fastsim_file", "mass_kg", "fuel", "fuel_cut", "model_only", "source"}
+        known = {"fastsim_file", "mass_kg", "fuel", "fuel_cut", "model_only", "direction_only"}
         for key in data:
             if key not in known:
                 raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
@@ -85,9 +88,12 @@ class PlantSpec:
         fuel_cut = data.get("fuel_cut")
         if fuel_cut is not None and not isinstance(fuel_cut, bool):
             raise ConfigError(f"{where}.fuel_cut={fuel_cut!r}: must be true, false or absent (the file's setting)")
+        direction_only = data.get("direction_only", False)
+        if not isinstance(direction_only, bool):
+            raise ConfigError(f"{where}.direction_only={direction_only!r}: must be true or false")
         try:
             return cls(path, None if mass is None else float(mass), str(data.get("fuel", "diesel")), fuel_cut,
-                       str(data.get("model_only") or ""))
+                       str(data.get("model_only") or ""), direction_only)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
 

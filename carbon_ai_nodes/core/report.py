@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from carbon_ai_nodes.core.plant import PlantResult, PlantSpec
+from carbon_ai_nodes.core.plant import PlantResult, PlantSpec, Trace
 
 
 def integrate(t_s: Sequence[float], rate_per_s: Sequence[float]) -> float:
@@ -134,11 +134,14 @@ class PlantScore:
     model: VehicleResult
     plant: PlantResult | None = None
     meter: VehicleResult | None = None
+    trace: Trace | None = None  # what the plant drove (1 s samples), for the record
+    direction_only: bool = False  # the plant is a stand-in of another size: its saving is evidence, not its CO2
 
     @property
     def model_error_pct(self) -> float:
-        """carbon_ai's model CO2 per km against the plant's (%; positive = the model says more); NaN if no plant."""
-        if self.plant is None:
+        """carbon_ai's model CO2 per km against the plant's (%; positive = the model says more); NaN if no plant or
+        the plant is a direction-only stand-in (another size of vehicle)."""
+        if self.plant is None or self.direction_only:
             return math.nan
         p, m = self.plant.co2_g_per_km, self.model.co2_g_per_km
         return (m - p) / p * 100.0 if math.isfinite(p) and p > 0 and math.isfinite(m) else math.nan
@@ -157,7 +160,8 @@ class PlantScore:
             "co2_kg": self.plant.co2_kg, "fuel_l": self.plant.fuel_l, "fuel_energy_mj": self.plant.fuel_energy_mj,
             "distance_km": self.plant.distance_km, "trace_distance_km": self.plant.trace_distance_km,
             "co2_g_per_km": self.plant.co2_g_per_km}
-        return {"vehicle_id": self.vehicle_id, "plant": self.plant_label, "status": self.status, "by_plant": plant,
+        return {"vehicle_id": self.vehicle_id, "plant": self.plant_label, "status": self.status,
+                "direction_only": self.direction_only, "by_plant": plant,
                 "by_model": dict(dataclasses.asdict(self.model), co2_g_per_km=self.model.co2_g_per_km),
                 "model_error_pct": self.model_error_pct, "model_vs_meter_pct": self.model_vs_meter_pct}
 
@@ -181,7 +185,7 @@ def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequenc
         trace = Trace.from_samples(speed_t_s, speed_mps, grade_of_distance)
         if math.isfinite(until_distance_m):
             trace = trace.until_distance(until_distance_m)
-        return PlantScore(vid, spec.label, "ok", model, score(spec, trace), meter)
+        return PlantScore(vid, spec.label, "ok", model, score(spec, trace), meter, trace, spec.direction_only)
     except PlantUnavailableError:
         return PlantScore(vid, spec.label, "not installed", model, meter=meter)
     except PlantError as exc:
@@ -215,6 +219,23 @@ def score_fleet(scenario: Any, speed: Mapping[str, Any], estimate: Mapping[str, 
     return out
 
 
+def write_plant_traces(out: Any, labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]) -> list[str]:
+    """Each trace a plant drove, as ``plant_trace_<run>_<vehicle>.csv`` (time_s,speed_mps,grade) in directory
+    ``out``: anyone can re-score a run with FASTSim. Returns the file names."""
+    from pathlib import Path
+
+    names = []
+    for label, run in zip(labels, scores, strict=True):
+        for s in run:
+            if s.trace is not None:
+                name = f"plant_trace_{label}_{s.vehicle_id}.csv"
+                rows = np.column_stack([s.trace.time_s, s.trace.speed_mps, s.trace.grade])
+                np.savetxt(Path(out) / name, rows, fmt="%.4f", delimiter=",", header="time_s,speed_mps,grade",
+                           comments="")
+                names.append(name)
+    return names
+
+
 def plant_saving_pct(optimised: Sequence[PlantScore], baseline: Sequence[PlantScore], by: str) -> float:
     """Saving per km (%) of the vehicles both runs scored with a plant, ``by`` ``"plant"`` or ``"model"``."""
     pairs = [(o, b) for o, b in zip(optimised, baseline, strict=True) if o.plant is not None and b.plant is not None]
@@ -242,8 +263,10 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
             m, p = s.model, s.plant
             plant_cols = (f"{_f(p.co2_kg)} | {_f(p.fuel_l)} | {_f(p.co2_g_per_km, 1)}" if p is not None
                           else f"{s.status.split(':')[0]} | | ")
-            lines.append(f"| {s.vehicle_id} | {s.plant_label} | {label} | {plant_cols} | {_f(m.co2_kg)} | "
-                         f"{_f(m.fuel_l)} | {_f(m.co2_g_per_km, 1)} | {_f(s.model_error_pct, 1)} | "
+            error = "n/a (stand-in)" if s.direction_only else _f(s.model_error_pct, 1)
+            plant = f"{s.plant_label} (direction check)" if s.direction_only else s.plant_label
+            lines.append(f"| {s.vehicle_id} | {plant} | {label} | {plant_cols} | {_f(m.co2_kg)} | "
+                         f"{_f(m.fuel_l)} | {_f(m.co2_g_per_km, 1)} | {error} | "
                          f"{_f(s.model_vs_meter_pct, 1)} |")
     lines.append("")
     if len(scores) == 2:
@@ -254,6 +277,9 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
         lines += [f"| **fleet (vehicles with a plant)** | **{_f(plant_saving_pct(*scores, 'plant'), 1)}** | "
                   f"{_f(plant_saving_pct(*scores, 'model'), 1)} |", ""]
     notes = sorted({f"- {s.vehicle_id}: {s.status}" for run in scores for s in run if s.plant is None})
+    notes += sorted({f"- {s.vehicle_id}: the plant ({s.plant_label}) is a stand-in of another size; its saving "
+                     "is a direction check, its absolute CO2 is not this vehicle's (no model-vs-plant error)"
+                     for run in scores for s in run if s.direction_only})
     if any(s.status == "not installed" for run in scores for s in run):
         notes.insert(0, "plant: not installed (FASTSim is a validation dependency: pip install -r "
                         "requirements/validation.txt); the figures below are carbon_ai's own")
