@@ -154,3 +154,9 @@ def test_a_bad_plant_in_a_scenario_is_a_config_error_naming_the_vehicle(tmp_path
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"vehicles\[1\]\.plant\.fastsim_file=.*missing.yaml.*no such file"):
         load_scenario(bad)
+
+
+def test_the_last_sample_of_a_resampled_trace_keeps_the_speed():
+    t = np.arange(0.0, 30.0 + 1e-9, 0.02)
+    trace = Trace.from_samples(t, np.minimum(t, 12.0))  # at 12 m/s when the recording stops
+    assert trace.speed_mps[-1] == pytest.approx(12.0, abs=0.01)

@@ -160,8 +160,8 @@ class Trace:
         t = t - t[0]
         dist = _cumulative_m(t, v)
         grid = np.arange(0.0, t[-1] + 1e-9, dt_s)
-        edges = np.interp(np.clip(np.concatenate([grid - dt_s / 2, [grid[-1] + dt_s / 2]]), 0.0, t[-1]), t, dist)
-        speed = np.diff(edges) / dt_s
+        edges_s = np.clip(np.concatenate([grid - dt_s / 2, [grid[-1] + dt_s / 2]]), 0.0, t[-1])
+        speed = np.diff(np.interp(edges_s, t, dist)) / np.maximum(np.diff(edges_s), 1e-9)  # ends: half steps
         speed[0] = v[0]  # the recording starts where the vehicle was, usually at rest
         d = np.interp(grid, t, dist)
         grade = np.zeros_like(grid) if grade_of_distance is None else np.asarray(grade_of_distance(d), float)
