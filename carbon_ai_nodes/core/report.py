@@ -325,7 +325,8 @@ def markdown(scenario: str, runs: Sequence[RunResult], latency: Mapping[str, Map
     lines = [f"# carbon_ai demo: {scenario}", ""]
     if plant_scores:
         lines += plant_markdown([r.label for r in runs], plant_scores)
-        lines += ["## The simulator's fuel meter (its engine: the plant file's efficiency map)", ""]
+        lines += ["## The fuel meter (simulated: the plant file's engine map; carbon_ai's emission model where a "
+                  "vehicle has no plant)", ""]
     for run in runs:
         lines += [f"## {run.label}", "", "| vehicle | CO2 kg | fuel L | distance km | time s | CO2 g/km |",
                   "|---|---|---|---|---|---|"]
