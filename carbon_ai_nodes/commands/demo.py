@@ -300,7 +300,7 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
     from carbon_ai_nodes.core import report
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
-    for (rec, run), alpha in zip(zip(recordings, scores, strict=True), (1.0, 0.55), strict=True):
+    for rec, run, alpha in zip(recordings, scores, (1.0, 0.55), strict=False):
         for k, s in enumerate(run):
             colour = f"C{k}"
             if s.plant is not None:
