@@ -67,9 +67,11 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
                 assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
                 # a 32 t line-haul truck stands in for a 385 t mining truck: no absolute error is claimed
                 assert s["direction_only"] and math.isnan(s["model_error_pct"])
-                assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05)
+                # the same stretch, to the 1 s samples the plant drives (a short run covers only metres)
+                assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05,
+                                                                     abs=0.002)
                 trace = DriveTrace.from_csv(str(out / f"plant_trace_{label}_{s['vehicle_id']}.csv"))
-                assert sum(trace.speed_mps) == pytest.approx(s["by_model"]["distance_km"] * 1000, rel=0.05)
+                assert sum(trace.speed_mps) == pytest.approx(s["by_model"]["distance_km"] * 1000, rel=0.05, abs=2.0)
             else:
                 assert s["status"] == "not installed" and "plant: not installed" in md
     for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png"):
@@ -164,7 +166,7 @@ def test_run_scores_the_driven_traces_with_each_plant(tmp_path):
         assert s["by_model"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
         if installed:
             assert s["status"] == "ok" and s["by_plant"]["co2_kg"] > 0, s["status"]
-            assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05)
+            assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05, abs=0.002)
     md = (out / "report.md").read_text()
     assert md.startswith("# carbon_ai run: delivery_van_fleet (optimised)") and "model vs plant %" in md
     assert (out / "plant_vs_model.png").read_bytes().startswith(PNG_MAGIC)
