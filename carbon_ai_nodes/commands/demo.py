@@ -311,11 +311,10 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
             st, dist = report.distance_profile(*rec.speed[s.vehicle_id])
             if len(t) >= 2 and len(st) >= 2:
                 tt = np.asarray(t, float)
-                keep = np.interp(tt, st, dist) <= s.model.distance_km * 1000.0 + 1e-6
-                c = np.asarray(co2, float)
-                cum = np.concatenate([[0.0], np.cumsum(np.diff(tt) * 0.5 * (c[1:] + c[:-1]))])
-                ax.plot(np.interp(tt, st, dist)[keep] / 1000.0, cum[keep] / 1000.0, "--", color=colour, alpha=alpha,
-                        lw=1.2, label=f"{s.vehicle_id} {rec.label}: model")
+                driven = np.interp(tt, st, dist)
+                keep = driven <= s.model.distance_km * 1000.0 + 1e-6
+                ax.plot(driven[keep] / 1000.0, report.cumulative(tt, co2)[keep] / 1000.0, "--", color=colour,
+                        alpha=alpha, lw=1.2, label=f"{s.vehicle_id} {rec.label}: model")
     ax.set_xlabel("distance driven (km)")
     ax.set_ylabel("cumulative CO2 (kg)")
     ax.set_title("plant (solid) vs carbon_ai's model (dashed); baseline run paler")
@@ -391,6 +390,7 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from carbon_ai_nodes.core import report
     from carbon_ai_nodes.core.report import distance_profile
     from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
     from carbon_ai_nodes.core.vehicle_sim import Route
@@ -405,10 +405,8 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
             st, dist = distance_profile(*rec.speed[v])
             if len(t) >= 2 and len(st) >= 2:
                 tt = np.asarray(t, float)
-                cum = np.concatenate([[0.0], np.cumsum(np.diff(tt) * 0.5 * (np.asarray(co2[1:]) +
-                                                                            np.asarray(co2[:-1])))])
-                ax2.plot(np.interp(tt, st, dist) / 1000.0, cum / 1000.0, style, color=colour, lw=1.2,
-                         label=f"{v} ({rec.label})")
+                ax2.plot(np.interp(tt, st, dist) / 1000.0, report.cumulative(tt, co2) / 1000.0, style, color=colour,
+                         lw=1.2, label=f"{v} ({rec.label})")
     ax.set_xlabel("time since the vehicles started (s)")
     ax.set_ylabel("CO2 rate (g/s)")
     ax.set_title("CO2 rate: optimised (solid) vs baseline (dashed)")

@@ -35,6 +35,12 @@ def integrate(t_s: Sequence[float], rate_per_s: Sequence[float]) -> float:
     return float(np.sum(np.diff(t) * 0.5 * (r[1:] + r[:-1])))
 
 
+def cumulative(t_s: Sequence[float], rate_per_s: Sequence[float]) -> np.ndarray:
+    """Running trapezoidal integral of ``rate_per_s`` over ``t_s`` (s), from 0 at the first sample."""
+    t, r = np.asarray(t_s, float), np.asarray(rate_per_s, float)
+    return np.concatenate([[0.0], np.cumsum(np.diff(t) * 0.5 * (r[1:] + r[:-1]))])
+
+
 @dataclasses.dataclass(frozen=True)
 class VehicleResult:
     """Totals of one vehicle over one run: CO2 (kg), fuel (L), distance (km), CO2 per km (g/km)."""

@@ -243,10 +243,7 @@ def enu_to_geodetic(east_m: float, north_m: float, up_m: float, lat0_deg: float,
 def _standin_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
                    payload_kg: float) -> tuple[float, float, float]:
     """Coarse stand-in for the emission model: road-load power / 30 % brake efficiency, diesel CO2 per litre."""
-    m = profile.mass_kg + payload_kg
-    f = profile.a_n + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2
-    f += m * accel_mps2 + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
-    power_kw = f * speed_mps / 1000.0
+    power_kw = wheel_power_w(profile, speed_mps, accel_mps2, grade, payload_kg) / 1000.0
     fuel_lph = max(power_kw, 0.0) / 0.3 * 3600.0 / 35_800.0 + (profile.idle_fuel_lph or 1.0)
     return fuel_lph * 2689.0 / 3600.0, fuel_lph, power_kw
 
