@@ -72,6 +72,8 @@ def test_recorded_odometer_samples_become_a_one_hertz_trace_with_the_same_distan
     d = np.concatenate([[0.0], np.cumsum(0.5 * (trace.speed_mps[1:] + trace.speed_mps[:-1]))])
     assert np.all(trace.grade[d < 490] == pytest.approx(0.05))
     assert np.all(trace.grade[(d > 510) & (d < 790)] == 0.0) and np.all(trace.grade[(d > 810) & (d < 1380)] < 0)
+    with pytest.raises(PlantError, match="no wheel-speed samples were recorded"):
+        Trace.from_samples([], [])
     cut = trace.until_distance(600.0)
     assert 600.0 <= cut.distance_m < 612.0
 

@@ -154,9 +154,11 @@ class Trace:
         t, v = t[ok], np.maximum(v[ok], 0.0)
         order = np.argsort(t, kind="stable")
         t, v = t[order], v[order]
+        if len(t) == 0:
+            raise PlantError("trace: no wheel-speed samples were recorded (did the vehicle publish odom/wheel?)")
         if len(t) < 2 or t[-1] - t[0] < 2 * dt_s:
-            raise PlantError(f"trace: {len(t)} finite samples over {t[-1] - t[0] if len(t) else 0:.1f} s; "
-                             f"needs at least {2 * dt_s:.0f} s")
+            raise PlantError(f"trace: {len(t)} finite samples over {t[-1] - t[0]:.1f} s; needs at least "
+                             f"{2 * dt_s:.0f} s")
         t = t - t[0]
         dist = _cumulative_m(t, v)
         grid = np.arange(0.0, t[-1] + 1e-9, dt_s)
