@@ -96,13 +96,15 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
     pytest.importorskip("fastsim")
     import dataclasses
 
-    from carbon_ai_nodes.core.plant import Trace, grade_along_route, score
+    from carbon_ai_nodes.core.plant import Trace, grade_along_route, payload_along_route, score
 
     s = load_scenario(scenario)
     v = s.vehicle(vehicle)
     profile, route = VehicleProfile.from_mapping(v.profile), Route.from_list(v.route, v.cruise_speed_mps)
     laps = drive_laps(profile, route, v, dwell_s, cruise_mps)
-    traces = {label: Trace.from_samples(t, speed, grade_along_route(route)) for label, (_, t, speed) in laps.items()}
+    payload = payload_along_route(route, v.initial_payload_kg)  # a scaled plant carries the truck's load
+    traces = {label: Trace.from_samples(t, speed, grade_along_route(route), payload_of_distance=payload)
+              for label, (_, t, speed) in laps.items()}
 
     def plant_saving_pct(spec) -> float:
         eco, base = (score(spec, traces[k]) for k in ("eco", "baseline"))

@@ -137,7 +137,7 @@ def test_every_shipped_vehicle_names_its_plant_and_the_files_exist():
             assert v.plant is not None, f"{path.name}: {v.id} names no plant"
             assert v.plant.model_only or Path(v.plant.fastsim_file).is_file()
             kinds[v.id] = v.plant.label
-    assert kinds["truck1"] == kinds["truck2"] == "Line_Haul_Conv"
+    assert kinds["truck1"] == kinds["truck2"] == "Line_Haul_Conv scaled 165 t + payload, 1800 kW"
     assert kinds["van1"].startswith("2026_Chrysler_Pacifica_Select at 3.3 t")
     assert kinds["tractor1"] == "model only"
     plants = profile_plants(CONFIG_DIR / "plants" / "vehicles.yaml")
@@ -162,3 +162,70 @@ def test_the_last_sample_of_a_resampled_trace_keeps_the_speed():
     t = np.arange(0.0, 30.0 + 1e-9, 0.02)
     trace = Trace.from_samples(t, np.minimum(t, 12.0))  # at 12 m/s when the recording stops
     assert trace.speed_mps[-1] == pytest.approx(12.0, abs=0.01)
+
+
+# ---------------------------------------------------------------------------------------------- scaled plant
+HAUL_PROFILE = {"mass_kg": 165000.0, "rated_power_kw": 1800.0,
+                "road_load": {"a_n": 32400.0, "b_n_per_mps": 0.0, "c_n_per_mps2": 21.6}}
+
+
+def test_a_scaled_plant_takes_the_vehicles_size_from_its_profile():
+    spec = PlantSpec.from_mapping({"fastsim_file": LINE_HAUL, "fuel_cut": True, "scale": True}).scaled_to(HAUL_PROFILE)
+    assert (spec.mass_kg, spec.power_kw) == (165000.0, 1800.0)
+    assert spec.rr_coef == pytest.approx(32400.0 / (165000.0 * 9.80665))  # 2 % of weight
+    assert spec.drag_area_m2 == pytest.approx(36.0)  # 2 c / 1.2 kg/m^3
+    assert spec.label == "Line_Haul_Conv scaled 165 t + payload, 1800 kW"
+    assert PlantSpec(LINE_HAUL).scaled_to(HAUL_PROFILE) == PlantSpec(LINE_HAUL)  # no scale: unchanged
+    for data, message in (({"fastsim_file": LINE_HAUL, "scale": True, "mass_kg": 1}, "drop mass_kg"),
+                          ({"fastsim_file": LINE_HAUL, "scale": "yes"}, "scale='yes'"),
+                          ({"fastsim_file": LINE_HAUL, "scale": True, "direction_only": True}, "exclude")):
+        with pytest.raises(ConfigError, match=message):
+            PlantSpec.from_mapping(data)
+    with pytest.raises(ConfigError, match="profile needs mass_kg"):
+        PlantSpec(LINE_HAUL, scale=True).scaled_to({"mass_kg": 1000.0})
+
+
+def test_payload_along_a_route_follows_the_load_and_dump_stops():
+    from carbon_ai_nodes.core.plant import payload_along_route
+
+    # shovel (load 220 t) -> 1000 m -> crusher (dump) -> 1000 m back: a 2 km loop
+    route = Route.from_list([{"east_m": 0, "north_m": 0, "payload_kg": 220000},
+                             {"east_m": 1000, "north_m": 0, "payload_kg": 0}])
+    payload = payload_along_route(route, initial_payload_kg=5.0)
+    got = payload(np.array([0.0, 500.0, 999.0, 1000.0, 1500.0, 2000.0, 2500.0, 3500.0]))
+    assert got.tolist() == [220000, 220000, 220000, 0, 0, 220000, 220000, 0]
+    no_stops = payload_along_route(Route.from_list([[0, 0, 0], [100, 0, 0]]), initial_payload_kg=7.0)
+    assert no_stops(np.array([0.0, 150.0, 450.0])).tolist() == [7.0, 7.0, 7.0]
+
+
+def test_the_scaled_line_haul_truck_drives_a_loaded_haul_truck_trace_and_burns_in_proportion():
+    pytest.importorskip("fastsim")
+    spec = PlantSpec(LINE_HAUL, fuel_cut=True, scale=True).scaled_to(HAUL_PROFILE)
+    # 385 t up a 4 % ramp at 4 m/s: about 900 kW at the wheel, three times what the unscaled 331 kW engine has
+    trace = steady(4.0, 0.04, duration_s=300.0, ramp_s=20.0)
+    with pytest.raises(PlantError, match="not drivable"):
+        score(PlantSpec(LINE_HAUL, 385000.0, fuel_cut=True), trace)
+    loaded = score(spec, Trace(trace.time_s, trace.speed_mps, trace.grade, np.full(len(trace.time_s), 220000.0)))
+    assert loaded.distance_km == pytest.approx(loaded.trace_distance_km, rel=0.01)
+    # physics check: wheel work (lift + 2 % rolling) over fuel energy is a diesel's 30-40 % x 97 % gearbox
+    work_mj = 385000.0 * 9.80665 * (0.04 + 0.02) * loaded.distance_km * 1000.0 / 1e6
+    assert 0.28 < work_mj / loaded.fuel_energy_mj < 0.40, work_mj / loaded.fuel_energy_mj
+    empty = score(spec, trace)  # no payload recorded: the empty truck
+    assert 0.3 < empty.fuel_l / loaded.fuel_l < 0.55  # 165 t vs 385 t on the same grade
+
+
+def test_a_payload_change_mid_trace_drives_in_pieces_and_sums_them():
+    pytest.importorskip("fastsim")
+    spec = PlantSpec(LINE_HAUL, fuel_cut=True, scale=True).scaled_to(HAUL_PROFILE)
+    t = np.arange(0.0, 241.0)
+    v = np.clip(np.minimum.reduce([t, np.abs(t - 120.0) - 5.0, 240.0 - t]) / 30.0, 0.0, 1.0) * 6.0  # a load stop
+    g = np.full_like(t, 0.02)
+    payload = np.where(t >= 120.0, 220000.0, 0.0)
+    whole = score(spec, Trace(t, v, g, payload))
+    first = score(spec, Trace(t[:121], v[:121], g[:121]))
+    second = score(spec, Trace(t[120:] - 120.0, v[120:], g[120:], payload[120:]))
+    assert whole.fuel_l == pytest.approx(first.fuel_l + second.fuel_l, rel=1e-9)
+    assert whole.distance_km == pytest.approx(first.distance_km + second.distance_km, rel=1e-9)
+    time_s, dist_m, co2_g = whole.series
+    assert np.all(np.diff(time_s) > 0) and np.all(np.diff(dist_m) >= 0) and np.all(np.diff(co2_g) >= 0)
+    assert co2_g[-1] == pytest.approx(whole.co2_kg * 1000.0)

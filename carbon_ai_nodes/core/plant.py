@@ -9,8 +9,16 @@ reports the fuel it burns. FASTSim (PyPI ``fastsim``, Apache-2.0) is a validatio
 
 A scenario vehicle names its plant (``plant:`` beside ``profile:``; see config/plants/README.md)::
 
-    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel: diesel, fuel_cut: true, direction_only: true}
+    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, mass_kg: 30000, fuel: diesel, fuel_cut: true}
     plant: {model_only: "why there is no independent plant for this machine"}
+    plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel: diesel, fuel_cut: true, scale: true}
+
+``scale: true`` is an *assumption, named*: FASTSim's physics and the file's engine map (efficiency per power
+fraction), transmission and fuel-cut logic on a vehicle re-sized to the scenario's (:meth:`PlantSpec.scaled_to`):
+its empty mass plus the payload it carries at each point of the trace, its rated power, and its rolling
+resistance and drag area from its coast-down road load. There is no FASTSim model of a mining truck; a scaled
+line-haul truck is the nearest independent physics, so its figures are absolute but its engine is NREL's
+class-8 map stretched to 1,800 kW, not a measured mining engine.
 
 Fuel energy (lower heating value) becomes litres and CO2 with the emission model's own constants
 (``emission_model.FUEL_LHV_MJ_PER_L`` / ``FUEL_CO2_G_PER_L``), so model and plant differ in the engine and
@@ -31,6 +39,8 @@ import numpy as np
 from carbon_ai_nodes.core.errors import ConfigError, PlantError, PlantUnavailableError
 
 PLANT_FUELS = ("diesel", "gasoline")
+AIR_DENSITY_KG_M3 = 1.2  # FASTSim's constant air density (SimParams.f2_const_air_density, its default)
+G_MPS2 = 9.80665
 INSTALL_HINT = "pip install -r requirements/validation.txt (./setup.sh installs it unless --no-validation)"
 
 
@@ -41,7 +51,9 @@ class PlantSpec:
     override (``None`` = the file's own decel fuel cut-off setting). ``model_only`` set (the reason) = no
     independent plant exists for this vehicle; its figures are carbon_ai's model only. ``direction_only``: the
     plant is a stand-in of another size (e.g. a 32 t truck for a 385 t mining truck): its saving is evidence
-    of direction, its absolute CO2 is not the vehicle's and no model-vs-plant error is claimed."""
+    of direction, its absolute CO2 is not the vehicle's and no model-vs-plant error is claimed. ``scale``: the
+    file is re-sized to the scenario vehicle (:meth:`scaled_to` fills ``mass_kg`` with its empty mass,
+    ``power_kw``, ``rr_coef`` and ``drag_area_m2``; a trace's payload is added to the mass)."""
 
     fastsim_file: str = ""
     mass_kg: float | None = None
@@ -49,6 +61,10 @@ class PlantSpec:
     fuel_cut: bool | None = None
     model_only: str = ""
     direction_only: bool = False
+    scale: bool = False
+    power_kw: float | None = None  # scaled: the engine's (fuel converter's) max output power, kW
+    rr_coef: float | None = None  # scaled: rolling resistance coefficient (force / weight)
+    drag_area_m2: float | None = None  # scaled: drag coefficient x frontal area (m^2)
 
     def __post_init__(self) -> None:
         if bool(self.fastsim_file) == bool(self.model_only):
@@ -58,12 +74,40 @@ class PlantSpec:
             raise ConfigError(f"plant.mass_kg={self.mass_kg}: must be > 0 (kg, the vehicle as driven)")
         if self.fuel not in PLANT_FUELS:
             raise ConfigError(f"plant.fuel={self.fuel!r}: must be one of {', '.join(PLANT_FUELS)}")
+        if self.scale and self.direction_only:
+            raise ConfigError("plant: scale (re-sized to the vehicle) and direction_only (a stand-in of another "
+                              "size) exclude each other")
+        for name in ("power_kw", "rr_coef", "drag_area_m2"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"plant.{name}={value}: must be > 0")
+
+    def scaled_to(self, profile: Mapping[str, Any]) -> PlantSpec:
+        """With ``scale`` set, the plant re-sized to vehicle ``profile`` (a VehicleProfile mapping): empty mass
+        (kg), rated power (kW), rolling resistance ``a_n / (mass g)`` and drag area ``2 c / rho`` at FASTSim's
+        1.2 kg/m^3. The road load's linear term ``b_n_per_mps`` has no FASTSim counterpart and is left out (the
+        error is ``b v`` N; the haul truck's b is 0). Without ``scale``, ``self`` unchanged."""
+        if not self.scale:
+            return self
+        try:
+            mass = float(profile["mass_kg"])
+            power = float(profile["rated_power_kw"])
+            road = profile["road_load"]
+            a_n, c_n = float(road["a_n"]), float(road["c_n_per_mps2"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"plant.scale: the profile needs mass_kg, rated_power_kw and road_load a_n, "
+                              f"c_n_per_mps2 ({type(exc).__name__}: {exc})") from None
+        return dataclasses.replace(self, mass_kg=mass, power_kw=power, rr_coef=a_n / (mass * G_MPS2),
+                                   drag_area_m2=2.0 * c_n / AIR_DENSITY_KG_M3)
 
     @property
     def label(self) -> str:
         """Short name for reports: the file's stem and the mass override, or ``model only``."""
         if self.model_only:
             return "model only"
+        if self.scale:
+            size = f" {self.mass_kg / 1000:.0f} t + payload, {self.power_kw:.0f} kW" if self.power_kw else ""
+            return f"{Path(self.fastsim_file).stem} scaled{size}"
         mass = f" at {self.mass_kg / 1000:.1f} t" if self.mass_kg else ""
         return f"{Path(self.fastsim_file).stem}{mass}"
 
@@ -73,9 +117,9 @@ class PlantSpec:
         """From scenario YAML; ``expand`` substitutes ``$(config)``/``$(shared)`` in the file path. The file must
         exist (a missing plant is a configuration error at load time, not at the end of a demo run)."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with fastsim_file (and mass_kg, fuel, fuel_cut) or "
+            raise ConfigError(f"{where}: expected a mapping with fastsim_file (and mass_kg, fuel, fuel_cut, scale) or "
                               f"model_only, got {type(data).__name__}")
-        known = {"fastsim_file", "mass_kg", "fuel", "fuel_cut", "model_only", "direction_only"}
+        known = {"fastsim_file", "mass_kg", "fuel", "fuel_cut", "model_only", "direction_only", "scale"}
         for key in data:
             if key not in known:
                 raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
@@ -88,19 +132,22 @@ class PlantSpec:
         fuel_cut = data.get("fuel_cut")
         if fuel_cut is not None and not isinstance(fuel_cut, bool):
             raise ConfigError(f"{where}.fuel_cut={fuel_cut!r}: must be true, false or absent (the file's setting)")
-        direction_only = data.get("direction_only", False)
-        if not isinstance(direction_only, bool):
-            raise ConfigError(f"{where}.direction_only={direction_only!r}: must be true or false")
+        flags = {key: data.get(key, False) for key in ("direction_only", "scale")}
+        for key, value in flags.items():
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}={value!r}: must be true or false")
+        if flags["scale"] and mass is not None:
+            raise ConfigError(f"{where}: scale takes the mass from the vehicle profile; drop mass_kg")
         try:
             return cls(path, None if mass is None else float(mass), str(data.get("fuel", "diesel")), fuel_cut,
-                       str(data.get("model_only") or ""), direction_only)
+                       str(data.get("model_only") or ""), flags["direction_only"], flags["scale"])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
 
 def profile_plants(plants_file: str | Path) -> dict[str, PlantSpec]:
     """The plant of each vehicle profile file (config/plants/vehicles.yaml: ``<profile file name>: <plant>``;
-    plant file paths relative to that file's folder)."""
+    plant file paths relative to that file's folder; a ``scale`` plant sized to the profile in ../vehicles/)."""
     import yaml
 
     path = Path(plants_file)
@@ -110,17 +157,22 @@ def profile_plants(plants_file: str | Path) -> dict[str, PlantSpec]:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping <profile file name>: <plant>")
-    return {str(name): PlantSpec.from_mapping(spec, f"{path}: {name}", expand=lambda p: str(path.parent / p))
-            for name, spec in data.items()}
+    plants = {str(name): PlantSpec.from_mapping(spec, f"{path}: {name}", expand=lambda p: str(path.parent / p))
+              for name, spec in data.items()}
+    profiles = path.parent.parent / "vehicles"  # config/plants/ -> config/vehicles/
+    return {name: spec.scaled_to(yaml.safe_load((profiles / name).read_text())) if spec.scale else spec
+            for name, spec in plants.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-    """A driven trace for the plant: time (s, increasing), speed (m/s, >= 0), grade (rise/run) per sample."""
+    """A driven trace for the plant: time (s, increasing), speed (m/s, >= 0), grade (rise/run) per sample, and
+    optionally the payload carried (kg, >= 0; a scaled plant adds it to the vehicle's mass)."""
 
     time_s: np.ndarray
     speed_mps: np.ndarray
     grade: np.ndarray
+    payload_kg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t, v, g = self.time_s, self.speed_mps, self.grade
@@ -136,6 +188,9 @@ class Trace:
             raise PlantError(f"trace: speed_mps must be >= 0 (min {float(v.min()):.3f})")
         if np.any(np.abs(g) > 0.5):
             raise PlantError(f"trace: |grade| must be <= 0.5 (max {float(np.abs(g).max()):.3f})")
+        p = self.payload_kg
+        if p is not None and (len(p) != len(t) or not np.all(np.isfinite(p) & (p >= 0))):
+            raise PlantError("trace: payload_kg must be finite, >= 0 and one per sample")
 
     @property
     def distance_m(self) -> float:
@@ -144,10 +199,11 @@ class Trace:
 
     @classmethod
     def from_samples(cls, time_s: Sequence[float], speed_mps: Sequence[float], grade_of_distance: Any = None,
-                     dt_s: float = 1.0) -> Trace:
+                     dt_s: float = 1.0, payload_of_distance: Any = None) -> Trace:
         """A plant trace from recorded odometer samples (any rate, noisy, maybe with NaN): resampled every
         ``dt_s`` (s) as the mean speed over each step (distance kept), time from 0; the grade at each sample is
-        ``grade_of_distance(distance_m)`` (numpy array in and out; default flat)."""
+        ``grade_of_distance(distance_m)`` (numpy array in and out; default flat), the payload
+        ``payload_of_distance(distance_m)`` (kg; default none recorded)."""
         t = np.asarray(time_s, float)
         v = np.asarray(speed_mps, float)
         ok = np.isfinite(t) & np.isfinite(v)
@@ -167,13 +223,15 @@ class Trace:
         speed[0] = v[0]  # the recording starts where the vehicle was, usually at rest
         d = np.interp(grid, t, dist)
         grade = np.zeros_like(grid) if grade_of_distance is None else np.asarray(grade_of_distance(d), float)
-        return cls(grid, speed, grade)
+        payload = None if payload_of_distance is None else np.asarray(payload_of_distance(d), float)
+        return cls(grid, speed, grade, payload)
 
     def until_distance(self, distance_m: float) -> Trace:
         """The first part of the trace, up to the sample where ``distance_m`` (m) has been driven."""
         d = _cumulative_m(self.time_s, self.speed_mps)
         n = max(2, int(np.searchsorted(d, distance_m - 1e-9)) + 1)
-        return Trace(self.time_s[:n], self.speed_mps[:n], self.grade[:n])
+        return Trace(self.time_s[:n], self.speed_mps[:n], self.grade[:n],
+                     None if self.payload_kg is None else self.payload_kg[:n])
 
 
 def _cumulative_m(time_s: np.ndarray, speed_mps: np.ndarray) -> np.ndarray:
@@ -194,6 +252,28 @@ def grade_along_route(route: Any) -> Any:
         return grades[np.minimum(np.searchsorted(ends, s, side="right"), n - 1)]
 
     return grade_of
+
+
+def payload_along_route(route: Any, initial_payload_kg: float = 0.0) -> Any:
+    """``payload_of_distance`` for :meth:`Trace.from_samples`: the payload (kg) a vehicle carries at a distance
+    (m) driven round a closed route from its first waypoint, as the simulator sets it: a waypoint's
+    ``payload_kg`` applies from arriving there (the first waypoint's from the start), else
+    ``initial_payload_kg``."""
+    n = len(route.waypoints)
+    arrive_m = np.concatenate([[0.0], np.cumsum([route.segment(i)[3] for i in range(n)])])  # waypoints 0..n(=0)
+    loads = [route.waypoints[i % n].payload_kg for i in range(n + 1)]
+    sets = [(d, p) for d, p in zip(arrive_m, loads, strict=True) if p is not None]
+    lap_m = arrive_m[-1]
+
+    def payload_of(distance_m: np.ndarray) -> np.ndarray:
+        out = []
+        for d in np.atleast_1d(np.asarray(distance_m, float)):
+            lap, s = divmod(max(float(d), 0.0), lap_m)
+            done = [p for at, p in sets if at <= s + 1e-6]
+            out.append(done[-1] if done else sets[-1][1] if sets and lap >= 1 else initial_payload_kg)
+        return np.asarray(out, float)
+
+    return payload_of
 
 
 def grade_along_cycle(cycle: Any) -> Any:
@@ -261,8 +341,9 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join((telling or lines)[:4])
 
 
-def load_vehicle(spec: PlantSpec) -> Any:
-    """The FASTSim vehicle of ``spec`` with its overrides applied (mass, fuel cut). PlantError on a bad file."""
+def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0) -> Any:
+    """The FASTSim vehicle of ``spec`` with its overrides applied (mass plus ``payload_kg``, fuel cut, scale).
+    PlantError on a bad file."""
     fastsim = _fastsim()
     if spec.model_only:
         raise PlantError(f"no plant: {spec.model_only}")
@@ -276,22 +357,70 @@ def load_vehicle(spec: PlantSpec) -> Any:
         raise PlantError(f"plant {spec.fastsim_file}: powertrain {sorted(data.get('pt_type', {}))} is not a "
                          "conventional (fuel-only) vehicle; only Conv plants are supported")
     if spec.mass_kg is not None:
-        data["mass_kilograms"] = spec.mass_kg
+        data["mass_kilograms"] = spec.mass_kg + payload_kg
     if spec.fuel_cut is not None and isinstance(conv.get("dfco_cntrl"), dict):
         conv["dfco_cntrl"]["dfco_enabled"] = spec.fuel_cut
+    if spec.scale:
+        _scale(data, conv, spec)
     try:
         return fastsim.Vehicle.from_dict(data)
     except Exception as exc:  # noqa: BLE001
         raise PlantError(f"plant {spec.fastsim_file}: overrides refused ({_first_line(exc)[:300]})") from None
 
 
-def drive(spec: PlantSpec, trace: Trace) -> dict[str, Any]:
+def _scale(data: dict[str, Any], conv: dict[str, Any], spec: PlantSpec) -> None:
+    """Re-size a FASTSim vehicle dict to ``spec`` (scaled_to filled it): the engine's max power (its efficiency
+    map is per power fraction, so its shape stays), its start-up power, the fuel store's max power and the
+    auxiliary load in proportion (as core/plant_engine sizes the live meter), rolling resistance and drag area.
+    FASTSim's transmission has no power limit in these files, only an efficiency, which stays."""
+    if spec.power_kw is None or spec.rr_coef is None or spec.drag_area_m2 is None:
+        raise PlantError(f"plant {spec.fastsim_file}: scale needs the vehicle's size (PlantSpec.scaled_to(profile))")
+    fc, fs, chassis = conv["fc"], conv["fs"], data["chassis"]
+    ratio = spec.power_kw * 1000.0 / float(fc["pwr_out_max_watts"])
+    fc["pwr_out_max_watts"] = spec.power_kw * 1000.0
+    for part, key in ((fc, "pwr_out_max_init_watts"), (fs, "pwr_out_max_watts"), (fs, "energy_capacity_joules"),
+                      (data, "pwr_aux_base_watts")):
+        if part.get(key):
+            part[key] = float(part[key]) * ratio
+    chassis["wheel_rr_coef"] = spec.rr_coef
+    chassis["drag_coef"] = spec.drag_area_m2 / float(chassis["frontal_area_square_meters"])
+
+
+def _check_power(veh: Mapping[str, Any], trace: Trace, label: str) -> None:
+    """PlantError when a step of ``trace`` on a grade needs more wheel power than the plant's engine gives (rated
+    output x transmission efficiency, less the auxiliary load), by road load, grade and inertia at FASTSim's
+    constant air density. FASTSim 3.1.0 crashed the process (a segmentation fault, not an exception) in every case
+    seen here where it fell behind a trace on a grade (32 t from rest up 5 %, 385 t up 4 %); on the flat it falls
+    behind within its AllowChecked tolerance or raises. So such a trace is refused here, saying where and by how
+    much, and the flat is left to FASTSim."""
+    conv, chassis = veh["pt_type"]["Conv"], veh["chassis"]
+    trans = conv["transmission"]["eff_interp"]
+    trans_eff = float(trans) if not isinstance(trans, Mapping) else 1.0
+    avail_w = float(conv["fc"]["pwr_out_max_watts"]) * trans_eff - float(veh.get("pwr_aux_base_watts") or 0.0)
+    mass = float(veh["mass_kilograms"])
+    cda = float(chassis["drag_coef"]) * float(chassis["frontal_area_square_meters"])
+    v = trace.speed_mps
+    v_avg, accel = 0.5 * (v[1:] + v[:-1]), np.diff(v) / np.diff(trace.time_s)
+    theta = np.arctan(trace.grade[1:])
+    force = mass * (accel + G_MPS2 * (np.sin(theta) + float(chassis["wheel_rr_coef"]) * np.cos(theta) * (v_avg > 0)))
+    need_w = force * v_avg + 0.5 * AIR_DENSITY_KG_M3 * cda * v_avg ** 3
+    need_w = np.where(trace.grade[1:] != 0.0, need_w, 0.0)
+    worst = int(np.argmax(need_w))
+    if need_w[worst] > 1.01 * avail_w:
+        raise PlantError(f"trace not drivable by plant {label} at t={trace.time_s[worst + 1]:.0f} s: needs "
+                         f"{need_w[worst] / 1000:.0f} kW at the wheels, the plant gives {avail_w / 1000:.0f} kW at "
+                         f"{mass / 1000:.1f} t; smooth the trace, or size the plant to the vehicle (scale: true)")
+
+
+def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, Any]:
     """FASTSim's record of the plant of ``spec`` driving ``trace`` (its ``SimDrive.to_dict()["veh"]``: state and
     per-step history). FASTSim may fall slightly behind a trace the plant's engine cannot quite follow (its
     ``AllowChecked`` trace-miss option: within 5 % / 100 m of distance); beyond that the trace is undrivable and a
-    PlantError says where. Raises PlantUnavailableError when FASTSim is missing."""
+    PlantError says where. ``payload_kg`` (kg) adds to a mass override. Raises PlantUnavailableError when FASTSim is
+    missing."""
     fastsim = _fastsim()
-    veh = load_vehicle(spec)
+    veh = load_vehicle(spec, payload_kg)
+    _check_power(veh.to_dict(), trace, spec.label)
     params = fastsim.SimParams.default().to_dict()
     params["trace_miss_opts"] = "AllowChecked"
     cycle = fastsim.Cycle.from_dict({"time_seconds": trace.time_s.tolist(),
@@ -305,24 +434,36 @@ def drive(spec: PlantSpec, trace: Trace) -> dict[str, Any]:
         step = re.search(r"time step: (\d+)", str(exc))
         at = f" at t={trace.time_s[min(int(step.group(1)), len(trace.time_s) - 1)]:.0f} s" if step else ""
         raise PlantError(f"trace not drivable by plant {spec.label}{at} ({msg[:300]}); the plant's engine or "
-                         "mass does not fit the trace: smooth it, or give the plant a lighter mass_kg") from None
+                         "mass does not fit the trace: smooth it, or size the plant to the vehicle (scale: true)") \
+            from None
     return sd.to_dict()["veh"]
 
 
 def score(spec: PlantSpec, trace: Trace) -> PlantResult:
-    """Drive ``trace`` with the plant of ``spec`` in FASTSim (:func:`drive`) and return what it burned."""
+    """Drive ``trace`` with the plant of ``spec`` in FASTSim (:func:`drive`) and return what it burned. A scaled
+    plant carries the trace's payload: FASTSim's mass is fixed per run, so the trace is driven in pieces of one
+    payload each (split where it changes, at the load/dump stops; each piece starts where the last ended)."""
     from carbon_ai_nodes.core.emission_model import FUEL_CO2_G_PER_L, FUEL_LHV_MJ_PER_L
 
-    out = drive(spec, trace)
-    fc = out["pt_type"]["Conv"]["fc"]
     lhv_j_per_l = FUEL_LHV_MJ_PER_L[spec.fuel] * 1e6
-    co2_g_per_l = FUEL_CO2_G_PER_L[spec.fuel]
-    energy_j = float(fc["state"]["energy_fuel_joules"])
+    payload = trace.payload_kg if spec.scale and trace.payload_kg is not None else np.zeros(len(trace.time_s))
+    cuts = [i for i in range(1, len(payload) - 1) if payload[i] != payload[i - 1]]
+    energy_j, dist_m, times, dists, energies = 0.0, 0.0, [trace.time_s[:1]], [np.zeros(1)], [np.zeros(1)]
+    for a, b in zip([0, *cuts], [*cuts, len(payload) - 1], strict=True):
+        t = trace.time_s[a:b + 1]
+        piece = Trace(t - t[0], trace.speed_mps[a:b + 1], trace.grade[a:b + 1])
+        out = drive(spec, piece, float(payload[a]))
+        fc = out["pt_type"]["Conv"]["fc"]
+        hist_e = np.asarray(fc.get("history", {}).get("energy_fuel_joules", []), float)[1:len(t)]
+        hist_d = np.asarray(out.get("history", {}).get("dist_meters", []), float)[1:len(t)]
+        n = min(len(hist_e), len(hist_d))
+        times.append(t[1:n + 1])
+        dists.append(dist_m + hist_d[:n])
+        energies.append(energy_j + hist_e[:n])
+        energy_j += float(fc["state"]["energy_fuel_joules"])
+        dist_m += float(out["state"]["dist_meters"])
     fuel_l = energy_j / lhv_j_per_l
-    hist_e = np.asarray(fc.get("history", {}).get("energy_fuel_joules", []), float)
-    hist_d = np.asarray(out.get("history", {}).get("dist_meters", []), float)
-    n = min(len(hist_e), len(hist_d), len(trace.time_s))
-    series = (trace.time_s[:n].copy(), hist_d[:n], hist_e[:n] / lhv_j_per_l * co2_g_per_l)
-    return PlantResult(spec.label, fuel_l, fuel_l * co2_g_per_l / 1000.0, energy_j / 1e6,
-                       float(out["state"]["dist_meters"]) / 1000.0, trace.distance_m / 1000.0,
-                       float(trace.time_s[-1] - trace.time_s[0]), series)
+    co2_g_per_l = FUEL_CO2_G_PER_L[spec.fuel]
+    series = (np.concatenate(times), np.concatenate(dists), np.concatenate(energies) / lhv_j_per_l * co2_g_per_l)
+    return PlantResult(spec.label, fuel_l, fuel_l * co2_g_per_l / 1000.0, energy_j / 1e6, dist_m / 1000.0,
+                       trace.distance_m / 1000.0, float(trace.time_s[-1] - trace.time_s[0]), series)

@@ -174,9 +174,11 @@ class PlantScore:
 
 def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequence[float],
                 speed_mps: Sequence[float], grade_of_distance: Any = None,
-                until_distance_m: float = math.inf, meter: VehicleResult | None = None) -> PlantScore:
+                until_distance_m: float = math.inf, meter: VehicleResult | None = None,
+                payload_of_distance: Any = None) -> PlantScore:
     """Score a vehicle's recorded odometer speed (s, m/s) with its plant, up to ``until_distance_m`` (m), the
-    grade from ``grade_of_distance`` (see :meth:`Trace.from_samples`); ``model`` is carbon_ai's own result over
+    grade from ``grade_of_distance`` and the payload (a scaled plant carries it) from ``payload_of_distance``
+    (see :meth:`Trace.from_samples`); ``model`` is carbon_ai's own result over
     the same stretch. Never raises for a missing FASTSim, a model-only vehicle or an undrivable trace: the
     status says which."""
     from carbon_ai_nodes.core.errors import PlantError, PlantUnavailableError
@@ -188,7 +190,7 @@ def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequenc
     if spec.model_only:
         return PlantScore(vid, spec.label, f"model only: {spec.model_only}", model, meter=meter)
     try:
-        trace = Trace.from_samples(speed_t_s, speed_mps, grade_of_distance)
+        trace = Trace.from_samples(speed_t_s, speed_mps, grade_of_distance, payload_of_distance=payload_of_distance)
         if math.isfinite(until_distance_m):
             trace = trace.until_distance(until_distance_m)
         return PlantScore(vid, spec.label, "ok", model, score(spec, trace), meter, trace, spec.direction_only)
@@ -196,6 +198,17 @@ def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequenc
         return PlantScore(vid, spec.label, "not installed", model, meter=meter)
     except PlantError as exc:
         return PlantScore(vid, spec.label, f"error: {exc}", model, meter=meter)
+
+
+def route_payload(vehicle: Any) -> Any:
+    """The payload a vehicle carries at a distance along its route (``payload_of_distance``), as the simulator
+    loads and dumps it; a drive-cycle vehicle carries its initial payload throughout."""
+    from carbon_ai_nodes.core.plant import payload_along_route
+    from carbon_ai_nodes.core.vehicle_sim import Route
+
+    if vehicle.route:
+        return payload_along_route(Route.from_list(vehicle.route, vehicle.cruise_speed_mps), vehicle.initial_payload_kg)
+    return lambda distance_m: np.full(np.shape(distance_m), vehicle.initial_payload_kg)
 
 
 def route_grade(scenario: Any, vehicle: Any) -> Any:
@@ -221,7 +234,8 @@ def score_fleet(scenario: Any, speed: Mapping[str, Any], estimate: Mapping[str, 
         until = (until_distance_m or {}).get(v.id, math.inf)
         model = vehicle_result(v.id, *estimate[v.id], *speed[v.id], until_distance_m=until)
         metered = vehicle_result(v.id, *meter[v.id], *speed[v.id], until_distance_m=until) if meter else None
-        out.append(plant_score(v.plant, model, *speed[v.id], route_grade(scenario, v), until, metered))
+        out.append(plant_score(v.plant, model, *speed[v.id], route_grade(scenario, v), until, metered,
+                               route_payload(v)))
     return out
 
 

@@ -221,6 +221,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if v.get("plant") is not None:
             plant = PlantSpec.from_mapping(v["plant"], f"{where}.plant",
                                            expand=lambda p, where=where: _plant_path(p, path, f"{where}.plant"))
+            plant = plant.scaled_to(profile)  # scale: true re-sizes the plant file to this vehicle
         vehicles.append(Vehicle(vid, dict(profile), tuple(route), drive_cycle,
                                 float(v.get("cruise_speed_mps", 10.0)), float(v.get("initial_payload_kg", 0.0)),
                                 vparams, plant))
