@@ -96,6 +96,7 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
     pytest.importorskip("fastsim")
     import dataclasses
 
+    from carbon_ai_nodes.core.errors import PlantError
     from carbon_ai_nodes.core.plant import Trace, grade_along_route, payload_along_route, score
 
     s = load_scenario(scenario)
@@ -107,7 +108,14 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
               for label, (_, t, speed) in laps.items()}
 
     def plant_saving_pct(spec) -> float:
-        eco, base = (score(spec, traces[k]) for k in ("eco", "baseline"))
+        try:
+            eco, base = (score(spec, traces[k]) for k in ("eco", "baseline"))
+        except PlantError as exc:
+            if "grade lookup fault" not in str(exc):
+                raise
+            # FASTSim 3.1.0 drove part of the lap on the wrong grade (core/plant._check_grade): no figure, not a
+            # wrong one; test_caps_let_gravity_bring_the_speed_back_after_a_crest scores it with the plant engine
+            pytest.xfail(f"{vehicle}: {exc}")
         assert eco.distance_km == pytest.approx(base.distance_km, rel=0.01)  # the same lap
         return (1.0 - eco.co2_g_per_km / base.co2_g_per_km) * 100.0
 
@@ -120,6 +128,39 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
     assert saving > 0.3, (saving, model)
     if v.plant.fuel_cut:  # the stated fuel-cut policy decides part of it
         assert other < saving
+
+
+def test_caps_let_gravity_bring_the_speed_back_after_a_crest():
+    """truck2 from the crusher over the crest and down the ramp, fuel by its plant's engine map (the FASTSim
+    line-haul efficiency curve at 1,800 kW, core/plant_engine.py, fuel cut on overrun). The caps used to jump back
+    to cruise beyond the crest, so the driver powered down the hill from the crawl speed (1.3 MW at the wheels)
+    while the baseline, held at cruise on the brakes, burned nothing there: the saving by the plant was negative.
+    Now the cap rises no faster than gravity brings the speed back: no engine power downhill, CO2 saved."""
+    from carbon_ai_nodes.core.plant_engine import engine_for
+
+    profile, route, v = haul("truck2")
+    ep = eco_profile(profile, route, initial_payload_kg=v.initial_payload_kg, dwell_s=8.0)
+    track = RouteTrack("eco", ep.points.east_m, ep.points.north_m,
+                       np.where(ep.speed_cap_mps > 0, ep.speed_cap_mps, math.nan))
+    bottom_m = 228.0 + 1602.0  # crusher -> crest (flat), then the 5 % ramp down to the pit entry
+    result = {}
+    for label, advised in (("eco", True), ("baseline", False)):
+        sim = VehicleSim(SimParams(scenario_file="x", stop_dwell_s=8.0), profile, route=route,
+                         initial_payload_kg=v.initial_payload_kg, engine=engine_for(v.plant, profile))
+        follower, downhill_kw = RouteFollower(track), 0.0
+        while sim.truth.distance_m < bottom_m:
+            s = sim.truth
+            limit = follower.speed_limit_mps(s.east_m, s.north_m, 12.0, 50.0) if advised else 30.0
+            sim.command(s.t_s, limit, 100.0, False)
+            sim.step(0.05)
+            if s.grade < 0:
+                downhill_kw = max(downhill_kw, s.power_kw)
+            assert s.t_s < 600.0
+        result[label] = (sim.truth.co2_g, sim.truth.t_s, downhill_kw)
+    (eco_g, eco_s, eco_kw), (base_g, base_s, _) = result["eco"], result["baseline"]
+    assert eco_kw <= 0.0, result  # never powers down the hill
+    assert eco_g < base_g, result  # the plant engine's saving on that stretch is positive
+    assert eco_s < base_s * 1.25, result
 
 
 def test_follower_wraps_a_closed_loop_and_keeps_to_its_lane():

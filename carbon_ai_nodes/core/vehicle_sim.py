@@ -248,13 +248,20 @@ def _standin_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: flo
     return fuel_lph * 2689.0 / 3600.0, fuel_lph, power_kw
 
 
+def road_and_grade_n(profile: Any, speed_mps: float, grade: float, payload_kg: float) -> float:
+    """Road load plus grade force (N) at ``speed_mps`` (m/s; road load 0 at rest) with ``payload_kg`` on board.
+    The coast-down constant ``a_n`` is mostly tyre rolling resistance at the profile's mass, so it grows with the
+    weight carried (as the emission model's road_load_n and FASTSim's rolling-resistance coefficient do)."""
+    m = profile.mass_kg + payload_kg
+    f = profile.a_n * m / profile.mass_kg + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2 \
+        if speed_mps > 0 else 0.0
+    return f + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
+
+
 def wheel_power_w(profile: Any, speed_mps: float, accel_mps2: float, grade: float, payload_kg: float) -> float:
     """Power at the wheels (W; negative = braking or coasting): road load, inertia and grade of the profile."""
     m = profile.mass_kg + payload_kg
-    f = profile.a_n + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2 if speed_mps > 0 \
-        else 0.0
-    f += m * accel_mps2 + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
-    return f * speed_mps
+    return (road_and_grade_n(profile, speed_mps, grade, payload_kg) + m * accel_mps2) * speed_mps
 
 
 def emission_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
@@ -374,8 +381,7 @@ class VehicleSim:
         # engine power cap: the command's load limit of the rated power, at the wheels
         mass = self.profile.mass_kg + s.payload_kg
         v = max(s.speed_mps, 0.5)
-        road_n = self.profile.a_n + self.profile.b_n_per_mps * v + self.profile.c_n_per_mps2 * v * v
-        road_n += mass * G_MPS2 * grade / math.sqrt(1 + grade * grade)
+        road_n = road_and_grade_n(self.profile, v, grade, s.payload_kg)
         cap_kw = self.profile.rated_power_kw * (self.command_load_limit_pct if fresh else 100.0) / 100.0 * 0.9
         accel = min(accel, (cap_kw * 1000.0 / v - road_n) / mass) if accel > 0 else accel
         new_v = max(0.0, s.speed_mps + accel * dt_s)
