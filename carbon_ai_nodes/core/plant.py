@@ -223,7 +223,7 @@ class Trace:
         speed = np.diff(np.interp(edges_s, t, dist)) / np.maximum(np.diff(edges_s), 1e-9)  # ends: half steps
         speed[0] = v[0]  # the recording starts where the vehicle was, usually at rest
         d = np.interp(grid, t, dist)
-        grade = np.zeros_like(grid) if grade_of_distance is None else np.asarray(grade_of_distance(d), float)
+        grade = np.zeros_like(grid) if grade_of_distance is None else _step_grade(grade_of_distance, d)
         payload = None if payload_of_distance is None else np.asarray(payload_of_distance(d), float)
         return cls(grid, speed, grade, payload)
 
@@ -233,6 +233,19 @@ class Trace:
         n = max(2, int(np.searchsorted(d, distance_m - 1e-9)) + 1)
         return Trace(self.time_s[:n], self.speed_mps[:n], self.grade[:n],
                      None if self.payload_kg is None else self.payload_kg[:n])
+
+
+def _step_grade(grade_of_distance: Any, distance_m: np.ndarray, points: int = 8) -> np.ndarray:
+    """The grade FASTSim should apply on each step: the mean of ``grade_of_distance`` over the distance driven
+    since the previous sample (the first sample: the grade where it is). FASTSim applies a sample's grade to the
+    whole step ending there, so a step straddling the foot of a ramp gets its share of the climb, not all of it
+    (all of it asks the plant for more power than the recorded drive used, and a missed trace breaks FASTSim
+    3.1.0's grade lookup for the rest of the run, see :func:`_check_grade`)."""
+    d = np.asarray(distance_m, float)
+    frac = (np.arange(points) + 0.5) / points
+    sub = d[:-1, None] + (d[1:] - d[:-1])[:, None] * frac[None, :]
+    mean = np.asarray(grade_of_distance(sub.ravel()), float).reshape(sub.shape).mean(axis=1)
+    return np.concatenate([np.asarray(grade_of_distance(d[:1]), float), mean])
 
 
 def _cumulative_m(time_s: np.ndarray, speed_mps: np.ndarray) -> np.ndarray:
@@ -376,7 +389,7 @@ def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0) -> Any:
 
 def _scale(data: dict[str, Any], conv: dict[str, Any], spec: PlantSpec) -> None:
     """Re-size a FASTSim vehicle dict to ``spec`` (scaled_to filled it): the engine's max power (its efficiency
-    map is per power fraction, so its shape stays), its start-up power, the fuel store's max power and the
+    map is per power fraction, so its shape stays) with no start-up ramp, the fuel store's max power and the
     auxiliary load in proportion (as core/plant_engine sizes the live meter), rolling resistance and drag area.
     FASTSim's transmission has no power limit in these files, only an efficiency, which stays."""
     if spec.power_kw is None or spec.rr_coef is None or spec.drag_area_m2 is None:
@@ -384,12 +397,14 @@ def _scale(data: dict[str, Any], conv: dict[str, Any], spec: PlantSpec) -> None:
     fc, fs, chassis = conv["fc"], conv["fs"], data["chassis"]
     ratio = spec.power_kw * 1000.0 / float(fc["pwr_out_max_watts"])
     fc["pwr_out_max_watts"] = spec.power_kw * 1000.0
-    for part, key in ((fc, "pwr_out_max_init_watts"), (fs, "pwr_out_max_watts"), (fs, "energy_capacity_joules"),
-                      (data, "pwr_aux_base_watts")):
+    for part, key in ((fs, "pwr_out_max_watts"), (fs, "energy_capacity_joules"), (data, "pwr_aux_base_watts")):
         if part.get(key):
             part[key] = float(part[key]) * ratio
     chassis["wheel_rr_coef"] = spec.rr_coef
     chassis["drag_coef"] = spec.drag_area_m2 / float(chassis["frontal_area_square_meters"])
+    # full power at once, no start-up ramp (pwr_out_max_init, pwr_ramp_lag): the simulated truck launches at its
+    # rated power, and a launch the plant lags breaks FASTSim 3.1.0's grade lookup for the rest of the run
+    fc["pwr_out_max_init_watts"] = fc["pwr_out_max_watts"]
 
 
 def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, Any]:
