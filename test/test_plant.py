@@ -229,3 +229,15 @@ def test_a_payload_change_mid_trace_drives_in_pieces_and_sums_them():
     time_s, dist_m, co2_g = whole.series
     assert np.all(np.diff(time_s) > 0) and np.all(np.diff(dist_m) >= 0) and np.all(np.diff(co2_g) >= 0)
     assert co2_g[-1] == pytest.approx(whole.co2_kg * 1000.0)
+
+
+def test_a_run_fastsim_drove_on_the_wrong_grade_is_refused_not_reported():
+    pytest.importorskip("fastsim")
+    # the trace starts at 5 m/s, the plant at rest: FASTSim 3.1.0 falls behind at once and from then on looks the
+    # grade up in an interpolator holding only the first sample's (0): the 3 % climb would be driven flat
+    t = np.arange(0.0, 30.0)
+    trace = Trace(t, np.full_like(t, 5.0), np.concatenate([[0.0], np.full(29, 0.03)]))
+    with pytest.raises(PlantError, match=r"FASTSim drove \d+ % of the moving trace on another grade.*grade lookup"):
+        score(PlantSpec(LINE_HAUL), trace)
+    climbing = score(PlantSpec(LINE_HAUL), Trace(t, np.minimum(t, 5.0), np.full_like(t, 0.03)))  # from rest: fine
+    assert climbing.fuel_l > 0

@@ -203,7 +203,8 @@ class Trace:
                      dt_s: float = 1.0, payload_of_distance: Any = None) -> Trace:
         """A plant trace from recorded odometer samples (any rate, noisy, maybe with NaN): resampled every
         ``dt_s`` (s) as the mean speed over each step (distance kept), time from 0; the grade at each sample is
-        ``grade_of_distance(distance_m)`` (numpy array in and out; default flat), the payload
+        the mean of ``grade_of_distance(distance_m)`` (numpy array in and out; default flat) over the step ending
+        there, the payload
         ``payload_of_distance(distance_m)`` (kg; default none recorded)."""
         t = np.asarray(time_s, float)
         v = np.asarray(speed_mps, float)
