@@ -466,10 +466,11 @@ def _run_forked(sd: Any) -> tuple[str, Any]:
 
 
 def _check_grade(out: Mapping[str, Any], trace: Trace, label: str) -> None:
-    """PlantError when FASTSim drove the trace on other grades than the trace's. FASTSim 3.1.0 looks the grade up
-    by distance, and on some traces (seen: a truck slowing before a crest; a trace that starts flat then
-    climbs) that lookup stays at the first sample's grade for the whole run, so a downhill is driven flat and
-    the fuel is wrong without any error. Compared per step while moving (FASTSim's ``grade_curr`` history)."""
+    """PlantError when FASTSim drove the trace on other grades than the trace's. Once FASTSim 3.1.0 falls behind a
+    trace by any amount (its ``cyc_met_overall`` turns false for good) it looks the grade up by distance in an
+    interpolator that holds only the first sample's grade, so the rest of the run is driven on that grade (a
+    descent driven flat) and the fuel is wrong without any error. Compared per step while moving (FASTSim's
+    ``grade_curr`` history)."""
     used = np.asarray(out.get("history", {}).get("grade_curr", []), float)
     n = min(len(used), len(trace.grade))
     moving = trace.speed_mps[1:n] > 0.5
