@@ -148,16 +148,7 @@ class McapRecorder:
     # ---------------------------------------------------------------- spinning and closing
     def start_thread(self) -> None:
         """Spin the recorder's node in a background thread (its own executor)."""
-        executor = SingleThreadedExecutor()
-        executor.add_node(self.node)
-
-        def spin() -> None:
-            while not self._stop.is_set():
-                executor.spin_once(timeout_sec=0.1)
-            executor.remove_node(self.node)
-
-        self._thread = threading.Thread(target=spin, name="mcap_recorder", daemon=True)
-        self._thread.start()
+        self._thread = spin_in_thread(self.node, self._stop, "mcap_recorder")
 
     @property
     def message_count(self) -> int:
@@ -184,3 +175,18 @@ class McapRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def spin_in_thread(node: Any, stop: threading.Event, name: str) -> threading.Thread:
+    """Spin ``node`` on its own executor in a started daemon thread until ``stop`` is set."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+        executor.remove_node(node)
+
+    thread = threading.Thread(target=spin, name=name, daemon=True)
+    thread.start()
+    return thread

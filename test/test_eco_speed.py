@@ -47,29 +47,120 @@ def test_eco_caps_glide_into_stops_and_predict_a_saving_within_the_time_budget()
     assert ep.eco.distance_m == pytest.approx(ep.baseline.distance_m)
 
 
-def test_caps_save_co2_in_the_closed_loop_of_the_simulated_truck():
-    """The simulator's driver and physics (not the eco prediction) judge the caps, over a whole loop."""
-    profile, route, v = haul()
-    ep = eco_profile(profile, route, initial_payload_kg=v.initial_payload_kg, dwell_s=8.0)
+def drive_laps(profile, route, v, dwell_s: float, cruise_mps: float):
+    """One full lap with the eco caps (through RouteFollower, as the bridge follows them) and one without, in the
+    simulator core. Returns {label: (sim, time_s, speed_mps)} with the driven speed trace of each lap."""
+    ep = eco_profile(profile, route, initial_payload_kg=v.initial_payload_kg, dwell_s=dwell_s)
     track = RouteTrack("eco", ep.points.east_m, ep.points.north_m,
                        np.where(ep.speed_cap_mps > 0, ep.speed_cap_mps, math.nan))
     loop_m = ep.points.s_m[-1]
-    results = {}
+    laps = {}
     for label, advised in (("eco", True), ("baseline", False)):
-        sim = VehicleSim(SimParams(scenario_file="x", stop_dwell_s=8.0), profile, route=route,
+        sim = VehicleSim(SimParams(scenario_file="x", stop_dwell_s=dwell_s), profile, route=route,
                          initial_payload_kg=v.initial_payload_kg)
         follower = RouteFollower(track)
         dt = 0.05
+        t, speed = [0.0], [0.0]
         while sim.truth.distance_m < loop_m:  # one full lap each, same stretch of road
             s = sim.truth
-            limit = follower.speed_limit_mps(s.east_m, s.north_m, 12.0, 50.0) if advised else 30.0
+            limit = follower.speed_limit_mps(s.east_m, s.north_m, cruise_mps, 50.0) if advised else 30.0
             sim.command(s.t_s, limit, 100.0, False)
             sim.step(dt)
+            t.append(s.t_s)
+            speed.append(s.speed_mps)
             assert s.t_s < 1200.0
-        results[label] = (sim.truth.co2_g, sim.truth.t_s)
+        laps[label] = (sim, t, speed)
+    return laps
+
+
+def test_caps_save_co2_in_the_closed_loop_of_the_simulated_truck():
+    """The simulator's driver and physics (not the eco prediction) judge the caps, over a whole loop."""
+    profile, route, v = haul()
+    laps = drive_laps(profile, route, v, 8.0, 12.0)
+    results = {label: (sim.truth.co2_g, sim.truth.t_s) for label, (sim, _, _) in laps.items()}
     saving = 1.0 - results["eco"][0] / results["baseline"][0]
     assert 0.03 < saving < 0.3, results
     assert results["eco"][1] < results["baseline"][1] * 1.25  # and the lap takes at most a quarter longer
+
+
+@pytest.mark.parametrize("scenario, vehicle, dwell_s, cruise_mps", [
+    ("haul_truck_fleet", "truck1", 8.0, 12.0), ("haul_truck_fleet", "truck2", 8.0, 12.0),
+    ("delivery_van_fleet", "van1", 5.0, 13.0)])
+def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell_s, cruise_mps):
+    """The same laps, their speed traces re-driven by each vehicle's plant (FASTSim) on the route's grade.
+
+    Where model and plant disagree it is mostly fuel cut: eco_speed's glides save because the engine is motored
+    without fuel. The haul trucks' plant (FASTSim's line-haul file, whose FASTSim-2 origin has no decel fuel
+    cut-off) is scored with fuel cut on, as heavy diesels run; with the file's stock setting truck1's lap saving
+    falls to about -1 % (its glide then burns idle-and-aux fuel for longer), so the claim rests on fuel cut."""
+    pytest.importorskip("fastsim")
+    import dataclasses
+
+    from carbon_ai_nodes.core.errors import PlantError
+    from carbon_ai_nodes.core.plant import Trace, grade_along_route, payload_along_route, score
+
+    s = load_scenario(scenario)
+    v = s.vehicle(vehicle)
+    profile, route = VehicleProfile.from_mapping(v.profile), Route.from_list(v.route, v.cruise_speed_mps)
+    laps = drive_laps(profile, route, v, dwell_s, cruise_mps)
+    payload = payload_along_route(route, v.initial_payload_kg)  # a scaled plant carries the truck's load
+    traces = {label: Trace.from_samples(t, speed, grade_along_route(route), payload_of_distance=payload)
+              for label, (_, t, speed) in laps.items()}
+
+    def plant_saving_pct(spec) -> float:
+        try:
+            eco, base = (score(spec, traces[k]) for k in ("eco", "baseline"))
+        except PlantError as exc:
+            if "grade lookup fault" not in str(exc):
+                raise
+            # FASTSim 3.1.0 drove part of the lap on the wrong grade (core/plant._check_grade): no figure, not a
+            # wrong one; test_caps_let_gravity_bring_the_speed_back_after_a_crest scores it with the plant engine
+            pytest.xfail(f"{vehicle}: {exc}")
+        assert eco.distance_km == pytest.approx(base.distance_km, rel=0.01)  # the same lap
+        return (1.0 - eco.co2_g_per_km / base.co2_g_per_km) * 100.0
+
+    saving = plant_saving_pct(v.plant)
+    model = (1.0 - laps["eco"][0].truth.co2_g / laps["baseline"][0].truth.co2_g) * 100.0
+    flipped = v.plant.fuel_cut is False  # the other policy: off, unless the scenario already turned it off
+    other = plant_saving_pct(dataclasses.replace(v.plant, fuel_cut=flipped))
+    print(f"{vehicle}: full-lap saving by the plant {saving:.2f} % (fuel cut {v.plant.fuel_cut}: None = the "
+          f"file's), {other:.2f} % with fuel cut {flipped}; by the emission model {model:.2f} %")
+    assert saving > 0.3, (saving, model)
+    if v.plant.fuel_cut:  # the stated fuel-cut policy decides part of it
+        assert other < saving
+
+
+def test_caps_let_gravity_bring_the_speed_back_after_a_crest():
+    """truck2 from the crusher over the crest and down the ramp, fuel by its plant's engine map (the FASTSim
+    line-haul efficiency curve at 1,800 kW, core/plant_engine.py, fuel cut on overrun). The caps used to jump back
+    to cruise beyond the crest, so the driver powered down the hill from the crawl speed (1.3 MW at the wheels)
+    while the baseline, held at cruise on the brakes, burned nothing there: the saving by the plant was negative.
+    Now the cap rises no faster than gravity brings the speed back: no engine power downhill, CO2 saved."""
+    from carbon_ai_nodes.core.plant_engine import engine_for
+
+    profile, route, v = haul("truck2")
+    ep = eco_profile(profile, route, initial_payload_kg=v.initial_payload_kg, dwell_s=8.0)
+    track = RouteTrack("eco", ep.points.east_m, ep.points.north_m,
+                       np.where(ep.speed_cap_mps > 0, ep.speed_cap_mps, math.nan))
+    bottom_m = 228.0 + 1602.0  # crusher -> crest (flat), then the 5 % ramp down to the pit entry
+    result = {}
+    for label, advised in (("eco", True), ("baseline", False)):
+        sim = VehicleSim(SimParams(scenario_file="x", stop_dwell_s=8.0), profile, route=route,
+                         initial_payload_kg=v.initial_payload_kg, engine=engine_for(v.plant, profile))
+        follower, downhill_kw = RouteFollower(track), 0.0
+        while sim.truth.distance_m < bottom_m:
+            s = sim.truth
+            limit = follower.speed_limit_mps(s.east_m, s.north_m, 12.0, 50.0) if advised else 30.0
+            sim.command(s.t_s, limit, 100.0, False)
+            sim.step(0.05)
+            if s.grade < 0:
+                downhill_kw = max(downhill_kw, s.power_kw)
+            assert s.t_s < 600.0
+        result[label] = (sim.truth.co2_g, sim.truth.t_s, downhill_kw)
+    (eco_g, eco_s, eco_kw), (base_g, base_s, _) = result["eco"], result["baseline"]
+    assert eco_kw <= 0.0, result  # never powers down the hill
+    assert eco_g < base_g, result  # the plant engine's saving on that stretch is positive
+    assert eco_s < base_s * 1.25, result
 
 
 def test_follower_wraps_a_closed_loop_and_keeps_to_its_lane():

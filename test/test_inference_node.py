@@ -179,3 +179,39 @@ def test_model_path_parameter_swaps_or_is_refused(probe, tmp_path):
         assert probe.spin_until(lambda: len(got) == 3, timeout_s=20), node.output
         assert got[2].backend == "physics" and got[2].co2_rate_g_s == got[2].physics_co2_rate_g_s
         assert node.stop() == 0
+
+
+def test_measured_fuel_error_integrates_only_intervals_with_a_meter_reading():
+    from carbon_ai_nodes.core.carbon_estimator import MeasuredFuelError
+
+    err = MeasuredFuelError(max_gap_s=1.0)
+    assert math.isnan(err.error_pct)
+    for i, (est, meas) in enumerate([(10.0, 8.0), (10.0, 8.0), (10.0, math.nan), (10.0, 8.0)]):
+        err.update(i * 0.5, est, meas)
+    err.update(10.0, 10.0, 8.0)  # after a 8.5 s gap: not counted
+    err.update(9.0, 99.0, 1.0)  # out of order: not counted
+    assert err.model_l == pytest.approx(10.0 * 1.0 / 3600) and err.measured_l == pytest.approx(8.0 * 1.0 / 3600)
+    assert err.error_pct == pytest.approx(25.0)
+
+
+def test_diagnostics_show_the_estimators_error_against_the_fuel_meter(probe):
+    ns = "/inf_meter"
+    got = probe.collect(CarbonEstimate, f"{ns}/carbon_estimate", qos.command(depth=200))
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+    pub = probe.publisher(VehicleState, f"{ns}/vehicle_state", qos.command(depth=200))
+    with NodeProcess("carbon_inference", namespace=ns,
+                     params={"vehicle_profile": SEDAN, "diagnostics_period_s": 0.2, "max_state_age_s": 0.0}) as node:
+        assert probe.wait_for_subscribers(pub, timeout_s=30), node.output
+        assert probe.wait_for_publishers(f"{ns}/carbon_estimate", timeout_s=30), node.output
+        for i in range(20):
+            m = vstate(1.0 + i * 0.1, speed=10.0 + 0.2 * i)
+            m.fuel_rate_lph = 6.0  # what the meter says
+            pub.publish(m)
+        assert probe.spin_until(lambda: len(got) >= 20, timeout_s=30), node.output
+        model_l = sum(e.fuel_rate_lph * 0.1 / 3600 for e in got[1:])
+        expected = (model_l - 6.0 * 0.1 * 19 / 3600) / (6.0 * 0.1 * 19 / 3600) * 100
+        ours = f"{ns}/carbon_inference"
+        assert probe.spin_until(lambda: diag_value(diags, ours, "fuel_measured_l") == f"{6.0 * 1.9 / 3600:.4f}",
+                                timeout_s=20), [kv.key for a in diags for s in a.status for kv in s.values]
+        assert float(diag_value(diags, ours, "fuel_model_vs_measured_pct")) == pytest.approx(expected, abs=0.11)
+        assert node.stop() == 0

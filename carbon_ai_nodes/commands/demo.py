@@ -1,12 +1,16 @@
 """The main job in one command: run a scenario closed-loop (simulated vehicles, the real node graph as
 separate processes) twice from the same starting state, with carbon optimisation on and then off (the
-scenario's ``baseline_params``), and write a report: CO2 and fuel per vehicle and in total, the saving, latency
+scenario's ``baseline_params``), and write a report. It leads with each vehicle's CO2, fuel and saving *by its
+independent plant* (NREL FASTSim re-driving the speed recorded from the wheel odometer, grade from the route;
+core/plant.py) beside carbon_ai's own model (the carbon_estimate it published) and the model's error; then the
+simulator's meter per vehicle and in total, the saving, latency
 per stage, the inference backend, eco_speed's full-lap prediction, and PNG plots (CO2 rate over time and
 cumulative CO2 over distance for both runs; the planned routes coloured by CO2 per metre with their speed plan).
 
 Each vehicle is compared over the distance it covered in both runs (core/report.py), so both runs are judged
-on the same stretch of route. Nodes missing from this build are skipped and named in the report; the
-simulator's ground truth is what CO2 and fuel are measured with, so the numbers stay meaningful whatever runs.
+on the same stretch of route. Nodes missing from this build are skipped and named in the report; the plant and
+the simulator's fuel meter (the plant's engine map) measure CO2 and fuel, so the numbers stay meaningful
+whatever runs.
 ``--record`` also writes each run's topics to an MCAP file (mcap_recorder.py)."""
 
 from __future__ import annotations
@@ -76,15 +80,23 @@ def run(args: argparse.Namespace) -> int:
     # each vehicle is compared over the distance it covered in both runs (same stretch of route)
     common = {v.id: report.common_distance_m(*(rec.speed[v.id] for rec in recordings)) for v in scenario.vehicles}
     runs = [rec.result(common) for rec in recordings]
+    print("== scoring the recorded traces with each vehicle's plant (FASTSim)", flush=True)
+    scores = [rec.plant_scores(scenario, common) for rec in recordings]
+    traces = report.write_plant_traces(out, [rec.label for rec in recordings], scores)
     predicted = recordings[0].predicted
     latency = {}
     for stage in ("vehicle_state", "carbon_estimate", "actuator_command"):
         latency[stage] = report.percentiles_ms(recordings[0].ages_ms.get(stage, []))
     latency["inference (carbon_estimate.inference_latency_us)"] = report.percentiles_ms(recordings[0].inference_ms)
     backends = sorted(recordings[0].backends)
-    plots = _plots(scenario, recordings, out)
+    plots = _plots(scenario, recordings, out) + plant_plot(scenario.name, recordings, scores, out)
     missing = recordings[0].skipped
-    notes = ["CO2 and fuel are the simulator's ground truth (sim/true_emission); distance from wheel odometry. "
+    notes = ["Plant figures: NREL FASTSim re-drove each vehicle's recorded wheel-odometer speed (1 s means) with the "
+             "route's grade, over the same distance as the other columns (plant files and why each: "
+             "config/plants/README.md). Model figures: carbon_ai's own carbon_estimate, integrated. The simulator's "
+             "fuel meter (sim/true_emission, the tables below the plant's) runs the plant file's engine map live "
+             "on the simulated road load; vehicles without a plant use carbon_ai's emission model there. "
+             "Distance from wheel odometry. "
              "Both runs start from the same state; each vehicle's totals are cut where it has driven the distance "
              "it covered in both runs, so both runs are compared over the same stretch of route (the time "
              "column shows how long each took). A short window covers only part of a duty cycle: the saving "
@@ -95,13 +107,26 @@ def run(args: argparse.Namespace) -> int:
                   f"({report.saving_pct(p['baseline_co2_kg'], p['expected_co2_kg']):.1f} % less), lap time "
                   f"{p['baseline_duration_s']:.0f} -> {p['expected_duration_s']:.0f} s"
                   for v, p in sorted(predicted.items())]
-    (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes))
+    (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes,
+                                                   scores))
     (out / "report.json").write_text(json.dumps({
         "scenario": scenario.name, "duration_s": args.duration, "runs": [report.run_dict(r) for r in runs],
         "saving_pct_per_km": report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km),
         "compared_distance_m": common, "predicted_full_loop": predicted,
         "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
+        "plant": {"runs": {rec.label: [s.as_dict() for s in run] for rec, run in zip(recordings, scores, strict=True)},
+                  "traces": traces,
+                  "saving_pct_by_plant": report.plant_saving_pct(*scores, "plant"),
+                  "saving_pct_by_model": report.plant_saving_pct(*scores, "model")},
     }, indent=2, allow_nan=True))
+    for o, b in zip(*scores, strict=True):
+        if o.plant is not None and b.plant is not None:
+            print(f"{o.vehicle_id} by the plant ({o.plant_label}): {b.plant.co2_g_per_km:.1f} -> "
+                  f"{o.plant.co2_g_per_km:.1f} g/km ({report.plant_saving_pct([o], [b], 'plant'):.1f} % saved); "
+                  f"by the model {b.model.co2_g_per_km:.1f} -> {o.model.co2_g_per_km:.1f} g/km "
+                  f"(model vs plant {o.model_error_pct:+.1f} % / {b.model_error_pct:+.1f} %)")
+        else:
+            print(f"{o.vehicle_id}: plant {o.status}")
     print(f"optimised {runs[0].co2_g_per_km:.1f} g/km, baseline {runs[1].co2_g_per_km:.1f} g/km, saving "
           f"{report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km):.1f} %")
     if missing:
@@ -116,6 +141,7 @@ class _Recording:
     def __init__(self, label: str, vehicles: list[str]) -> None:
         self.label = label
         self.truth = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph
+        self.estimate = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph of carbon_ai's own model
         self.speed = {v: ([], []) for v in vehicles}  # t, speed
         self.track = {v: ([], [], []) for v in vehicles}  # lat, lon, co2 at the time
         self.ages_ms: dict[str, list[float]] = {}
@@ -132,6 +158,12 @@ class _Recording:
         return report.RunResult(self.label, tuple(
             report.vehicle_result(v, t, co2, fuel, *self.speed[v], until_distance_m=until_distance_m[v])
             for v, (t, co2, fuel) in self.truth.items()))
+
+    def plant_scores(self, scenario, until_distance_m: dict[str, float]):
+        """Each vehicle's recorded speed scored by its plant, beside carbon_ai's estimate over the same distance."""
+        from carbon_ai_nodes.core import report
+
+        return report.score_fleet(scenario, self.speed, self.estimate, self.truth, until_distance_m)
 
 
 def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeout_s: float,
@@ -183,11 +215,14 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
                 rec.track[v][1].append(msg.longitude)
                 rec.track[v][2].append(co2)
 
-        def on_estimate(msg) -> None:
+        def on_estimate(msg, v=v) -> None:
             age("carbon_estimate", msg)
             if recording[0]:
                 rec.backends.add(msg.backend)
                 rec.inference_ms.append(msg.inference_latency_us / 1000.0)
+                rec.estimate[v][0].append(to_seconds(msg.header.stamp) - rec.t0)
+                rec.estimate[v][1].append(msg.co2_rate_g_s)
+                rec.estimate[v][2].append(msg.fuel_rate_lph)
 
         def on_command(msg, v=v) -> None:
             age("actuator_command", msg)
@@ -259,6 +294,63 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     return rec
 
 
+def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str]:
+    """plant_vs_model.png: cumulative CO2 over distance by the plant (solid) and by the model (dashed) per
+    vehicle and run, and (two runs) the saving per vehicle by each. ``recordings`` need ``label``, ``speed`` and
+    ``estimate`` per vehicle (demo runs, or carbon-ai run's trace recorder)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from carbon_ai_nodes.core import report
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    for rec, run, alpha in zip(recordings, scores, (1.0, 0.55), strict=False):
+        for k, s in enumerate(run):
+            colour = f"C{k}"
+            if s.plant is not None:
+                _, dist_m, co2_g = s.plant.series
+                ax.plot(dist_m / 1000.0, co2_g / 1000.0, "-", color=colour, alpha=alpha, lw=1.6,
+                        label=f"{s.vehicle_id} {rec.label}: plant")
+            t, co2, _ = rec.estimate[s.vehicle_id]
+            st, dist = report.distance_profile(*rec.speed[s.vehicle_id])
+            if len(t) >= 2 and len(st) >= 2:
+                tt = np.asarray(t, float)
+                driven = np.interp(tt, st, dist)
+                keep = driven <= s.model.distance_km * 1000.0 + 1e-6
+                ax.plot(driven[keep] / 1000.0, report.cumulative(tt, co2)[keep] / 1000.0, "--", color=colour,
+                        alpha=alpha, lw=1.2, label=f"{s.vehicle_id} {rec.label}: model")
+    ax.set_xlabel("distance driven (km)")
+    ax.set_ylabel("cumulative CO2 (kg)")
+    ax.set_title("plant (solid) vs carbon_ai's model (dashed); baseline run paler")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if len(scores) == 2:
+        ids = [s.vehicle_id for s in scores[0]]
+        by_plant = [report.plant_saving_pct([o], [b], "plant") for o, b in zip(*scores, strict=True)]
+        by_model = [report.saving_pct(b.model.co2_g_per_km, o.model.co2_g_per_km)
+                    for o, b in zip(*scores, strict=True)]
+        x = np.arange(len(ids))
+        ax2.bar(x - 0.2, np.nan_to_num(by_plant), 0.4, label="by the plant (FASTSim)")
+        ax2.bar(x + 0.2, np.nan_to_num(by_model), 0.4, label="by carbon_ai's model")
+        for i, p in enumerate(by_plant):
+            if not np.isfinite(p):
+                ax2.annotate("no plant", (x[i] - 0.2, 0.0), ha="center", va="bottom", fontsize=7)
+        ax2.axhline(0.0, color="k", lw=0.8)
+        ax2.set_xticks(x, ids)
+        ax2.set_ylabel("CO2 saving per km, optimised vs baseline (%)")
+        ax2.set_title("saving over the same distance")
+        ax2.grid(alpha=0.3, axis="y")
+        ax2.legend(fontsize=8)
+    fig.suptitle(f"{name}: CO2 by the independent plant and by carbon_ai's model")
+    fig.tight_layout()
+    fig.savefig(out / "plant_vs_model.png", dpi=110)
+    plt.close(fig)
+    return ["plant_vs_model.png"]
+
+
 def _baseline_duration(msg) -> float:
     """Lap time (s) without speed advice: eco_speed states it in its status message (RoutePlan has no field)."""
     import re
@@ -305,6 +397,7 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from carbon_ai_nodes.core import report
     from carbon_ai_nodes.core.report import distance_profile
     from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
     from carbon_ai_nodes.core.vehicle_sim import Route
@@ -319,10 +412,8 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
             st, dist = distance_profile(*rec.speed[v])
             if len(t) >= 2 and len(st) >= 2:
                 tt = np.asarray(t, float)
-                cum = np.concatenate([[0.0], np.cumsum(np.diff(tt) * 0.5 * (np.asarray(co2[1:]) +
-                                                                            np.asarray(co2[:-1])))])
-                ax2.plot(np.interp(tt, st, dist) / 1000.0, cum / 1000.0, style, color=colour, lw=1.2,
-                         label=f"{v} ({rec.label})")
+                ax2.plot(np.interp(tt, st, dist) / 1000.0, report.cumulative(tt, co2) / 1000.0, style, color=colour,
+                         lw=1.2, label=f"{v} ({rec.label})")
     ax.set_xlabel("time since the vehicles started (s)")
     ax.set_ylabel("CO2 rate (g/s)")
     ax.set_title("CO2 rate: optimised (solid) vs baseline (dashed)")

@@ -4,11 +4,15 @@ with a message. A lifecycle_manager configures and activates them in dependency 
 Shows each node's errors and the graph's state changes as they happen, and exits with status 1 if the graph
 does not come up within --startup-timeout. Stops after --duration, or on Ctrl-C, SIGTERM or SIGHUP, with the
 actuator bridges first, then prints a summary (graph states, faults per node, messages per topic). A simulated
-run queues its uplink summaries in the run directory and sends them nowhere unless --sim-uplink."""
+run queues its uplink summaries in the run directory and sends them nowhere unless --sim-uplink.
+``--plant-report DIR`` records each vehicle's wheel speed, carbon_estimate and fuel meter meanwhile and, once
+stopped, scores the driven traces with each vehicle's independent plant (NREL FASTSim, core/plant.py) beside
+carbon_ai's model."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from carbon_ai_nodes.commands import arg_types
 
@@ -48,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="where generated files go (default: a temporary directory)")
     parser.add_argument("--record", type=arg_types.new_file, default=None, metavar="FILE.mcap",
                         help="record every topic of the run to this MCAP file (replay it in Foxglove)")
+    parser.add_argument("--plant-report", default="", metavar="DIR",
+                        help="record each vehicle's wheel speed, carbon_estimate and fuel meter; when the run stops, "
+                             "score the driven traces with each vehicle's plant (FASTSim, config/plants) beside "
+                             "carbon_ai's model: DIR/report.md, report.json, plant_vs_model.png")
     parser.add_argument("--record-topics", nargs="+", default=(), metavar="TOPIC",
                         help="with --record: only these topics (default: all but /parameter_events)")
 
@@ -55,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the graph; exit status 0 after a clean stop, 1 if it never came up or a node failed for good."""
     import tempfile
-    from pathlib import Path
 
     from carbon_ai_nodes.core.errors import ConfigError
     from carbon_ai_nodes.core.scenario import load_scenario
@@ -76,12 +83,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"scenario {scenario.name}: {len(scenario.vehicles)} vehicles, run directory {run_dir}", flush=True)
     # counts every topic's messages for the summary; with --record it also writes them to the file
     recorder = _start_recorder(args.record or None, args.record_topics)
+    traces = _TraceRecorder(scenario) if args.plant_report else None
     try:
         with runner:  # Ctrl-C, SIGTERM, SIGHUP: run_graph returns and the graph stops in order (cli.py)
             came_up = run_graph(runner, args.duration, startup_timeout_s=args.startup_timeout)
             statuses = runner.stop()  # the bridges' safe-state commands still go into the recording
     finally:
+        if traces is not None:
+            traces.close()
         _stop_recorder(recorder)
+    if traces is not None:
+        _write_plant_report(scenario, traces, Path(args.plant_report), "baseline" if args.baseline else "optimised")
     bad = {label: f"exited with status {status}" for label, status in statuses.items() if status not in (0, -15)}
     bad.update(runner.failed)
     ended = {label: bad.get(label, "stopped") for label in [*statuses, *runner.failed]}
@@ -89,6 +101,81 @@ def run(args: argparse.Namespace) -> int:
     for line in runner.watch.summary(ended, recorder.counts):
         print(line)
     return 0 if came_up and not bad else 1
+
+
+class _TraceRecorder:
+    """Each vehicle's wheel speed, carbon_estimate and fuel meter (sim/true_emission), recorded by a node spinning
+    in a background thread of this process, as (stamp s, values...) series per vehicle id."""
+
+    def __init__(self, scenario) -> None:
+        import threading
+
+        import rclpy
+        from nav_msgs.msg import Odometry
+
+        from carbon_ai_msgs.msg import CarbonEstimate
+        from carbon_ai_nodes import qos
+        from carbon_ai_nodes.conversions.time import to_seconds
+        from carbon_ai_nodes.mcap_recorder import spin_in_thread
+
+        self.label = "run"
+        ids = [v.id for v in scenario.vehicles]
+        self.speed = {v: ([], []) for v in ids}
+        self.estimate = {v: ([], [], []) for v in ids}
+        self.meter = {v: ([], [], []) for v in ids}
+        self.node = rclpy.create_node("carbon_ai_plant_traces")
+
+        def rates(series):
+            def on_msg(msg) -> None:
+                series[0].append(to_seconds(msg.header.stamp))
+                series[1].append(msg.co2_rate_g_s)
+                series[2].append(msg.fuel_rate_lph)
+            return on_msg
+
+        for v in ids:
+            def on_odom(msg, series=self.speed[v]) -> None:
+                series[0].append(to_seconds(msg.header.stamp))
+                series[1].append(msg.twist.twist.linear.x)
+
+            self.node.create_subscription(Odometry, f"/{v}/odom/wheel", on_odom, qos.sensor())
+            self.node.create_subscription(CarbonEstimate, f"/{v}/carbon_estimate", rates(self.estimate[v]),
+                                          qos.command())
+            self.node.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", rates(self.meter[v]),
+                                          qos.command())
+        self._stop = threading.Event()
+        self._thread = spin_in_thread(self.node, self._stop, "plant_traces")
+
+    def close(self) -> None:
+        """Stop recording (the series stay)."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str) -> None:
+    """Score the recorded traces with each vehicle's plant and write report.md, report.json and the PNG."""
+    import json
+
+    from carbon_ai_nodes.commands.demo import plant_plot
+    from carbon_ai_nodes.core import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    print("scoring the recorded traces with each vehicle's plant (FASTSim)", flush=True)
+    meter = traces.meter if any(t for t, _, _ in traces.meter.values()) else None
+    scores = report.score_fleet(scenario, traces.speed, traces.estimate, meter)
+    traces.label = label
+    plots = plant_plot(scenario.name, [traces], [scores], out)
+    report.write_plant_traces(out, [label], [scores])
+    lines = [f"# carbon_ai run: {scenario.name} ({label})", ""] + report.plant_markdown([label], [scores])
+    lines += [f"![{p}]({p})" for p in plots] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "report.json").write_text(json.dumps({"scenario": scenario.name, "run": label,
+                                                 "plant": [s.as_dict() for s in scores]}, indent=2, allow_nan=True))
+    for s in scores:
+        p = f"{s.plant.co2_g_per_km:.1f} g/km" if s.plant is not None else s.status
+        print(f"{s.vehicle_id}: by the plant ({s.plant_label}) {p}; by the model {s.model.co2_g_per_km:.1f} g/km "
+              f"(model vs plant {s.model_error_pct:+.1f} %)")
+    print(f"plant report: {out / 'report.md'}")
 
 
 def _start_recorder(path: str | None, topics: tuple[str, ...]):

@@ -112,6 +112,31 @@ def validate_state(s: StateInput, profile: VehicleProfile) -> None:
         raise InputRejectedError("out_of_range", f"payload_kg={s.payload_kg:g}")
 
 
+class MeasuredFuelError:
+    """The estimator's error against the fuel meter, in the loop: estimated and measured fuel (L) integrated over
+    the estimates that had a finite meter reading (VehicleState.fuel_rate_lph), gaps over ``max_gap_s`` skipped."""
+
+    def __init__(self, max_gap_s: float = 1.0) -> None:
+        self.max_gap_s = max_gap_s
+        self.model_l = 0.0
+        self.measured_l = 0.0
+        self._last_s = math.nan
+
+    def update(self, stamp_s: float, estimated_lph: float, measured_lph: float) -> None:
+        """Add the interval since the previous estimate (s), at this estimate's and meter's rates (L/h)."""
+        dt = stamp_s - self._last_s
+        if math.isfinite(estimated_lph) and math.isfinite(measured_lph) and 0.0 < dt <= self.max_gap_s:
+            self.model_l += estimated_lph * dt / 3600.0
+            self.measured_l += measured_lph * dt / 3600.0
+        if math.isfinite(stamp_s) and not stamp_s <= self._last_s:
+            self._last_s = stamp_s
+
+    @property
+    def error_pct(self) -> float:
+        """(model - measured) / measured, %; NaN before any measured fuel."""
+        return (self.model_l - self.measured_l) / self.measured_l * 100.0 if self.measured_l > 0 else math.nan
+
+
 def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:
     """``run_one`` for a backend that has only ``run``: a batch of one row."""
     return lambda row: float(backend.run(np.array([row], dtype=np.float32))[0])

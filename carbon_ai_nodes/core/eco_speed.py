@@ -4,7 +4,9 @@ Haul roads, yard loops and fixed delivery rounds need no routing, but how the ve
 its CO2. With the emission model's Willans engine (``core/emission_model.py``) steady cruising gets *cheaper*
 per metre with speed (engine friction is paid per second), so lowering the cruise speed alone does not save
 anything. What does save is not throwing kinetic energy away in the brakes: lift off early and glide into a
-stop, and crest a downhill slowly and let gravity bring the speed back, with the engine motored at fuel cut.
+stop, and crest a downhill slowly and let gravity bring the speed back, with the engine motored at fuel cut: the
+cap beyond a crest rises no faster than the vehicle gains speed rolling down it (a forward coasting envelope), so
+a speed controller tracking the caps never powers down a hill.
 
 :func:`eco_profile` resamples a closed route every ``spacing_m`` and computes a speed cap per point:
 the route's cruise speed, lowered by a backward *coasting envelope* from each stop (load/dump point) and from
@@ -204,13 +206,34 @@ def coasting_envelope(profile: Any, pts: RoutePoints, floor_mps: float, extra_de
     to_stops = np.where(pts.is_stop, 0.0, np.inf)
     glide = _backward(profile, pts, to_stops, extra_decel_mps2, gravity_assists=False)
     crest = np.maximum(_backward(profile, pts, cruise, extra_decel_mps2, gravity_assists=True), floor_mps)
-    # on the downhill itself the engine is at fuel cut whatever the speed: a cap there would only cost time,
-    # so the crest envelope acts on the approach (where slowing early saves throttle), not beyond the crest
+    # beyond the crest gravity brings the speed back: the cap rises along the *forward* coasting envelope
+    # (gravity less road load, less extra_decel_mps2 so a speed controller tracking it stays in overrun), never
+    # faster. A cap that jumped back to cruise would have the driver power down the hill from the crawl speed,
+    # paying engine fuel that the truck held at cruise on its brakes does not (FASTSim scored that -54 %).
     downhill = np.array([_coast_decel(profile, float(c), g, m) < 0
                          for c, g, m in zip(cruise, pts.grade, pts.payload_kg, strict=True)])
-    crest[downhill] = cruise[downhill]
+    crest[downhill] = _forward_coast(profile, pts, crest, cruise, downhill, floor_mps, extra_decel_mps2)[downhill]
     env = np.minimum(np.minimum(cruise, glide), crest)
     env[pts.is_stop] = 0.0
+    return env
+
+
+def _forward_coast(profile: Any, pts: RoutePoints, approach: np.ndarray, cruise: np.ndarray, downhill: np.ndarray,
+                   floor_mps: float, extra_decel_mps2: float) -> np.ndarray:
+    """Caps (m/s) on the downhill points: from the speed it enters with (``approach``'s cap before, at least
+    ``floor_mps``), the speed the vehicle reaches rolling with the engine motored, gaining gravity less road
+    load less ``extra_decel_mps2``, up to ``cruise``. Other points keep ``approach``."""
+    env = approach.copy()
+    for _ in range(2):  # the loop wraps: a downhill at the start continues the one at the end
+        for i in range(1, len(env)):
+            if not downhill[i]:
+                continue
+            d = pts.s_m[i] - pts.s_m[i - 1]
+            u = max(env[i - 1], floor_mps)
+            gain = -_coast_decel(profile, u, pts.grade[i - 1], pts.payload_kg[i - 1]) - extra_decel_mps2
+            env[i] = min(cruise[i], math.sqrt(u * u + 2.0 * d * max(gain, 0.0)))
+        if downhill[0]:
+            env[0] = env[-1]
     return env
 
 

@@ -47,3 +47,11 @@ class SolverError(CarbonAIError):
 
 class LinkError(CarbonAIError):
     """The uplink could not reach or authenticate with its broker."""
+
+
+class PlantError(CarbonAIError):
+    """The independent plant (FASTSim) could not score a trace: a bad vehicle file, an undrivable trace."""
+
+
+class PlantUnavailableError(PlantError):
+    """FASTSim, the validation dependency, is not installed here (``./setup.sh --no-validation``)."""

@@ -18,6 +18,8 @@ A scenario (``config/scenarios/<name>.yaml``) holds::
         initial_payload_kg: 0
         cruise_speed_mps: 11
         route: [{east_m: 0, north_m: 0, up_m: 0, payload_kg: 220000}, ...]
+        plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel_cut: true}   # the independent
+                               # plant that scores its CO2 (core/plant.py, config/plants/README.md)
         params: {sim: {...}}   # per-vehicle overrides
 
 ``scope: vehicle`` nodes run once per vehicle in namespace ``/<vehicle id>``; ``scope: fleet`` nodes run once in
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.plant import PlantSpec
 from carbon_ai_nodes.core.user_files import load_yaml, number
 
 # Dependency order of the known nodes: producers before consumers, the actuator bridge last to come up and
@@ -92,6 +95,7 @@ class Vehicle:
     cruise_speed_mps: float = 10.0
     initial_payload_kg: float = 0.0
     params: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    plant: PlantSpec | None = None  # None: the scenario names no independent plant for this vehicle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +206,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     for i, v in enumerate(raw_vehicles):
         where = f"{path}: vehicles[{i}]"
         v = _mapping(v, where)
-        extra = set(v) - {"id", "profile", "route", "drive_cycle", "cruise_speed_mps", "initial_payload_kg", "params"}
+        extra = set(v) - {"id", "profile", "route", "drive_cycle", "cruise_speed_mps", "initial_payload_kg", "params",
+                           "plant"}
         if extra:
             raise ConfigError(f"{where}.{sorted(extra)[0]}: unknown key")
         vid = v.get("id")
@@ -227,8 +232,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         vparams = {str(k): dict(_mapping(p, f"{where}.params.{k}"))
                    for k, p in _mapping(v.get("params"), f"{where}.params").items()}
         payload_kg = number(v.get("initial_payload_kg"), f"{where}.initial_payload_kg", 0.0)
+        plant = None
+        if v.get("plant") is not None:
+            plant = PlantSpec.from_mapping(v["plant"], f"{where}.plant",
+                                           expand=lambda p, where=where: _plant_path(p, path, f"{where}.plant"))
+            plant = plant.scaled_to(profile)  # scale: true re-sizes the plant file to this vehicle
         vehicles.append(Vehicle(vid, dict(profile), tuple(route), drive_cycle, cruise_speed_mps, payload_kg,
-                                vparams))
+                                vparams, plant))
     baseline = {str(k): dict(_mapping(p, f"{path}: baseline_params.{k}"))
                 for k, p in _mapping(data.get("baseline_params"), f"{path}: baseline_params").items()}
     duration = number(data.get("duration_s"), f"{path}: duration_s", 60.0)
@@ -236,6 +246,12 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ConfigError(f"{path}: duration_s={duration}: must be > 0")
     return Scenario(str(data.get("name") or path.stem), path, str(data.get("description", "")), origin_t,
                     tuple(nodes), tuple(vehicles), baseline, duration)
+
+
+def _plant_path(value: str, scenario_path: Path, where: str) -> str:
+    """A plant file path: ``$(config)``/``$(shared)`` substituted, relative paths from the scenario's folder."""
+    p = Path(_substitute(value, _path_variables(), where))
+    return str(p if p.is_absolute() else scenario_path.parent / p)
 
 
 def _check_profile(profile: Mapping[str, Any], where: str) -> None:
@@ -276,9 +292,14 @@ def _substitute(value: Any, variables: Mapping[str, str], where: str) -> Any:
     return value
 
 
+def _path_variables() -> dict[str, str]:
+    """``$(config)`` and ``$(shared)`` (../shared/data beside the checkout) for paths in scenario files."""
+    return {"config": str(CONFIG_DIR), "shared": str(CHECKOUT_DIR.parent / "shared" / "data")}
+
+
 def expand(value: str, scenario: Scenario | None = None) -> str:
     """Substitute ``$(config)``, ``$(shared)`` (and ``$(scenario_file)``) in a path from a scenario file."""
-    variables = {"config": str(CONFIG_DIR), "shared": str(CHECKOUT_DIR.parent / "shared" / "data")}
+    variables = _path_variables()
     if scenario is not None:
         variables["scenario_file"] = str(scenario.path.resolve())
     return _substitute(value, variables, str(scenario.path) if scenario else "path")
@@ -297,8 +318,7 @@ def graph(scenario: Scenario, run_dir: Path, *, use_sim: bool = True, baseline: 
     """
     simulated = use_sim and any(spec.sim_only for spec in scenario.nodes)
     out: list[NodeLaunch] = []
-    common = {"config": str(CONFIG_DIR), "shared": str(CHECKOUT_DIR.parent / "shared" / "data"),
-              "scenario_file": str(scenario.path.resolve())}
+    common = {**_path_variables(), "scenario_file": str(scenario.path.resolve())}
     for spec in scenario.nodes:
         if (spec.sim_only and not use_sim) or (only and spec.name not in only):
             continue

@@ -8,8 +8,11 @@ command allows. Waypoints may carry a payload change (load / dump points): the v
 ``stop_dwell_s`` and its payload switches. A drive-cycle trace instead replays a speed profile along a
 straight line heading east, with the cycle's grade.
 
-Fuel and CO2 come from the shared emission model (``core/emission_model.physics_rates``); if that module is
-absent a coarse road-load stand-in is used so the simulator still runs.
+Fuel and CO2 (what the engine telemetry's fuel meter and ``sim/true_emission`` report) come from the vehicle's
+independent plant when the scenario names one: the FASTSim file's engine map (``core/plant_engine.py``) driven
+by the wheel power of the profile's road load, so carbon_ai's estimator is measured against an engine it did
+not write. Without a plant (model-only machines, electric vehicles) they come from the shared emission model
+(``core/emission_model.physics_rates``), or a coarse road-load stand-in if that module is absent.
 
 Faults (for testing the rest of the graph): ``nan_burst`` (IMU, odometry and engine values become NaN),
 ``gnss_jump`` (fixes jump by ``gnss_jump_m``), ``silence`` (every sensor stops publishing), each active from
@@ -235,17 +238,35 @@ def enu_to_geodetic(east_m: float, north_m: float, up_m: float, lat0_deg: float,
 def _standin_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
                    payload_kg: float) -> tuple[float, float, float]:
     """Coarse stand-in for the emission model: road-load power / 30 % brake efficiency, diesel CO2 per litre."""
-    m = profile.mass_kg + payload_kg
-    f = profile.a_n + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2
-    f += m * accel_mps2 + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
-    power_kw = f * speed_mps / 1000.0
+    power_kw = wheel_power_w(profile, speed_mps, accel_mps2, grade, payload_kg) / 1000.0
     fuel_lph = max(power_kw, 0.0) / 0.3 * 3600.0 / 35_800.0 + (profile.idle_fuel_lph or 1.0)
     return fuel_lph * 2689.0 / 3600.0, fuel_lph, power_kw
 
 
+def road_and_grade_n(profile: Any, speed_mps: float, grade: float, payload_kg: float) -> float:
+    """Road load plus grade force (N) at ``speed_mps`` (m/s; road load 0 at rest) with ``payload_kg`` on board.
+    The coast-down constant ``a_n`` is mostly tyre rolling resistance at the profile's mass, so it grows with the
+    weight carried (as the emission model's road_load_n and FASTSim's rolling-resistance coefficient do)."""
+    m = profile.mass_kg + payload_kg
+    f = profile.a_n * m / profile.mass_kg + profile.b_n_per_mps * speed_mps + profile.c_n_per_mps2 * speed_mps ** 2 \
+        if speed_mps > 0 else 0.0
+    return f + m * G_MPS2 * grade / math.sqrt(1 + grade * grade)
+
+
+def wheel_power_w(profile: Any, speed_mps: float, accel_mps2: float, grade: float, payload_kg: float) -> float:
+    """Power at the wheels (W; negative = braking or coasting): road load, inertia and grade of the profile."""
+    m = profile.mass_kg + payload_kg
+    return (road_and_grade_n(profile, speed_mps, grade, payload_kg) + m * accel_mps2) * speed_mps
+
+
 def emission_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
-                   payload_kg: float) -> tuple[float, float, float]:
-    """CO2 (g/s), fuel (L/h), power (kW): the shared physics model, or the stand-in if it is absent."""
+                   payload_kg: float, engine: Any = None) -> tuple[float, float, float]:
+    """CO2 (g/s), fuel (L/h), power (kW): the plant ``engine`` (core/plant_engine.PlantEngine) if given, else the
+    shared physics model, or the stand-in if it is absent."""
+    if engine is not None:
+        power_w = wheel_power_w(profile, speed_mps, accel_mps2, grade, payload_kg)
+        co2, fuel = engine.rates(power_w, speed_mps, accel_mps2)
+        return co2, fuel, power_w / 1000.0
     try:
         from carbon_ai_nodes.core.emission_model import physics_rates
     except ImportError:
@@ -258,18 +279,20 @@ class VehicleSim:
     """Steps the vehicle and produces sensor readings. Deterministic for a given seed.
 
     ``profile`` follows the VehicleProfile contract (mass_kg, a_n, b_n_per_mps, c_n_per_mps2, rated_power_kw,
-    idle_fuel_lph, ...). Give either ``route`` or ``trace``.
+    idle_fuel_lph, ...). Give either ``route`` or ``trace``. ``engine`` (a plant_engine.PlantEngine) makes the
+    fuel; None = the emission model's.
     """
 
     def __init__(self, params: SimParams, profile: Any, *, route: Route | None = None,
                  trace: DriveTrace | None = None, origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 initial_payload_kg: float = 0.0) -> None:
+                 initial_payload_kg: float = 0.0, engine: Any = None) -> None:
         if (route is None) == (trace is None):
             raise ConfigError("sim: give exactly one of a route or a drive-cycle trace")
         self.p = params
         self.profile = profile
         self.route = route
         self.trace = trace
+        self.engine = engine
         self.origin = origin
         self.rng = random.Random(params.seed)
         self.truth = TruthState(payload_kg=initial_payload_kg)
@@ -353,8 +376,7 @@ class VehicleSim:
         # engine power cap: the command's load limit of the rated power, at the wheels
         mass = self.profile.mass_kg + s.payload_kg
         v = max(s.speed_mps, 0.5)
-        road_n = self.profile.a_n + self.profile.b_n_per_mps * v + self.profile.c_n_per_mps2 * v * v
-        road_n += mass * G_MPS2 * grade / math.sqrt(1 + grade * grade)
+        road_n = road_and_grade_n(self.profile, v, grade, s.payload_kg)
         cap_kw = self.profile.rated_power_kw * (self.command_load_limit_pct if fresh else 100.0) / 100.0 * 0.9
         accel = min(accel, (cap_kw * 1000.0 / v - road_n) / mass) if accel > 0 else accel
         new_v = max(0.0, s.speed_mps + accel * dt_s)
@@ -369,7 +391,8 @@ class VehicleSim:
             s.east_m += ds / math.sqrt(1 + grade * grade)
             s.up_m += ds * grade / math.sqrt(1 + grade * grade)
         s.yaw_rate_rps = _wrap(s.heading_rad - old_heading) / dt_s
-        co2, fuel, power = emission_rates(self.profile, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg)
+        co2, fuel, power = emission_rates(self.profile, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
+                                          self.engine)
         s.co2_g_s, s.fuel_lph, s.power_kw = co2, fuel, power
         s.fuel_l += fuel * dt_s / 3600.0
         s.co2_g += co2 * dt_s

@@ -22,7 +22,13 @@ from carbon_ai_msgs.srv import SwapModel
 from carbon_ai_nodes import qos
 from carbon_ai_nodes.adapters import Selection, select_backend
 from carbon_ai_nodes.conversions.inference import carbon_estimate, header_copy, new_carbon_estimate, state_input
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, CarbonInferenceParams, StateInput, validate_state
+from carbon_ai_nodes.core.carbon_estimator import (
+    CarbonEstimator,
+    CarbonInferenceParams,
+    MeasuredFuelError,
+    StateInput,
+    validate_state,
+)
 from carbon_ai_nodes.core.errors import ConfigError, InputRejectedError, ModelError
 from carbon_ai_nodes.core.vehicle_profile import load_profile
 from carbon_ai_nodes.node_base import CarbonNode, run_node
@@ -46,6 +52,8 @@ class Asset:
         self.estimator = estimator
         self.pub = pub
         self.last_stamp_s = -math.inf
+        self.measured_lph = math.nan  # the fuel meter's reading in the last accepted state
+        self.fuel_error = MeasuredFuelError()
         self.out = new_carbon_estimate()  # refilled per estimate; publish serialises it synchronously
 
 
@@ -194,6 +202,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             self.reject(name, exc.reason, exc.detail)
             return
         asset.last_stamp_s = s.stamp_s
+        asset.measured_lph = msg.fuel_rate_lph
         self.accept(name, now_s)
         if self.params.batch_period_s > 0:
             # The message itself is not kept: a publisher (composed, on the intra-process bus) refills it.
@@ -219,6 +228,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
     def _publish(self, asset: Asset, e, header: Header, arrival_ns: int) -> None:
         latency_us = (time.perf_counter_ns() - arrival_ns) // 1000
         asset.pub.publish(carbon_estimate(e, header, latency_us, into=asset.out))
+        asset.fuel_error.update(e.stamp_s, e.fuel_rate_lph, asset.measured_lph)
         self.count += 1
         self.ood_count += e.is_out_of_distribution
         self.max_latency_us = max(self.max_latency_us, latency_us)
@@ -232,6 +242,11 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
                 out[f"skipped.{k}"] = v[:200]
         if self.model_error:
             out["model_error"] = self.model_error[:300]
+        for a in self.assets:  # the estimator against the fuel meter (a real one, or the simulator's plant engine)
+            prefix = f"{a.name}." if len(self.assets) > 1 else ""
+            out[f"{prefix}fuel_model_vs_measured_pct"] = f"{a.fuel_error.error_pct:.1f}"
+            out[f"{prefix}fuel_measured_l"] = f"{a.fuel_error.measured_l:.4f}"
+            out[f"{prefix}fuel_model_l"] = f"{a.fuel_error.model_l:.4f}"
         return out
 
 

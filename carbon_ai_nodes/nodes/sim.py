@@ -22,10 +22,11 @@ from carbon_ai_nodes.node_base import CarbonNode, run_node
 
 def build_sim(p: SimParams) -> tuple[VehicleSim, str]:
     """The simulator core and asset id for these parameters (scenario vehicle, or profile + drive cycle)."""
+    from carbon_ai_nodes.core.plant_engine import engine_for
     from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profile
 
     origin = (p.origin_lat_deg, p.origin_lon_deg, 0.0)
-    route = trace = None
+    route = trace = engine = None
     payload = 0.0
     if p.scenario_file:
         from carbon_ai_nodes.core.scenario import expand, load_scenario
@@ -35,6 +36,7 @@ def build_sim(p: SimParams) -> tuple[VehicleSim, str]:
         profile = VehicleProfile.from_mapping(vehicle.profile, f"{scenario.path}: {vehicle.id}.profile")
         origin = scenario.origin
         payload = vehicle.initial_payload_kg
+        engine = engine_for(vehicle.plant, profile)
         cycle = p.drive_cycle_file or expand(vehicle.drive_cycle, scenario)
         if cycle:
             trace = DriveTrace.from_csv(cycle)
@@ -47,7 +49,8 @@ def build_sim(p: SimParams) -> tuple[VehicleSim, str]:
             raise ConfigError("sim.drive_cycle_file='': required when no scenario_file gives a route")
         trace = DriveTrace.from_csv(p.drive_cycle_file)
         asset = p.asset_id or profile.name
-    return VehicleSim(p, profile, route=route, trace=trace, origin=origin, initial_payload_kg=payload), asset
+    return VehicleSim(p, profile, route=route, trace=trace, origin=origin, initial_payload_kg=payload,
+                      engine=engine), asset
 
 
 class Sim(CarbonNode[SimParams]):
@@ -62,6 +65,8 @@ class Sim(CarbonNode[SimParams]):
 
     def configure(self, params: SimParams) -> None:
         self.core, self.asset_id = build_sim(params)
+        engine = self.core.engine
+        self.get_logger().info(f"fuel meter: {engine.describe() if engine else 'the emission model (no plant engine)'}")
         sensor = qos.sensor()
         self._gnss = self.publisher(NavSatFix, "gnss/fix", sensor)
         self._imu = self.publisher(Imu, "imu/data", sensor)
