@@ -8,12 +8,12 @@ import pytest
 
 from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.plant_engine import PlantEngine
-from carbon_ai_nodes.core.scenario import CONFIG_DIR, PACKAGE_DIR
+from carbon_ai_nodes.core.scenario import CHECKOUT_DIR, CONFIG_DIR
 
 PLANTS = CONFIG_DIR / "plants"
 LINE_HAUL = PLANTS / "Line_Haul_Conv.yaml"
 PACIFICA = PLANTS / "2026_Chrysler_Pacifica_Select.yaml"
-UDDS = PACKAGE_DIR.parent / "shared" / "data" / "cycles" / "udds.csv"
+UDDS = CHECKOUT_DIR.parent / "shared" / "data" / "cycles" / "udds.csv"
 
 
 def test_reads_both_fastsim_array_forms_and_sizes_the_engine_to_the_vehicle():
