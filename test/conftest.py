@@ -13,11 +13,6 @@ from carbon_ai_nodes.probe import Probe
 
 # Before any rclpy.init() in this process or a child: a domain of our own, discovery on this host only.
 os.environ.update(isolated_ros_env())
-# DDS over UDP on loopback only, no shared-memory transport: the fault tests SIGKILL nodes, and a Fast DDS process
-# killed while it creates a shared-memory segment leaves one that the next participant opening that port spins on
-# forever (seen: rcl_node_init stuck in SharedMemGlobal::open_port_internal after a day of SIGKILLs). Still real
-# DDS, one process to another; the latency benchmarks keep the default transports.
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
