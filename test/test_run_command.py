@@ -90,10 +90,10 @@ def test_run_exits_1_with_the_nodes_message_when_the_graph_never_comes_up(tmp_pa
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
-    assert "/truck1/sim: error: drive cycle /nonexistent/cycle.csv: No such file or directory" in out
+    assert "/truck1/sim: error: drive cycle /nonexistent/cycle.csv: cannot read (No such file or directory)" in out
     assert out.count("/truck1/sim: error:") == 1, out  # shown once, although configure is retried every second
     verdict = next(ln for ln in out.splitlines() if ln.startswith("the graph did not come up within 20 s ("))
-    assert "/truck1/sim: drive cycle /nonexistent/cycle.csv: No such file or directory" in verdict
+    assert "/truck1/sim: drive cycle /nonexistent/cycle.csv: cannot read (No such file or directory)" in verdict
     assert "  graph: never came up" in out
     assert "Traceback" not in out
     assert marked_processes(marker) == []
