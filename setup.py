@@ -24,7 +24,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["models/*.onnx", "models/*.json", "models/*.md"]},
+    package_data={PACKAGE: ["models/*.onnx", "models/*.json", "models/*.md", "*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -15,25 +15,30 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# Loopback UDP, no shared memory: see the comment in the file for why.
+ISOLATED_FASTDDS_PROFILE = Path(__file__).with_name("fastdds_loopback_udp.xml")
+
 
 def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     """Environment variables that keep DDS traffic on this host and in a domain of its own.
 
-    Both spellings of "localhost only" are set: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (Jazzy and newer) and
-    ``ROS_LOCALHOST_ONLY`` (Humble), since each distro reads its own.
+    Traffic stays on the loopback interface through a Fast DDS profile (UDP on 127.0.0.1, no shared memory),
+    not through ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``: that setting makes rmw_fastrtps add its
+    shared-memory transport, whose ports a SIGKILLed node leaves behind for the next participant to block on.
+    The localhost settings are therefore reset explicitly, since a caller's environment may carry them.
     """
     if domain_id is None:
         domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
-    env = {
+    profile = str(ISOLATED_FASTDDS_PROFILE)
+    return {
         "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",  # Jazzy and newer; the profile keeps it to loopback
+        "ROS_LOCALHOST_ONLY": "0",  # Humble / Iron spelling of the same switch
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 3 (Jazzy and newer)
+        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 2 (Humble)
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
         "PYTHONUNBUFFERED": "1",
     }
-    distro = os.environ.get("ROS_DISTRO", "")
-    if distro and distro[0] < "j":  # Humble / Iron predate ROS_AUTOMATIC_DISCOVERY_RANGE
-        env["ROS_LOCALHOST_ONLY"] = "1"
-    return env
 
 
 def _format_param(value: Any) -> str:

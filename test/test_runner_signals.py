@@ -69,7 +69,8 @@ def test_a_stop_signal_stops_the_graph_with_no_process_left_and_no_traceback(com
     try:
         # the command and at least ``nodes`` node processes are running (run: and the graph is up)
         def running() -> bool:
-            up = command != "run" or "graph up" in (tmp_path / "console.txt").read_text()
+            # run: a progress line after "graph up" (5 s later), so fusion has had time to publish
+            up = command != "run" or "] graph up, " in (tmp_path / "console.txt").read_text()
             return (up and len(marked_processes(marker)) > nodes) or proc.poll() is not None
 
         assert wait_until(running, 120), (tmp_path / "console.txt").read_text()
