@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from carbon_ai_nodes.core.fusion import GRAVITY_MPS2, GnssFix, ImuSample, WheelSpeed
+from carbon_ai_nodes.core.frames import G_MPS2
+from carbon_ai_nodes.core.fusion import GnssFix, ImuSample, WheelSpeed
 from carbon_ai_nodes.core.geodesy import LocalFrame
 
 DATUM = LocalFrame(48.137, 11.575, 520.0)
@@ -68,7 +69,7 @@ def measurements(truth: Truth, seed: int = 1, t0_s: float = 1000.0, gnss_sigma_m
         pitch = -math.atan(truth.grade[i]) + rng.normal(0, 0.005)
         q = (0.0, math.sin(pitch / 2), 0.0, math.cos(pitch / 2))
         g = truth.grade[i]
-        ax = truth.accel_mps2[i] + GRAVITY_MPS2 * g / math.sqrt(1 + g * g) + accel_bias + rng.normal(0, 0.1)
+        ax = truth.accel_mps2[i] + G_MPS2 * g / math.sqrt(1 + g * g) + accel_bias + rng.normal(0, 0.1)
         out.append(("imu", ImuSample(stamp, q, None, truth.yaw_rate_rps[i] + rng.normal(0, 0.01), 0.0, ax, 0.0)))
         if i % 2 == 0:
             out.append(("odom", WheelSpeed(stamp, truth.speed_mps[i] * 1.005 + rng.normal(0, 0.05))))

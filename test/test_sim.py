@@ -10,7 +10,7 @@ from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.params import ParameterError
 from carbon_ai_nodes.core.scenario import load_scenario
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
-from carbon_ai_nodes.core.vehicle_sim import DriveTrace, Route, SimParams, VehicleSim, enu_to_geodetic
+from carbon_ai_nodes.core.vehicle_sim import DriveTrace, Route, SimParams, VehicleSim
 
 DT = 0.02
 
@@ -74,7 +74,7 @@ def test_faults_nan_burst_gnss_jump_and_silence_within_their_windows():
     assert any(r.imu is not None and math.isnan(r.imu[0]) for r in during)
     assert any(r.engine is not None and math.isnan(r.engine[2]) for r in during)
     fix = next(r.gnss for r in reversed(during) if r.gnss is not None)
-    lat, lon, _ = enu_to_geodetic(sim.truth.east_m, sim.truth.north_m, 0.0, *sim.origin)
+    lat, lon, _ = sim.frame.to_geodetic(sim.truth.east_m, sim.truth.north_m, 0.0)
     assert abs(fix[0] - lat) * 111_000 > 30.0  # jumped ~50 m north
     run(sim, 0.2)
     after = run(sim, 1.0)
@@ -116,3 +116,16 @@ def test_bad_parameters_and_routes_name_the_key():
         Route.from_list([[0, 0, 0], [math.nan, 0, 0]])
     with pytest.raises(ConfigError, match="at least two"):
         Route.from_list([[0, 0, 0]])
+
+
+@pytest.mark.parametrize("east_m, north_m", [(0.0, 1000.0), (1000.0, 0.0), (-3000.0, 4000.0)])
+def test_simulated_gnss_decodes_to_the_true_position_in_fusions_frame(east_m, north_m):
+    # The simulator once placed fixes on a flat earth while fusion decodes them on WGS84: 1000 m north came back
+    # as 994.9 m. Both now use core.geodesy, so a noiseless fix decodes to where the vehicle is.
+    from carbon_ai_nodes.core.geodesy import LocalFrame
+
+    sim = haul_sim(gnss_sigma_m=0.0)
+    sim.truth.east_m, sim.truth.north_m = east_m, north_m
+    fix = sim.readings(DT).gnss
+    e, n, _ = LocalFrame(*load_scenario("haul_truck_fleet").origin).to_enu(*fix)
+    assert abs(e - east_m) < 0.01 and abs(n - north_m) < 0.01, (e, n)

@@ -19,6 +19,7 @@ from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
 from carbon_ai_msgs.msg import EngineTelemetry, SourceHealth, VehicleState
 from carbon_ai_nodes.conversions.time import stamp_or_now
+from carbon_ai_nodes.core.frames import yaw_pitch_quaternion
 from carbon_ai_nodes.core.fusion import (
     PSI,
     E,
@@ -84,13 +85,6 @@ def engine_sample(msg: EngineTelemetry, now_s: float) -> EngineSample:
                         msg.fuel_rate_lph, msg.coolant_temp_c, msg.payload_kg, msg.ambient_temp_c)
 
 
-def _quaternion(yaw_rad: float, pitch_rad: float) -> tuple[float, float, float, float]:
-    """x, y, z, w of yaw about z then pitch about y (REP-103 ZYX, roll 0)."""
-    cy, sy = math.cos(yaw_rad / 2), math.sin(yaw_rad / 2)
-    cp, sp = math.cos(pitch_rad / 2), math.sin(pitch_rad / 2)
-    return (-sy * sp, cy * sp, sy * cp, cy * cp)
-
-
 def vehicle_state(state: FusedState, stamp: Time, asset_id: str, frame_id: str,
                   sources: list[SourceHealth], into: VehicleState | None = None) -> VehicleState:
     """The VehicleState of a fused state and the per-source health entries; refills ``into`` when given
@@ -152,7 +146,7 @@ def odometry(state: FusedState, stamp: Time, frame_id: str, child_frame_id: str,
     pose = msg.pose.pose
     pose.position.x, pose.position.y, pose.position.z = state.east_m, state.north_m, state.up_m
     heading = state.heading_rad if state.heading_valid else 0.0
-    q = _quaternion(heading, -math.atan(state.grade))
+    q = yaw_pitch_quaternion(heading, math.atan(state.grade))
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = q
     p = state.state_covariance
     pose_cov = np.zeros(36)

@@ -10,14 +10,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
 from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, EngineTelemetry
-
-
-def _yaw_pitch_quaternion(yaw_rad: float, pitch_rad: float) -> tuple[float, float, float, float]:
-    """x, y, z, w of yaw (about z) then pitch (about the body y axis; nose up = negative pitch in ROS REP 103)."""
-    cy, sy = math.cos(yaw_rad / 2), math.sin(yaw_rad / 2)
-    # REP 103: +y is left, so nose-up is a negative rotation about y
-    cp, sp = math.cos(-pitch_rad / 2), math.sin(-pitch_rad / 2)
-    return (-sy * sp, cy * sp, sy * cp, cy * cp)
+from carbon_ai_nodes.core.frames import yaw_pitch_quaternion
 
 
 def nav_sat_fix(stamp: Time, frame_id: str, lat_deg: float, lon_deg: float, alt_m: float,
@@ -41,7 +34,7 @@ def imu(stamp: Time, frame_id: str, accel_x_mps2: float, accel_z_mps2: float, ya
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     if math.isfinite(yaw_rad) and math.isfinite(pitch_rad):
-        x, y, z, w = _yaw_pitch_quaternion(yaw_rad, pitch_rad)
+        x, y, z, w = yaw_pitch_quaternion(yaw_rad, pitch_rad)
     else:
         x = y = z = w = math.nan
     msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = x, y, z, w
@@ -65,7 +58,7 @@ def wheel_odometry(stamp: Time, frame_id: str, child_frame_id: str, east_m: floa
     msg.child_frame_id = child_frame_id
     msg.pose.pose.position.x = east_m
     msg.pose.pose.position.y = north_m
-    x, y, z, w = _yaw_pitch_quaternion(heading_rad, 0.0) if math.isfinite(heading_rad) else (math.nan,) * 4
+    x, y, z, w = yaw_pitch_quaternion(heading_rad, 0.0) if math.isfinite(heading_rad) else (math.nan,) * 4
     o = msg.pose.pose.orientation
     o.x, o.y, o.z, o.w = x, y, z, w
     msg.pose.covariance[0] = msg.pose.covariance[7] = 1.0

@@ -29,9 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from carbon_ai_nodes.core.frames import G_MPS2
 from carbon_ai_nodes.core.params import ParamSet, param
-
-G_MPS2 = 9.80665
 
 
 @dataclasses.dataclass(frozen=True)

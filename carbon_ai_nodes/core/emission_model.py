@@ -29,9 +29,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from carbon_ai_nodes.core.frames import G_MPS2
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
 
-G_MPS2 = 9.80665
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2.0 (Ubuntu 22.04 / Humble) has only trapz
 
 # Fuel properties per litre (CNG counted in litres of gasoline equivalent, as CarbonEstimate states).

@@ -37,11 +37,11 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from carbon_ai_nodes.core.errors import InputRejectedError
+from carbon_ai_nodes.core.frames import G_MPS2, wrap_angle
 from carbon_ai_nodes.core.geodesy import LocalFrame
 from carbon_ai_nodes.core.params import ParamSet, param
 from carbon_ai_nodes.core.vehicle_state_rules import ENGINE_RANGES
 
-GRAVITY_MPS2 = 9.80665
 E, N, U, V, A, PSI, R, G = range(8)
 STATE_SIZE = 8
 MOTION_SOURCES = ("gnss", "imu", "odom")
@@ -254,14 +254,6 @@ class _Entry(NamedTuple):
     before: _Snapshot
 
 
-def wrap_angle(a_rad: float) -> float:
-    """Angle wrapped into (-pi, pi]."""
-    a = math.fmod(a_rad + math.pi, 2.0 * math.pi)
-    if a <= 0.0:
-        a += 2.0 * math.pi
-    return a - math.pi
-
-
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
@@ -433,7 +425,7 @@ class FusionFilter:
         if imu.accel_x_mps2 is not None and p.imu_use_accel:
             if not math.isfinite(imu.accel_x_mps2) or not math.isfinite(imu.accel_x_var):
                 raise InputRejectedError("nan", "linear acceleration not finite")
-            if abs(imu.accel_x_mps2) > 4.0 * GRAVITY_MPS2:
+            if abs(imu.accel_x_mps2) > 4.0 * G_MPS2:
                 raise InputRejectedError("out_of_range", f"accel x {imu.accel_x_mps2} m/s^2")
             rows.append(("accel", imu.accel_x_mps2,
                          imu.accel_x_var if imu.accel_x_var > 0 else p.imu_accel_sigma_mps2**2))
@@ -708,8 +700,8 @@ class FusionFilter:
             elif what == "accel":
                 hv = np.zeros(STATE_SIZE)
                 hv[A] = 1.0
-                hv[G] = GRAVITY_MPS2 * k**3
-                rows.append((A, hv, z - (float(x[A]) + GRAVITY_MPS2 * g * k), var))
+                hv[G] = G_MPS2 * k**3
+                rows.append((A, hv, z - (float(x[A]) + G_MPS2 * g * k), var))
             elif what == "yaw":
                 if not self.heading_ok:
                     yaw_init = z

@@ -16,7 +16,6 @@ import numpy as np
 
 from carbon_ai_nodes.core.emission_model import (
     DEFAULT_CONSTANTS,
-    G_MPS2,
     EmissionConstants,
     accessory_kw,
     cold_fraction,
@@ -24,6 +23,7 @@ from carbon_ai_nodes.core.emission_model import (
     engine_rpm_array,
     road_load_n,
 )
+from carbon_ai_nodes.core.frames import G_MPS2
 from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
 
 INPUT_NAME = "features"

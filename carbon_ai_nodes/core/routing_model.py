@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from carbon_ai_nodes.core.errors import SolverError
+from carbon_ai_nodes.core.frames import G_MPS2
 from carbon_ai_nodes.core.params import ParamSet, param
 
 OBJECTIVES = ("distance", "time", "co2")
@@ -247,7 +248,7 @@ def placeholder_cruise_co2_g_per_m(mass_kg: float, speed_mps: float, grade: floa
     """
     m = mass_kg + payload_kg
     v = max(speed_mps, 0.5)
-    force_n = m * 9.81 * (0.007 * math.cos(math.atan(grade)) + math.sin(math.atan(grade))) + 0.5 * 1.2 * 6.0 * v * v
+    force_n = m * G_MPS2 * (0.007 * math.cos(math.atan(grade)) + math.sin(math.atan(grade))) + 0.5 * 1.2 * 6.0 * v * v
     fuel_j_per_m = max(force_n, 0.0) / 0.35
     return fuel_j_per_m / 35.8e6 * 2680.0
 

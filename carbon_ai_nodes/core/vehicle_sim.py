@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from carbon_ai_nodes.core.errors import ConfigError
+from carbon_ai_nodes.core.frames import G_MPS2, wrap_angle
+from carbon_ai_nodes.core.geodesy import LocalFrame
 from carbon_ai_nodes.core.params import ParamSet, param
 from carbon_ai_nodes.core.user_files import read_csv
 
-G_MPS2 = 9.80665
-EARTH_RADIUS_M = 6_378_137.0  # WGS84 equatorial radius
 FAULTS = ("nan_burst", "gnss_jump", "silence")
 SENSORS = ("gnss", "imu", "odom", "engine")
 
@@ -227,14 +227,6 @@ class Readings:
     engine: tuple[float, float, float, float, float, float] | None
 
 
-def enu_to_geodetic(east_m: float, north_m: float, up_m: float, lat0_deg: float, lon0_deg: float,
-                    alt0_m: float = 0.0) -> tuple[float, float, float]:
-    """Local ENU (m) -> latitude, longitude (deg), altitude (m); flat-earth, fine over a few km."""
-    lat = lat0_deg + math.degrees(north_m / EARTH_RADIUS_M)
-    lon = lon0_deg + math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(lat0_deg))))
-    return lat, lon, alt0_m + up_m
-
-
 def _standin_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
                    payload_kg: float) -> tuple[float, float, float]:
     """Coarse stand-in for the emission model: road-load power / 30 % brake efficiency, diesel CO2 per litre."""
@@ -294,6 +286,8 @@ class VehicleSim:
         self.trace = trace
         self.engine = engine
         self.origin = origin
+        # The same WGS84 frame fusion decodes GNSS with, so simulated fixes carry no frame error of their own.
+        self.frame = LocalFrame(*origin)
         self.rng = random.Random(params.seed)
         self.truth = TruthState(payload_kg=initial_payload_kg)
         self._segment = 0
@@ -390,7 +384,7 @@ class VehicleSim:
         else:
             s.east_m += ds / math.sqrt(1 + grade * grade)
             s.up_m += ds * grade / math.sqrt(1 + grade * grade)
-        s.yaw_rate_rps = _wrap(s.heading_rad - old_heading) / dt_s
+        s.yaw_rate_rps = wrap_angle(s.heading_rad - old_heading) / dt_s
         co2, fuel, power = emission_rates(self.profile, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
                                           self.engine)
         s.co2_g_s, s.fuel_lph, s.power_kw = co2, fuel, power
@@ -470,7 +464,7 @@ class VehicleSim:
                 jump = p.gnss_jump_m if self.fault_active("gnss_jump") else 0.0
                 e = s.east_m + g(0.0, p.gnss_sigma_m) + jump
                 n = s.north_m + g(0.0, p.gnss_sigma_m) + jump
-                gnss = enu_to_geodetic(e, n, s.up_m + g(0.0, 2.0 * p.gnss_sigma_m), *self.origin)
+                gnss = self.frame.to_geodetic(e, n, s.up_m + g(0.0, 2.0 * p.gnss_sigma_m))
         if s.t_s + 1e-9 >= self._next_engine_s:
             self._next_engine_s = s.t_s + 1.0 / p.engine_rate_hz
             if not silent and not self._drop():
@@ -480,7 +474,3 @@ class VehicleSim:
                     s.coolant_temp_c, s.payload_kg, p.ambient_temp_c,
                 )
         return Readings(gnss, imu, odom, engine)
-
-
-def _wrap(angle_rad: float) -> float:
-    return (angle_rad + math.pi) % (2.0 * math.pi) - math.pi
