@@ -1,30 +1,22 @@
 """ament_python package carbon_ai_nodes (the repository root)."""
 
+import runpy
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "carbon_ai_nodes"
 
-# One executable per node, as `ros2 run carbon_ai_nodes <name>` expects, plus the carbon-ai command.
-NODES = {
-    "fusion": "fusion",
-    "carbon_inference": "carbon_inference",
-    "planner": "planner",
-    "actuator_bridge": "actuator_bridge",
-    "uplink_bridge": "uplink_bridge",
-    "sim": "sim",
-    "grid_publisher": "grid_publisher",
-    "lifecycle_manager": "lifecycle_manager",
-    "eco_speed": "eco_speed",
-    "latency_probe": "latency_probe",
-}
+# One executable per node, as `ros2 run carbon_ai_nodes <name>` expects, plus the carbon-ai command. The node list
+# is carbon_ai_nodes/node_registry.py, read by path: it imports nothing, so no dependency is needed to build.
+NODES = runpy.run_path(str(Path(__file__).resolve().parent / PACKAGE / "node_registry.py"))["NODES"]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["models/*.onnx", "models/*.json", "models/*.md", "*.xml"]},
+    package_data={PACKAGE: ["carbon/models/*.onnx", "carbon/models/*.json", "carbon/models/*.md", "graph/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -42,7 +34,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            f"{exe} = {PACKAGE}.nodes.{module}:main" for exe, module in NODES.items()
+            f"{node.name} = {node.module}:main" for node in NODES
         ]
         + [f"carbon-ai = {PACKAGE}.cli:main"],
     },

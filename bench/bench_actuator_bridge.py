@@ -28,7 +28,7 @@ def _relay_main() -> int:
     from rclpy.executors import ExternalShutdownException
 
     from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate
-    from carbon_ai_nodes import qos
+    from carbon_ai_nodes.ros import qos
 
     rclpy.init()
     node = rclpy.create_node("bare_relay")
@@ -55,7 +55,7 @@ def _percentile(values: list[float], q: float) -> float:
 def _measure(probe, ns: str, samples: int, rate_hz: float, label: str) -> list[float]:
     """Publish ``samples`` estimates at ``rate_hz``; return the latency of each resulting command (s)."""
     from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate
-    from carbon_ai_nodes import qos
+    from carbon_ai_nodes.ros import qos
 
     received: list[tuple[float, float]] = []
     probe.node.create_subscription(ActuatorCommand, f"{ns}/actuator_command",
@@ -107,9 +107,9 @@ def _core_step_cost(steps: int = 20000) -> None:
     """In-process cost of the bridge's per-input work (validate, target, envelope step, message) vs building
     the bare message alone, in microseconds: the part of the added latency that is the bridge's own code."""
     from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate
-    from carbon_ai_nodes.conversions import actuation
-    from carbon_ai_nodes.core.actuation_targets import co2_tightened_load_pct
-    from carbon_ai_nodes.core.safety_envelope import ActuatorBridgeParams, SafetyEnvelope, Setpoint
+    from carbon_ai_nodes.actuation.actuation_targets import co2_tightened_load_pct
+    from carbon_ai_nodes.actuation.ros import conversions as actuation
+    from carbon_ai_nodes.actuation.safety_envelope import ActuatorBridgeParams, SafetyEnvelope, Setpoint
 
     params = ActuatorBridgeParams(required_inputs=("carbon_estimate",), healthy_window_s=0.0,
                                   co2_limit_g_s=CO2_LIMIT_G_S)
@@ -146,12 +146,12 @@ def main() -> int:
     if args.relay:
         return _relay_main()
 
-    from carbon_ai_nodes.node_process import NodeProcess, isolated_ros_env
+    from carbon_ai_nodes.graph.node_process import NodeProcess, isolated_ros_env
 
     os.environ.update(isolated_ros_env())
     import rclpy
 
-    from carbon_ai_nodes.probe import Probe
+    from carbon_ai_nodes.ros.probe import Probe
 
     bridge_params = {
         "asset_id": "bench", "required_inputs": ["carbon_estimate"], "co2_limit_g_s": CO2_LIMIT_G_S,

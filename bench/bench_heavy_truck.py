@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from carbon_ai_nodes.core.emission_model import FUEL_LHV_MJ_PER_L, G_MPS2, accessory_kw
-from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
+from carbon_ai_nodes.carbon.emission_model import FUEL_LHV_MJ_PER_L, G_MPS2, accessory_kw
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
 
 REPO = Path(__file__).resolve().parents[1]
 LINE_HAUL = REPO.parent / "shared" / "data" / "fastsim" / "Line_Haul_Conv.yaml"
@@ -103,9 +103,9 @@ def hold_wheel_kw(profile: VehicleProfile, speed_mps: float, grade: float) -> fl
 
 def carbon_ai_hold(profile: VehicleProfile, trace: Trace, backend: str) -> tuple[float, float]:
     """carbon_ai's (estimator with the shipped model) fuel (L) and wheel work (J) over the scored hold."""
-    from carbon_ai_nodes.adapters import select_backend
+    from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator
+    from carbon_ai_nodes.carbon.residual_backend import select_backend
     from carbon_ai_nodes.commands.estimate import shipped_model_path
-    from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator
 
     est = CarbonEstimator(profile, select_backend(shipped_model_path(), backend).backend)
     accel = np.gradient(trace.speed_mps, trace.time_s)

@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from carbon_ai_nodes.adapters import BACKENDS, load_backend
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, StateInput
-from carbon_ai_nodes.core.errors import ModelError
-from carbon_ai_nodes.core.residual_features import INPUT_NAME, OUTPUT_NAME, feature_row
-from carbon_ai_nodes.core.vehicle_profile import load_profile
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator, StateInput
+from carbon_ai_nodes.carbon.residual_backend import BACKENDS, load_backend
+from carbon_ai_nodes.carbon.residual_features import INPUT_NAME, OUTPUT_NAME, feature_row
+from carbon_ai_nodes.common.errors import ModelError
+from carbon_ai_nodes.common.vehicle_profile import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def main() -> int:
     node_path = None
     try:
         from carbon_ai_msgs.msg import VehicleState
-        from carbon_ai_nodes.conversions.inference import carbon_estimate, new_carbon_estimate, state_input
+        from carbon_ai_nodes.carbon.ros.conversions import carbon_estimate, new_carbon_estimate, state_input
 
         msg = VehicleState(asset_id="car1", speed_mps=14.0, accel_mps2=0.4, grade=0.02, payload_kg=math.nan,
                            engine_speed_rpm=math.nan, engine_load_pct=math.nan, coolant_temp_c=math.nan)

@@ -38,14 +38,14 @@ def gap_table(files: list[Path], limits: list[float], runs: int, plot: str | Non
     from ortools.constraint_solver import pywrapcp  # noqa: F401
     from ortools.sat.python import cp_model  # noqa: F401  (the tuned search's set partitioning; 0.4-0.5 s)
 
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
-    from carbon_ai_nodes.adapters.vrplib_io import read_instance
-    from carbon_ai_nodes.core.routing_model import (
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.routing_model import (
         arc_costs,
         evaluate_routes,
         placeholder_cruise_co2_g_per_m,
         plan_violations,
     )
+    from carbon_ai_nodes.planning.vrplib_io import read_instance
 
     result: dict = {}
     wall_total = cpu_total = 0.0
@@ -112,8 +112,8 @@ def gap_table(files: list[Path], limits: list[float], runs: int, plot: str | Non
 
 def replan_latency(n_stops: int, deadline_s: float, repeats: int, quiet: bool) -> dict:
     """Wall time of warm-started replans of an ``n_stops`` CO2 problem after one stop is added."""
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
-    from carbon_ai_nodes.core.routing_model import (
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.routing_model import (
         REPLAN_SOLVER_SHARE,
         RoutingProblem,
         Stop,

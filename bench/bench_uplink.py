@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO / "test"))
 
 from mqtt_broker import MosquittoBroker  # noqa: E402
 
-from carbon_ai_nodes.adapters.mqtt_link import LinkConfig, MqttUplink  # noqa: E402
-from carbon_ai_nodes.core.durable_queue import DurableQueue, QueueLimits  # noqa: E402
-from carbon_ai_nodes.core.summary_codec import Summary, encode_batch, mqtt_publish_bytes, summary_topic  # noqa: E402
-from carbon_ai_nodes.core.summary_window import EstimateSample, StateSample, SummaryWindow  # noqa: E402
+from carbon_ai_nodes.uplink.durable_queue import DurableQueue, QueueLimits  # noqa: E402
+from carbon_ai_nodes.uplink.mqtt_link import LinkConfig, MqttUplink  # noqa: E402
+from carbon_ai_nodes.uplink.summary_codec import Summary, encode_batch, mqtt_publish_bytes, summary_topic  # noqa: E402
+from carbon_ai_nodes.uplink.summary_window import EstimateSample, StateSample, SummaryWindow  # noqa: E402
 
 ASSET = "truck1"
 MONTH_S = 30 * 86400.0
@@ -83,7 +83,7 @@ def make_summaries(n: int) -> list[Summary]:
 
 
 def bytes_section(summaries: list[Summary]) -> None:
-    from carbon_ai_nodes.core.uplink_params import UplinkBridgeParams
+    from carbon_ai_nodes.uplink.uplink_params import UplinkBridgeParams
 
     default_linger_s = UplinkBridgeParams().batch_linger_s
     topic = summary_topic("cai/v1", ASSET)

@@ -11,8 +11,8 @@ import sys
 from typing import NoReturn
 
 from carbon_ai_nodes import __version__
-from carbon_ai_nodes.core.errors import CarbonAIError
-from carbon_ai_nodes.stop_signals import StopSignals
+from carbon_ai_nodes.common.errors import CarbonAIError
+from carbon_ai_nodes.graph.stop_signals import StopSignals
 
 # Subcommand name -> module under carbon_ai_nodes.commands, in the order --help lists them.
 SUBCOMMANDS = {

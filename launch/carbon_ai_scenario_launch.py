@@ -1,6 +1,6 @@
 """Shared builder of the scenario launch files: ``ros2 launch carbon_ai_nodes <scenario>.launch.py``.
 
-The node graph comes from config/scenarios/<scenario>.yaml through carbon_ai_nodes.core.scenario.graph, the
+The node graph comes from config/scenarios/<scenario>.yaml through carbon_ai_nodes.graph.scenario.graph, the
 same expansion ``carbon-ai run`` uses, so the launch files and the runner cannot drift apart.
 
 Arguments: ``use_sim`` (true: start the simulator; false on a vehicle with real sensors), ``baseline`` (apply the
@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from carbon_ai_nodes.node_registry import CHAIN_NODES, MANAGER, NODE_ORDER
+
 ARGUMENTS = {
     "use_sim": ("true", "start the telemetry simulator (false on a vehicle with real sensors)"),
     "baseline": ("false", "apply the scenario's baseline_params (carbon optimisation off)"),
@@ -32,8 +34,7 @@ ARGUMENTS = {
     "lifecycle_manager": ("true", "a lifecycle_manager configures, activates and supervises the nodes"),
     "play": ("", "MCAP file whose gnss/imu/odom/engine topics are played as the sensors (with use_sim:=false)"),
 }
-NODE_KINDS = ("grid_publisher", "sim", "fusion", "carbon_inference", "planner", "eco_speed", "uplink_bridge",
-              "actuator_bridge", "lifecycle_manager")
+NODE_KINDS = (*NODE_ORDER, MANAGER)  # one <kind>_log_level argument each
 
 
 def _truthy(value: str) -> bool:
@@ -42,9 +43,9 @@ def _truthy(value: str) -> bool:
 
 def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, Any]]:
     """The launch entries of a scenario for resolved launch argument values (no ``launch`` import needed)."""
-    from carbon_ai_nodes.core.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
-    from carbon_ai_nodes.realtime import CPU_LATENCY_ENV, RT_PRIORITY_ENV
-    from carbon_ai_nodes.runner import CHAIN_NODES, MANAGER, checked_params
+    from carbon_ai_nodes.graph.runner import checked_params
+    from carbon_ai_nodes.graph.scenario import CONFIG_DIR, graph, load_scenario, write_profiles
+    from carbon_ai_nodes.ros.realtime import CPU_LATENCY_ENV, RT_PRIORITY_ENV
 
     scenario = load_scenario(scenario_name)
     run_dir = Path(tempfile.mkdtemp(prefix=f"carbon_ai_{scenario.name}_launch_"))
@@ -85,12 +86,12 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
 
 
 def player_command(config: dict[str, str]) -> list[str]:
-    """The command playing ``play``'s sensor topics (carbon_ai_nodes.mcap_player); empty without ``play``."""
+    """The command playing ``play``'s sensor topics (carbon_ai_nodes.graph.ros.mcap_player); empty without ``play``."""
     import sys
 
     if not config.get("play", "").strip():
         return []
-    return [sys.executable, "-m", "carbon_ai_nodes.mcap_player", config["play"].strip(),
+    return [sys.executable, "-m", "carbon_ai_nodes.graph.ros.mcap_player", config["play"].strip(),
             "--namespace-prefix", config.get("namespace_prefix", "")]
 
 

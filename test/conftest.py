@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from carbon_ai_nodes.node_process import isolated_ros_env
-from carbon_ai_nodes.probe import Probe
+from carbon_ai_nodes.graph.node_process import isolated_ros_env
+from carbon_ai_nodes.ros.probe import Probe
 
 # Before any rclpy.init() in this process or a child: a domain of our own, discovery on this host only.
 os.environ.update(isolated_ros_env())

@@ -33,11 +33,11 @@ from rcl_interfaces.msg import ParameterValue
 from rcl_interfaces.srv import GetParameters
 
 from carbon_ai_msgs.msg import ActuatorCommand
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.scenario import load_scenario
-from carbon_ai_nodes.mcap_player import SENSOR_TOPICS
-from carbon_ai_nodes.mcap_recorder import McapRecorder
-from carbon_ai_nodes.probe import Probe
+from carbon_ai_nodes.graph.ros.mcap_player import SENSOR_TOPICS
+from carbon_ai_nodes.graph.ros.mcap_recorder import McapRecorder
+from carbon_ai_nodes.graph.scenario import load_scenario
+from carbon_ai_nodes.ros import qos
+from carbon_ai_nodes.ros.probe import Probe
 from launch import LaunchDescription
 
 SCENARIO = os.environ.get("CARBON_AI_LAUNCH_SCENARIO", "factory_site")
@@ -74,7 +74,7 @@ def node_processes() -> dict[str, psutil.Process]:
         except psutil.Error:
             continue
         exe = next((Path(c).name for c in cmd if "/lib/carbon_ai_nodes/" in c), "")
-        exe = exe or ("mcap_player" if "carbon_ai_nodes.mcap_player" in cmd else "")
+        exe = exe or ("mcap_player" if "carbon_ai_nodes.graph.ros.mcap_player" in cmd else "")
         if not exe:
             continue
         ns = next((c.split(":=", 1)[1] for c in cmd if c.startswith("__ns:=")), "")

@@ -26,10 +26,10 @@ from carbon_ai_msgs.msg import (
     VehicleRoute,
     VehicleState,
 )
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.conversions import actuation
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.actuation.ros import conversions as actuation
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 CONTROL_HZ = 20.0
 TIMEOUT_S = 0.5

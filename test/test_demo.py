@@ -18,7 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_demo_writes_a_consistent_report_with_plots(tmp_path):
     import importlib.util
 
-    from carbon_ai_nodes.core.vehicle_sim import DriveTrace
+    from carbon_ai_nodes.sim.vehicle_sim import DriveTrace
 
     fastsim_installed = importlib.util.find_spec("fastsim") is not None
     out = tmp_path / "demo"
@@ -83,7 +83,7 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
 
 
 def test_same_distance_cut():
-    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.sim import report
 
     # run a: 10 m/s for 10 s (100 m); run b: 5 m/s for 10 s (50 m): both compared over the first 50 m
     t = [float(i) for i in range(11)]
@@ -97,7 +97,7 @@ def test_same_distance_cut():
 
 
 def test_report_totals_and_saving_maths():
-    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.sim import report
 
     v1 = report.vehicle_result("a", [0, 1, 2], [10, 10, 10], [3600, 3600, 3600], [0, 2], [5, 5])
     assert v1.co2_kg == pytest.approx(0.02) and v1.fuel_l == pytest.approx(2.0)
@@ -114,9 +114,9 @@ def test_report_totals_and_saving_maths():
 def test_plant_scores_lead_the_report_and_say_why_a_vehicle_has_none(monkeypatch):
     import sys as _sys
 
-    from carbon_ai_nodes.core import report
-    from carbon_ai_nodes.core.plant import PlantSpec
-    from carbon_ai_nodes.core.scenario import CONFIG_DIR
+    from carbon_ai_nodes.graph.scenario import CONFIG_DIR
+    from carbon_ai_nodes.sim import report
+    from carbon_ai_nodes.sim.plant import PlantSpec
 
     t = [float(i) for i in range(121)]
     speed = [min(i / 10.0, 1.0) * 15.0 for i in range(121)]

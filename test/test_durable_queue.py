@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carbon_ai_nodes.core.durable_queue import DurableQueue, QueueLimits
-from carbon_ai_nodes.core.errors import ConfigError, InputRejectedError
-from carbon_ai_nodes.core.summary_codec import Summary, decode_batch, encode_batch
+from carbon_ai_nodes.common.errors import ConfigError, InputRejectedError
+from carbon_ai_nodes.uplink.durable_queue import DurableQueue, QueueLimits
+from carbon_ai_nodes.uplink.summary_codec import Summary, decode_batch, encode_batch
 
 
 def draft(i=0, asset="truck1"):
@@ -40,7 +40,7 @@ def test_a_produced_summary_survives_sigkill_of_the_writer(tmp_path):
     code = (
         "import os, signal, sys; sys.path.insert(0, {!r})\n"
         "from test_durable_queue import draft\n"
-        "from carbon_ai_nodes.core.durable_queue import DurableQueue\n"
+        "from carbon_ai_nodes.uplink.durable_queue import DurableQueue\n"
         "q = DurableQueue({!r})\n"
         "for i in range(5): q.produce(draft(i))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -168,7 +168,7 @@ def killed_writer(path, produced=30, acked=20, extra=""):
     code = (
         f"import os, signal, sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
         "from test_durable_queue import draft\n"
-        "from carbon_ai_nodes.core.durable_queue import DurableQueue\n"
+        "from carbon_ai_nodes.uplink.durable_queue import DurableQueue\n"
         f"q = DurableQueue({str(path)!r}); s = DurableQueue({str(path)!r}, sender=True)\n"
         f"for i in range({acked}): q.produce(draft(i))\n"
         "s.ack([r for r, _ in s.pending(1000)])\n"
@@ -230,7 +230,7 @@ def test_queue_damage_never_reuses_a_number_and_reports_the_loss_as_a_gap_record
 def test_sigkill_between_reserving_a_number_and_the_commit_reports_that_number(tmp_path):
     path = tmp_path / "q.db"
     killed_writer(path, produced=5, acked=0, extra=(
-        "from carbon_ai_nodes.core import durable_queue as dq\n"
+        "from carbon_ai_nodes.uplink import durable_queue as dq\n"
         "save = dq.SequenceMark.save\n"
         "dq.SequenceMark.save = lambda self: (save(self), os.kill(os.getpid(), signal.SIGKILL))\n"
         "q.produce(draft(5))"))

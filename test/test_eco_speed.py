@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from carbon_ai_nodes.core.actuation_targets import RouteFollower, RouteTrack
-from carbon_ai_nodes.core.eco_speed import EcoSpeedParams, eco_profile, resample_route
-from carbon_ai_nodes.core.params import ParameterError
-from carbon_ai_nodes.core.scenario import load_scenario
-from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
-from carbon_ai_nodes.core.vehicle_sim import Route, SimParams, VehicleSim
+from carbon_ai_nodes.actuation.actuation_targets import RouteFollower, RouteTrack
+from carbon_ai_nodes.common.params import ParameterError
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
+from carbon_ai_nodes.graph.scenario import load_scenario
+from carbon_ai_nodes.planning.eco_speed import EcoSpeedParams, eco_profile, resample_route
+from carbon_ai_nodes.sim.vehicle_sim import Route, SimParams, VehicleSim
 
 
 def haul(vehicle: str = "truck1"):
@@ -96,8 +96,8 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
     pytest.importorskip("fastsim")
     import dataclasses
 
-    from carbon_ai_nodes.core.errors import PlantError
-    from carbon_ai_nodes.core.plant import Trace, grade_along_route, payload_along_route, score
+    from carbon_ai_nodes.common.errors import PlantError
+    from carbon_ai_nodes.sim.plant import Trace, grade_along_route, payload_along_route, score
 
     s = load_scenario(scenario)
     v = s.vehicle(vehicle)
@@ -113,7 +113,7 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
         except PlantError as exc:
             if "grade lookup fault" not in str(exc):
                 raise
-            # FASTSim 3.1.0 drove part of the lap on the wrong grade (core/plant._check_grade): no figure, not a
+            # FASTSim 3.1.0 drove part of the lap on the wrong grade (sim/plant._check_grade): no figure, not a
             # wrong one; test_caps_let_gravity_bring_the_speed_back_after_a_crest scores it with the plant engine
             pytest.xfail(f"{vehicle}: {exc}")
         assert eco.distance_km == pytest.approx(base.distance_km, rel=0.01)  # the same lap
@@ -132,11 +132,11 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
 
 def test_caps_let_gravity_bring_the_speed_back_after_a_crest():
     """truck2 from the crusher over the crest and down the ramp, fuel by its plant's engine map (the FASTSim
-    line-haul efficiency curve at 1,800 kW, core/plant_engine.py, fuel cut on overrun). The caps used to jump back
+    line-haul efficiency curve at 1,800 kW, sim/plant_engine.py, fuel cut on overrun). The caps used to jump back
     to cruise beyond the crest, so the driver powered down the hill from the crawl speed (1.3 MW at the wheels)
     while the baseline, held at cruise on the brakes, burned nothing there: the saving by the plant was negative.
     Now the cap rises no faster than gravity brings the speed back: no engine power downhill, CO2 saved."""
-    from carbon_ai_nodes.core.plant_engine import engine_for
+    from carbon_ai_nodes.sim.plant_engine import engine_for
 
     profile, route, v = haul("truck2")
     ep = eco_profile(profile, route, initial_payload_kg=v.initial_payload_kg, dwell_s=8.0)
@@ -197,9 +197,9 @@ def test_node_publishes_the_plan_the_bridge_follows_and_none_when_disabled(probe
     from visualization_msgs.msg import MarkerArray
 
     from carbon_ai_msgs.msg import RoutePlan
-    from carbon_ai_nodes import qos
-    from carbon_ai_nodes.conversions.actuation import route_track
-    from carbon_ai_nodes.node_process import NodeProcess
+    from carbon_ai_nodes.actuation.ros.conversions import route_track
+    from carbon_ai_nodes.graph.node_process import NodeProcess
+    from carbon_ai_nodes.ros import qos
 
     scenario = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
     plans = probe.collect(RoutePlan, "/e1/route_plan", qos.latched())

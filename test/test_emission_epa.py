@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import yaml
 
-from carbon_ai_nodes.adapters import select_backend
-from carbon_ai_nodes.commands.estimate import shipped_model_path
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator
-from carbon_ai_nodes.core.emission_model import (
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator
+from carbon_ai_nodes.carbon.emission_model import (
     FTP_BAG1_S,
     coolant_after_start_c,
     cycle_totals,
     ftp75_weighted_g_per_mi,
     load_cycle,
 )
-from carbon_ai_nodes.training import epa
+from carbon_ai_nodes.carbon.residual_backend import select_backend
+from carbon_ai_nodes.carbon.training import epa
+from carbon_ai_nodes.commands.estimate import shipped_model_path
 
 M_PER_MI = 1609.344
 
@@ -149,8 +149,8 @@ def test_leave_one_maker_out_figures_of_the_shipped_model_card(shared_data):
     # The cross-validation (physics refitted and residual retrained per fold, on the fitting makers only) takes
     # minutes, so it runs in tools/train_residual.py --cv and its figures are read from the model card; what
     # is cheap is recomputed here: the card describes the shipped constants and the data loaded today.
-    from carbon_ai_nodes.core.emission_model import DEFAULT_CONSTANTS
-    from carbon_ai_nodes.training.epa import cycle_plans, physics_g_per_mi
+    from carbon_ai_nodes.carbon.emission_model import DEFAULT_CONSTANTS
+    from carbon_ai_nodes.carbon.training.epa import cycle_plans, physics_g_per_mi
 
     card = json.loads((Path(shipped_model_path()).with_suffix(".json")).read_text())
     lomo = card["error"]["leave_one_manufacturer_out"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.core.emission_model import (
+from carbon_ai_nodes.carbon.emission_model import (
     FUEL_CO2_G_PER_L,
     EmissionConstants,
     cruise_co2_g_per_m,
@@ -17,8 +17,8 @@ from carbon_ai_nodes.core.emission_model import (
     ftp75_weighted_g_per_mi,
     physics_rates,
 )
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.vehicle_profile import VehicleProfile, load_profiles
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile, load_profiles
 
 # Round constants so every expected value below can be done by hand. The engine-speed model is pinned to a
 # constant 1200 rpm here (idle = moving minimum, a top gear too tall to exceed it below 35 m/s, no downshift,
@@ -340,7 +340,7 @@ def test_physical_bounds_take_every_shipped_machine():
                                   "(2 such rows)"),
 ])
 def test_impossible_drive_cycle_samples_are_refused(tmp_path, rows, expected):
-    from carbon_ai_nodes.core.emission_model import load_cycle
+    from carbon_ai_nodes.carbon.emission_model import load_cycle
 
     f = tmp_path / "c.csv"
     f.write_text("time_s,speed_mps,grade\n" + rows)
@@ -370,7 +370,7 @@ GRID_V, GRID_G, GRID_A = GRID_V.ravel(), GRID_G.ravel(), GRID_A.ravel()
 @pytest.mark.parametrize("constants", [EmissionConstants(), EmissionConstants(indicated_efficiency=0.6)],
                          ids=["shipped", "slope 0.6"])
 def test_combustion_efficiency_ceiling_for_every_fuel_over_speeds_grades_and_masses(constants):
-    from carbon_ai_nodes.core.emission_model import FUEL_LHV_MJ_PER_L, accessory_kw, peak_brake_efficiency
+    from carbon_ai_nodes.carbon.emission_model import FUEL_LHV_MJ_PER_L, accessory_kw, peak_brake_efficiency
 
     fuels = set()
     for p in _fleet():
@@ -396,7 +396,7 @@ def test_combustion_efficiency_ceiling_for_every_fuel_over_speeds_grades_and_mas
 
 
 def test_efficiency_falls_at_part_load_and_small_cylinders_peak_lower():
-    from carbon_ai_nodes.core.emission_model import FUEL_LHV_MJ_PER_L, accessory_kw, peak_brake_efficiency
+    from carbon_ai_nodes.carbon.emission_model import FUEL_LHV_MJ_PER_L, accessory_kw, peak_brake_efficiency
 
     truck = next(p for p in _fleet() if p.name == "32 t truck")
     # at one engine speed, brake efficiency rises with load towards the ceiling (Willans: friction is a

@@ -35,22 +35,22 @@ from carbon_ai_msgs.msg import (
     VehicleRoute,
     VehicleState,
 )
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.adapters import load_backend
-from carbon_ai_nodes.conversions import actuation
-from carbon_ai_nodes.conversions import fusion as fusion_conv
-from carbon_ai_nodes.conversions import planning as planning_conv
-from carbon_ai_nodes.conversions.inference import state_input
-from carbon_ai_nodes.conversions.time import header_stamp_s
-from carbon_ai_nodes.core.actuation_targets import PowerSchedule
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, validate_state
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.fusion import SOURCES, FusionFilter, FusionParams, WheelSpeed
-from carbon_ai_nodes.core.safety_envelope import ActuatorBridgeParams, Mode, SafetyEnvelope, Setpoint
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.node_base import node_arguments
-from carbon_ai_nodes.node_process import NodeProcess
-from carbon_ai_nodes.nodes.actuator_bridge import ActuatorBridge
+from carbon_ai_nodes.actuation.actuation_targets import PowerSchedule
+from carbon_ai_nodes.actuation.ros import conversions as actuation
+from carbon_ai_nodes.actuation.ros.actuator_bridge_node import ActuatorBridge
+from carbon_ai_nodes.actuation.safety_envelope import ActuatorBridgeParams, Mode, SafetyEnvelope, Setpoint
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator, validate_state
+from carbon_ai_nodes.carbon.residual_backend import load_backend
+from carbon_ai_nodes.carbon.ros.conversions import state_input
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.common.vehicle_profile import load_profile
+from carbon_ai_nodes.fusion.ekf import SOURCES, FusionFilter, FusionParams, WheelSpeed
+from carbon_ai_nodes.fusion.ros import conversions as fusion_conv
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.planning.ros import route_conversions as planning_conv
+from carbon_ai_nodes.ros import qos
+from carbon_ai_nodes.ros.node_base import node_arguments
+from carbon_ai_nodes.ros.stamps import header_stamp_s
 
 DEFAULTS = ActuatorBridgeParams()
 T0 = 1_700_000_000.0  # a realistic clock reading (s)
@@ -602,7 +602,7 @@ def test_fusion_over_dds_reports_frozen_sensor_clocks_unhealthy(probe):
     unhealthy, and the actuator bridge's motion-source rule refuses the state."""
     from test_fusion_node import NS, Feeder, diag_values
 
-    from carbon_ai_nodes.core.safety_envelope import motion_sources_problem
+    from carbon_ai_nodes.actuation.safety_envelope import motion_sources_problem
 
     feeder = Feeder(probe)
     frozen: dict[str, Time] = {}

@@ -20,9 +20,9 @@ from test_durable_queue import damage
 from test_uplink_bridge import Feed, bridge_params, diag_values, start_receiver
 
 from carbon_ai_msgs.msg import CarbonSummary
-from carbon_ai_nodes import qos
 from carbon_ai_nodes.commands.uplink_receive import Receiver
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 pytestmark = pytest.mark.timeout(300)
 

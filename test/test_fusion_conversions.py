@@ -9,8 +9,8 @@ import pytest
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
-from carbon_ai_nodes.conversions import fusion as conv
-from carbon_ai_nodes.core.fusion import FusionFilter, FusionParams, GnssFix, WheelSpeed
+from carbon_ai_nodes.fusion.ekf import FusionFilter, FusionParams, GnssFix, WheelSpeed
+from carbon_ai_nodes.fusion.ros import conversions as conv
 
 
 def test_imu_parts_flagged_absent_are_left_out_and_unset_stamp_becomes_receipt_time():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from fusion_synth import DATUM, Truth, measurements, trajectory
 
-from carbon_ai_nodes.core.errors import InputRejectedError, ParameterError
-from carbon_ai_nodes.core.fusion import (
+from carbon_ai_nodes.common.errors import InputRejectedError, ParameterError
+from carbon_ai_nodes.common.geodesy import LocalFrame
+from carbon_ai_nodes.fusion.ekf import (
     EngineSample,
     FusionFilter,
     FusionParams,
@@ -19,7 +20,6 @@ from carbon_ai_nodes.core.fusion import (
     WheelSpeed,
     covariance3,
 )
-from carbon_ai_nodes.core.geodesy import LocalFrame
 
 T0 = 1000.0  # stamp of the synthetic drive's first sample
 PARAMS = FusionParams(datum_latitude=DATUM.lat_deg, datum_longitude=DATUM.lon_deg, datum_altitude_m=DATUM.alt_m)

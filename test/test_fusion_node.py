@@ -14,9 +14,9 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Imu, NavSatFix
 
 from carbon_ai_msgs.msg import EngineTelemetry, VehicleState
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.geodesy import LocalFrame
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.common.geodesy import LocalFrame
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 NS = "/fz"
 DATUM = LocalFrame(48.137, 11.575, 520.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.grid_forecast import GridForecast, GridPublisherParams
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.planning.grid_forecast import GridForecast, GridPublisherParams
 
 
 def test_example_file_loads_and_samples_piecewise_constant():

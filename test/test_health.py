@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from carbon_ai_nodes.core.health import OK, WARN, HealthMonitor, InputWatchdog
+from carbon_ai_nodes.common.health import OK, WARN, HealthMonitor, InputWatchdog
 
 
 def test_watchdog_marks_stale_once_and_recovers():

@@ -12,16 +12,16 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.adapters import load_backend, select_backend
-from carbon_ai_nodes.adapters.model_file import read_model
-from carbon_ai_nodes.adapters.tensorrt_backend import engine_cache_key, engine_cache_path
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator, StateInput
+from carbon_ai_nodes.carbon.emission_model import physics_rates
+from carbon_ai_nodes.carbon.model_file import read_model
+from carbon_ai_nodes.carbon.residual_backend import load_backend, select_backend
+from carbon_ai_nodes.carbon.residual_features import INPUT_NAME, N_FEATURES, OUTPUT_NAME, FeatureRanges, feature_row
+from carbon_ai_nodes.carbon.tensorrt_backend import engine_cache_key, engine_cache_path
+from carbon_ai_nodes.carbon.training import mlp
 from carbon_ai_nodes.commands.estimate import shipped_model_path
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, StateInput
-from carbon_ai_nodes.core.emission_model import physics_rates
-from carbon_ai_nodes.core.errors import ModelError
-from carbon_ai_nodes.core.residual_features import INPUT_NAME, N_FEATURES, OUTPUT_NAME, FeatureRanges, feature_row
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.training import mlp
+from carbon_ai_nodes.common.errors import ModelError
+from carbon_ai_nodes.common.vehicle_profile import load_profile
 
 SEDAN = load_profile(REPO / "config" / "vehicles" / "example_sedan.yaml")
 

@@ -10,13 +10,13 @@ import pytest
 from conftest import REPO
 
 from carbon_ai_msgs.msg import VehicleState
-from carbon_ai_nodes.adapters import load_backend
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator, StateInput, validate_state
+from carbon_ai_nodes.carbon.residual_backend import load_backend
+from carbon_ai_nodes.carbon.residual_features import N_FEATURES
+from carbon_ai_nodes.carbon.ros.conversions import state_input
 from carbon_ai_nodes.commands.estimate import shipped_model_path
-from carbon_ai_nodes.conversions.inference import state_input
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, StateInput, validate_state
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.residual_features import N_FEATURES
-from carbon_ai_nodes.core.vehicle_profile import load_profile
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.common.vehicle_profile import load_profile
 
 SEDAN = load_profile(REPO / "config" / "vehicles" / "example_sedan.yaml")
 TRUCK = load_profile(REPO / "config" / "vehicles" / "class8_truck.yaml")

@@ -13,9 +13,9 @@ from rcl_interfaces.srv import SetParameters
 
 from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
 from carbon_ai_msgs.srv import SwapModel
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.conversions.time import to_time
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
+from carbon_ai_nodes.ros.stamps import to_time
 
 SEDAN = str(REPO / "config" / "vehicles" / "example_sedan.yaml")
 MODEL = str(REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.onnx")
@@ -182,7 +182,7 @@ def test_model_path_parameter_swaps_or_is_refused(probe, tmp_path):
 
 
 def test_measured_fuel_error_integrates_only_intervals_with_a_meter_reading():
-    from carbon_ai_nodes.core.carbon_estimator import MeasuredFuelError
+    from carbon_ai_nodes.carbon.carbon_estimator import MeasuredFuelError
 
     err = MeasuredFuelError(max_gap_s=1.0)
     assert math.isnan(err.error_pct)

@@ -10,11 +10,11 @@ import types
 import numpy as np
 import pytest
 
-from carbon_ai_nodes.adapters import select_backend
-from carbon_ai_nodes.adapters.tensorrt_backend import TensorRTBackend
+from carbon_ai_nodes.carbon.residual_backend import select_backend
+from carbon_ai_nodes.carbon.residual_features import N_FEATURES
+from carbon_ai_nodes.carbon.tensorrt_backend import TensorRTBackend
 from carbon_ai_nodes.commands.estimate import shipped_model_path
-from carbon_ai_nodes.core.errors import ModelError
-from carbon_ai_nodes.core.residual_features import N_FEATURES
+from carbon_ai_nodes.common.errors import ModelError
 
 
 def fake_modules(version: str = "10.3.0", gpus: int = 1, parse_ok: bool = True):

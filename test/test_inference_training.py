@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from conftest import REPO
 
-from carbon_ai_nodes.adapters import load_backend
-from carbon_ai_nodes.core.emission_model import cycle_rates, load_cycle
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.training import mlp
+from carbon_ai_nodes.carbon.emission_model import cycle_rates, load_cycle
+from carbon_ai_nodes.carbon.residual_backend import load_backend
+from carbon_ai_nodes.carbon.training import mlp
+from carbon_ai_nodes.common.vehicle_profile import load_profile
 
 
 def test_train_on_telemetry_exports_a_checked_model(tmp_path, shared_data):
@@ -58,8 +58,8 @@ def test_a_model_fitted_on_some_features_ignores_the_others():
 
 
 def test_shipped_residual_sees_the_operating_point_not_the_vehicle():
+    from carbon_ai_nodes.carbon.residual_features import FEATURES
     from carbon_ai_nodes.commands.estimate import shipped_model_path
-    from carbon_ai_nodes.core.residual_features import FEATURES
 
     path = Path(shipped_model_path())
     card = json.loads(path.with_suffix(".json").read_text())

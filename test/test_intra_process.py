@@ -13,13 +13,13 @@ from sensor_msgs.msg import Imu
 from std_msgs.msg import Bool
 
 from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, VehicleState
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.latency_probe import LatencyMatcher
-from carbon_ai_nodes.core.params import ParamSet
-from carbon_ai_nodes.core.scenario import NodeLaunch, load_scenario
-from carbon_ai_nodes.intra_process import RECENT_STAMPS, BusSubscription, IntraProcessBus, is_stamped
-from carbon_ai_nodes.node_base import CarbonNode, node_arguments
-from carbon_ai_nodes.runner import GraphRunner
+from carbon_ai_nodes.common.params import ParamSet
+from carbon_ai_nodes.graph.latency_probe import LatencyMatcher
+from carbon_ai_nodes.graph.runner import GraphRunner
+from carbon_ai_nodes.graph.scenario import NodeLaunch, load_scenario
+from carbon_ai_nodes.ros import qos
+from carbon_ai_nodes.ros.intra_process import RECENT_STAMPS, BusSubscription, IntraProcessBus, is_stamped
+from carbon_ai_nodes.ros.node_base import CarbonNode, node_arguments
 
 
 def _imu(sec: int, nanosec: int = 0) -> Imu:

@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.core.scenario import list_scenarios, load_scenario
+from carbon_ai_nodes.graph.scenario import list_scenarios, load_scenario
 
 LAUNCH_DIR = REPO / "launch"
 sys.path.insert(0, str(LAUNCH_DIR))
@@ -78,5 +78,5 @@ def test_launch_description_builds(scenario):
     played = opaque[0].execute(context)
     assert len(played) == len(nodes) + 1 and type(played[-1]).__name__ == "ExecuteProcess"
     assert player_command({"play": "/recorded/sensors.mcap", "namespace_prefix": "/site"})[2:] == [
-        "carbon_ai_nodes.mcap_player", "/recorded/sensors.mcap", "--namespace-prefix", "/site"]
+        "carbon_ai_nodes.graph.ros.mcap_player", "/recorded/sensors.mcap", "--namespace-prefix", "/site"]
     assert player_command({"play": ""}) == []

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.core.scenario import list_scenarios
+from carbon_ai_nodes.graph.scenario import list_scenarios
 
 MISSING = [m for m in ("launch_ros", "launch_testing", "psutil") if importlib.util.find_spec(m) is None]
 LAUNCH_TEST = shutil.which("launch_test")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carbon_ai_nodes.core.params import ParameterError
-from carbon_ai_nodes.core.supervisor import LifecycleManagerParams, Supervisor, shutdown_order, startup_order
+from carbon_ai_nodes.common.params import ParameterError
+from carbon_ai_nodes.graph.supervisor import LifecycleManagerParams, Supervisor, shutdown_order, startup_order
 
 NODES = ["/t1/actuator_bridge", "/t1/fusion", "/t1/carbon_inference", "/t1/sim", "/t1/planner"]
 
@@ -95,8 +95,8 @@ def test_node_brings_up_managed_nodes_and_goes_safe_when_one_dies(probe):
     from conftest import REPO
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from carbon_ai_nodes import qos
-    from carbon_ai_nodes.node_process import NodeProcess
+    from carbon_ai_nodes.graph.node_process import NodeProcess
+    from carbon_ai_nodes.ros import qos
 
     scenario = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
     forecast = str(REPO / "config" / "grid" / "forecast_example.csv")

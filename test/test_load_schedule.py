@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.core.errors import ConfigError, SolverError
-from carbon_ai_nodes.core.grid_forecast import GridForecast
-from carbon_ai_nodes.core.load_schedule import (
+from carbon_ai_nodes.common.errors import ConfigError, SolverError
+from carbon_ai_nodes.planning.grid_forecast import GridForecast
+from carbon_ai_nodes.planning.load_schedule import (
     Asset,
     Job,
     ScheduleProblem,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from carbon_ai_nodes.mcap_player import recorded_messages
+from carbon_ai_nodes.graph.ros.mcap_player import recorded_messages
 
 
 def _record(path, topics: dict[str, list[int]]) -> None:
@@ -36,7 +36,7 @@ def test_only_the_sensor_topics_are_played_in_log_time_order(tmp_path):
 
 
 def _play(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "carbon_ai_nodes.mcap_player", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "carbon_ai_nodes.graph.ros.mcap_player", *args], capture_output=True,
                           text=True, timeout=60)
 
 

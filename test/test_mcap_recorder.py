@@ -9,9 +9,9 @@ import pytest
 from nav_msgs.msg import Odometry
 
 from carbon_ai_msgs.msg import CarbonEstimate, RoutePlan, VehicleRoute
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.msg_schema import SEPARATOR, concatenated_definition, field_types, msg_file_reader
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.graph.msg_schema import SEPARATOR, concatenated_definition, field_types, msg_file_reader
+from carbon_ai_nodes.ros import qos
 
 
 def reader():
@@ -50,7 +50,7 @@ def test_recording_reads_back_with_schemas_and_messages(probe, tmp_path):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    from carbon_ai_nodes.mcap_recorder import McapRecorder
+    from carbon_ai_nodes.graph.ros.mcap_recorder import McapRecorder
 
     plans = probe.publisher(RoutePlan, "/rec/route_plan", qos.latched())
     odom = probe.publisher(Odometry, "/rec/odom/wheel", qos.sensor())

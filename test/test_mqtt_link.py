@@ -14,10 +14,10 @@ import pytest
 from mqtt_broker import MosquittoBroker, dated_client_cert, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carbon_ai_nodes.adapters.mqtt_link import Backoff, LinkConfig, MqttUplink, TokenBucket
 from carbon_ai_nodes.commands.uplink_receive import Receiver
-from carbon_ai_nodes.core.durable_queue import DurableQueue
-from carbon_ai_nodes.core.summary_codec import Summary, encode_batch
+from carbon_ai_nodes.uplink.durable_queue import DurableQueue
+from carbon_ai_nodes.uplink.mqtt_link import Backoff, LinkConfig, MqttUplink, TokenBucket
+from carbon_ai_nodes.uplink.summary_codec import Summary, encode_batch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +46,7 @@ class Subscriber:
         self.status: list[bytes] = []
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         if pki:
-            from carbon_ai_nodes.adapters.mqtt_link import tls_context
+            from carbon_ai_nodes.uplink.mqtt_link import tls_context
             self.client.tls_set_context(tls_context(pki["ca"], *((pki["client_cert"], pki["client_key"])
                                                                  if cert else ())))
         self.client.on_message = self._on_message

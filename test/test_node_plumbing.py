@@ -14,8 +14,8 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
 from carbon_ai_msgs.msg import GridIntensity
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 FORECAST = str(REPO / "config" / "grid" / "forecast_example.csv")
 

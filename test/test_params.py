@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pytest
 
-from carbon_ai_nodes.core.errors import ConfigError, ParameterError
-from carbon_ai_nodes.core.params import ParamSet, param
+from carbon_ai_nodes.common.errors import ConfigError, ParameterError
+from carbon_ai_nodes.common.params import ParamSet, param
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ from visualization_msgs.msg import MarkerArray
 
 from carbon_ai_msgs.msg import GridIntensity, LoadSchedule, RoadCongestion, RoutePlan, RouteStop, VehicleSpec
 from carbon_ai_msgs.srv import PlanRoute
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 JOBS = str(REPO / "config" / "planner_loads_example.yaml")
 

@@ -10,10 +10,10 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 
 from carbon_ai_msgs.msg import VehicleState
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 
 def test_standstill_noise_and_a_missing_payload_are_accepted():

@@ -1,4 +1,4 @@
-"""The independent plant (core/plant.py): NREL FASTSim re-drives a speed/grade trace and reports its fuel.
+"""The independent plant (sim/plant.py): NREL FASTSim re-drives a speed/grade trace and reports its fuel.
 
 The FASTSim tests run the real FASTSim 3.1.0 (a validation dependency): they skip where it is not installed
 (``./setup.sh --no-validation``)."""
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carbon_ai_nodes.core.errors import ConfigError, PlantError, PlantUnavailableError
-from carbon_ai_nodes.core.plant import PlantSpec, Trace, grade_along_route, score
-from carbon_ai_nodes.core.scenario import CONFIG_DIR
-from carbon_ai_nodes.core.vehicle_sim import Route
+from carbon_ai_nodes.common.errors import ConfigError, PlantError, PlantUnavailableError
+from carbon_ai_nodes.graph.scenario import CONFIG_DIR
+from carbon_ai_nodes.sim.plant import PlantSpec, Trace, grade_along_route, score
+from carbon_ai_nodes.sim.vehicle_sim import Route
 
 LINE_HAUL = str(CONFIG_DIR / "plants" / "Line_Haul_Conv.yaml")
 
@@ -128,8 +128,8 @@ def test_an_undrivable_trace_and_a_bad_file_are_one_line_errors():
 
 # ---------------------------------------------------------------------------------------------- who is scored by what
 def test_every_shipped_vehicle_names_its_plant_and_the_files_exist():
-    from carbon_ai_nodes.core.plant import profile_plants
-    from carbon_ai_nodes.core.scenario import list_scenarios, load_scenario
+    from carbon_ai_nodes.graph.scenario import list_scenarios, load_scenario
+    from carbon_ai_nodes.sim.plant import profile_plants
 
     kinds = {}
     for path in list_scenarios():
@@ -148,7 +148,7 @@ def test_every_shipped_vehicle_names_its_plant_and_the_files_exist():
 def test_a_bad_plant_in_a_scenario_is_a_config_error_naming_the_vehicle(tmp_path):
     import yaml
 
-    from carbon_ai_nodes.core.scenario import SCENARIO_DIR, load_scenario
+    from carbon_ai_nodes.graph.scenario import SCENARIO_DIR, load_scenario
 
     data = yaml.safe_load((SCENARIO_DIR / "haul_truck_fleet.yaml").read_text())
     data["vehicles"][1]["plant"] = {"fastsim_file": "plants/missing.yaml"}
@@ -186,7 +186,7 @@ def test_a_scaled_plant_takes_the_vehicles_size_from_its_profile():
 
 
 def test_payload_along_a_route_follows_the_load_and_dump_stops():
-    from carbon_ai_nodes.core.plant import payload_along_route
+    from carbon_ai_nodes.sim.plant import payload_along_route
 
     # shovel (load 220 t) -> 1000 m -> crusher (dump) -> 1000 m back: a 2 km loop
     route = Route.from_list([{"east_m": 0, "north_m": 0, "payload_kg": 220000},

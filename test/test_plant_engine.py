@@ -1,4 +1,4 @@
-"""The plant's engine, live (core/plant_engine.py): the simulator's fuel meter reads a FASTSim file's fuel
+"""The plant's engine, live (sim/plant_engine.py): the simulator's fuel meter reads a FASTSim file's fuel
 converter, not carbon_ai's emission model. Checked against FASTSim itself where it is installed."""
 
 import csv
@@ -6,9 +6,9 @@ import csv
 import numpy as np
 import pytest
 
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.plant_engine import PlantEngine
-from carbon_ai_nodes.core.scenario import CHECKOUT_DIR, CONFIG_DIR
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.graph.scenario import CHECKOUT_DIR, CONFIG_DIR
+from carbon_ai_nodes.sim.plant_engine import PlantEngine
 
 PLANTS = CONFIG_DIR / "plants"
 LINE_HAUL = PLANTS / "Line_Haul_Conv.yaml"
@@ -56,10 +56,10 @@ def test_bad_plant_files_and_fuels_are_config_errors(tmp_path):
 
 
 def test_the_simulators_fuel_meter_is_the_plant_engine_where_a_plant_is_named():
-    from carbon_ai_nodes.core.emission_model import physics_rates
-    from carbon_ai_nodes.core.scenario import SCENARIO_DIR
-    from carbon_ai_nodes.core.vehicle_sim import SimParams
-    from carbon_ai_nodes.nodes.sim import build_sim
+    from carbon_ai_nodes.carbon.emission_model import physics_rates
+    from carbon_ai_nodes.graph.scenario import SCENARIO_DIR
+    from carbon_ai_nodes.sim.ros.sim_node import build_sim
+    from carbon_ai_nodes.sim.vehicle_sim import SimParams
 
     sim, _ = build_sim(SimParams(scenario_file=str(SCENARIO_DIR / "haul_truck_fleet.yaml"), vehicle_id="truck2",
                                  stop_dwell_s=0.0))
@@ -82,7 +82,7 @@ def test_the_simulators_fuel_meter_is_the_plant_engine_where_a_plant_is_named():
 def test_engine_map_burns_what_fastsim_burns_for_the_same_wheel_power(plant, rated_kw, fuel, mass_kg, speed_scale,
                                                                       fuel_cut):
     pytest.importorskip("fastsim")
-    from carbon_ai_nodes.core.plant import PlantSpec, Trace, drive
+    from carbon_ai_nodes.sim.plant import PlantSpec, Trace, drive
 
     rows = list(csv.DictReader(UDDS.open()))
     t = [float(r["time_s"]) for r in rows]

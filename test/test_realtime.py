@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.realtime import (
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.ros.realtime import (
     CPU_LATENCY_ENV,
     RT_PRIORITY_ENV,
     cpu_latency_from_env,
@@ -58,7 +58,7 @@ def test_a_thread_runs_fifo_where_permitted_and_says_why_not_elsewhere():
 
 def test_a_node_given_a_bad_priority_exits_with_one_line():
     env = {**os.environ, RT_PRIORITY_ENV: "high"}
-    out = subprocess.run([sys.executable, "-m", "carbon_ai_nodes.nodes.grid_publisher"], env=env,
+    out = subprocess.run([sys.executable, "-m", "carbon_ai_nodes.planning.ros.grid_publisher_node"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

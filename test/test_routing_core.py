@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
-from carbon_ai_nodes.core.errors import SolverError
-from carbon_ai_nodes.core.routing_model import (
+from carbon_ai_nodes.common.errors import SolverError
+from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
+from carbon_ai_nodes.planning.routing_model import (
     REPLAN_SOLVER_SHARE,
     RoutingProblem,
     Stop,

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.adapters.vrplib_io import read_instance
+from carbon_ai_nodes.planning.vrplib_io import read_instance
 
 DATA = REPO / "test" / "data" / "vrplib"
 
@@ -70,13 +70,13 @@ def test_missing_file_and_bad_time_limit():
 
 
 def _costs(problem):
-    from carbon_ai_nodes.core.routing_model import arc_costs, placeholder_cruise_co2_g_per_m
+    from carbon_ai_nodes.planning.routing_model import arc_costs, placeholder_cruise_co2_g_per_m
 
     return arc_costs(problem, lambda p, v, g, m: placeholder_cruise_co2_g_per_m(1e4, v, g, m))
 
 
 def _gap_pct(inst, out) -> float:
-    from carbon_ai_nodes.core.routing_model import evaluate_routes, plan_violations
+    from carbon_ai_nodes.planning.routing_model import evaluate_routes, plan_violations
 
     plan = evaluate_routes(inst.problem, _costs(inst.problem), out.routes, out.dropped)
     assert not plan_violations(inst.problem, plan)
@@ -93,7 +93,7 @@ def test_bks_table_overrides_a_stale_comment():
 def test_plain_search_is_the_textbook_setting():
     from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "A-n32-k5.vrp")
     params = OrToolsRoutingSolver("plain")._parameters(inst.problem, False, pywrapcp, routing_enums_pb2)
@@ -102,7 +102,7 @@ def test_plain_search_is_the_textbook_setting():
 
 
 def test_stall_limit_ends_a_converged_search_early():
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "A-n32-k5.vrp")
     costs = _costs(inst.problem)
@@ -115,7 +115,7 @@ def test_stall_limit_ends_a_converged_search_early():
 
 
 def test_tuned_search_reaches_the_optimum_of_a_n32_k5_within_2_s():
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "A-n32-k5.vrp")
     cpu0 = time.process_time()
@@ -131,7 +131,7 @@ def test_tuned_cold_search_iterates_past_the_first_local_optimum():
     # guided local search at +3.3 % within 5 s; OR-Tools' iterated local search gets to ~+2 % within 1 s on an
     # idle core. RoutingModel.SolveWithParameters silently ignores use_iterated_local_search, so a search
     # that only sets the flag would stay at +5.9 %.
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "E-n101-k8.vrp")
     cpu0 = time.process_time()
@@ -146,7 +146,7 @@ def test_tuned_cold_search_iterates_past_the_first_local_optimum():
 
 @pytest.mark.slow
 def test_tuned_search_on_a_100_customer_instance_within_5_s():
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "M-n101-k10.vrp")
     cpu0 = time.process_time()
@@ -163,7 +163,7 @@ def test_set_partitioning_recombines_pooled_routes_and_never_worsens_the_hint():
     # best plan. Given a pool holding X-n106-k14's optimal routes next to a worse plan's, it must pick the
     # optimum (26362), every customer exactly once, from pooled routes only; given only the hint's own routes
     # and single-customer routes, it must return a plan no worse than the hint.
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver, _set_partitioning_applies
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver, _set_partitioning_applies
 
     inst = read_instance(DATA / "X-n106-k14.vrp")
     p = inst.problem
@@ -193,7 +193,7 @@ def test_set_partitioning_is_skipped_where_pooled_routes_do_not_recombine():
     # depend on its vehicle: the set partitioning would assume what does not hold.
     import dataclasses
 
-    from carbon_ai_nodes.adapters.ortools_routing import _set_partitioning_applies
+    from carbon_ai_nodes.planning.ortools_routing import _set_partitioning_applies
 
     p = read_instance(DATA / "A-n32-k5.vrp").problem
     assert _set_partitioning_applies(p)
@@ -206,7 +206,7 @@ def test_set_partitioning_is_skipped_where_pooled_routes_do_not_recombine():
 
 
 def test_tuned_cold_solve_ends_with_the_set_partitioning_within_its_limit():
-    from carbon_ai_nodes.adapters.ortools_routing import SP_MIN_LIMIT_S, OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.ortools_routing import SP_MIN_LIMIT_S, OrToolsRoutingSolver
 
     inst = read_instance(DATA / "A-n32-k5.vrp")
     cpu0 = time.process_time()

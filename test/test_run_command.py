@@ -18,11 +18,11 @@ from mqtt_broker import MosquittoBroker
 from test_runner_signals import MARKER_ENV, marked_processes
 
 from carbon_ai_msgs.msg import CarbonSummary
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.scenario import graph, load_scenario
-from carbon_ai_nodes.node_process import isolated_ros_env
-from carbon_ai_nodes.runner import GraphRunner, checked_params, module_available
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.graph.node_process import isolated_ros_env
+from carbon_ai_nodes.graph.runner import GraphRunner, checked_params, module_available
+from carbon_ai_nodes.graph.scenario import graph, load_scenario
+from carbon_ai_nodes.ros import qos
 
 HAUL = load_scenario("haul_truck_fleet")
 

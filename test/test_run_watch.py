@@ -3,7 +3,7 @@ changes, whether the graph came up) and its end-of-run summary."""
 
 from __future__ import annotations
 
-from carbon_ai_nodes.core.run_watch import AUTOSTARTED, RunWatch
+from carbon_ai_nodes.graph.run_watch import AUTOSTARTED, RunWatch
 
 
 def line(severity: str, logger: str, message: str) -> str:

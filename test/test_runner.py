@@ -9,10 +9,10 @@ import math
 import pytest
 
 from carbon_ai_msgs.msg import ActuatorCommand
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.scenario import NODE_ORDER, graph, list_scenarios, load_scenario
-from carbon_ai_nodes.runner import GraphRunner, executor_groups, module_available
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.graph.runner import GraphRunner, executor_groups, module_available
+from carbon_ai_nodes.graph.scenario import NODE_ORDER, graph, list_scenarios, load_scenario
+from carbon_ai_nodes.ros import qos
 
 LOOP_NODES = ("sim", "fusion", "carbon_inference", "actuator_bridge")
 
@@ -54,7 +54,7 @@ def test_missing_node_modules_are_skipped_with_a_message(tmp_path):
     assert runner.skipped == ["teleporter"] and runner.launches == []
     with pytest.raises(ConfigError, match="none of its nodes"):
         runner.start()
-    assert lines == ["skipping teleporter: carbon_ai_nodes.nodes.teleporter is not in this build"]
+    assert lines == ["skipping teleporter: no such node in this build"]
 
 
 def test_composed_chain_nodes_of_a_vehicle_share_one_executor_thread():

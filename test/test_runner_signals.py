@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from carbon_ai_nodes.node_process import isolated_ros_env
+from carbon_ai_nodes.graph.node_process import isolated_ros_env
 
 MARKER_ENV = "CARBON_AI_TEST_RUN_MARKER"
 

@@ -7,20 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from carbon_ai_nodes.core.actuation_targets import (
+from carbon_ai_nodes.actuation.actuation_targets import (
     PowerSchedule,
     RouteFollower,
     RouteTrack,
     co2_tightened_load_pct,
 )
-from carbon_ai_nodes.core.errors import ParameterError
-from carbon_ai_nodes.core.safety_envelope import (
+from carbon_ai_nodes.actuation.safety_envelope import (
     ActuatorBridgeParams,
     Mode,
     SafetyEnvelope,
     Setpoint,
     motion_sources_problem,
 )
+from carbon_ai_nodes.common.errors import ParameterError
 
 FAST = dict(speed_slew_mps_per_s=1000.0, load_slew_pct_per_s=1000.0, power_slew_kw_per_s=1000.0,
             control_rate_hz=10.0)

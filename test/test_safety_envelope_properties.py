@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbon_ai_nodes.core.safety_envelope import (
+from carbon_ai_nodes.actuation.safety_envelope import (
     INPUT_NAMES,
     ActuatorBridgeParams,
     Mode,

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from carbon_ai_nodes.core.errors import ConfigError
-from carbon_ai_nodes.core.params import ParameterError
-from carbon_ai_nodes.core.scenario import load_scenario
-from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
-from carbon_ai_nodes.core.vehicle_sim import DriveTrace, Route, SimParams, VehicleSim
+from carbon_ai_nodes.common.errors import ConfigError
+from carbon_ai_nodes.common.params import ParameterError
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
+from carbon_ai_nodes.graph.scenario import load_scenario
+from carbon_ai_nodes.sim.vehicle_sim import DriveTrace, Route, SimParams, VehicleSim
 
 DT = 0.02
 
@@ -122,7 +122,7 @@ def test_bad_parameters_and_routes_name_the_key():
 def test_simulated_gnss_decodes_to_the_true_position_in_fusions_frame(east_m, north_m):
     # The simulator once placed fixes on a flat earth while fusion decodes them on WGS84: 1000 m north came back
     # as 994.9 m. Both now use core.geodesy, so a noiseless fix decodes to where the vehicle is.
-    from carbon_ai_nodes.core.geodesy import LocalFrame
+    from carbon_ai_nodes.common.geodesy import LocalFrame
 
     sim = haul_sim(gnss_sigma_m=0.0)
     sim.truth.east_m, sim.truth.north_m = east_m, north_m

@@ -10,8 +10,8 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix
 
 from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, EngineTelemetry
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 SCENARIO = str(REPO / "config" / "scenarios" / "haul_truck_fleet.yaml")
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.summary_window import EstimateSample, StateSample, SummaryWindow
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.uplink.summary_window import EstimateSample, StateSample, SummaryWindow
 
 
 def est(t, co2=2.0, physics=2.5, fuel=10.0, latency=1000):

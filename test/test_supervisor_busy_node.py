@@ -5,7 +5,7 @@ the transition and cannot publish its heartbeat meanwhile."""
 
 from __future__ import annotations
 
-from carbon_ai_nodes.core.supervisor import Supervisor
+from carbon_ai_nodes.graph.supervisor import Supervisor
 
 NODES = ["/t1/sim", "/t1/carbon_inference", "/t1/actuator_bridge"]
 

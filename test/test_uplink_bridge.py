@@ -17,8 +17,8 @@ from mqtt_broker import MosquittoBroker, free_port, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
-from carbon_ai_nodes import qos
-from carbon_ai_nodes.node_process import NodeProcess
+from carbon_ai_nodes.graph.node_process import NodeProcess
+from carbon_ai_nodes.ros import qos
 
 pytestmark = pytest.mark.timeout(240)
 NODE = "/truck1/uplink_bridge"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from carbon_ai_nodes.commands.uplink_receive import Receiver, plot
-from carbon_ai_nodes.core.summary_codec import Summary, encode_batch
+from carbon_ai_nodes.uplink.summary_codec import Summary, encode_batch
 
 
 def batch(*seqs):

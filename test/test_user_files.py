@@ -1,19 +1,19 @@
-"""Every file a user gives is read with a one-line error for bad encoding or types (core/user_files.py)."""
+"""Every file a user gives is read with a one-line error for bad encoding or types (common/user_files.py)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import REPO
 
-from carbon_ai_nodes.adapters.vrplib_io import read_instance
-from carbon_ai_nodes.core.emission_model import load_cycle
-from carbon_ai_nodes.core.errors import CarbonAIError, ConfigError
-from carbon_ai_nodes.core.grid_forecast import GridForecast
-from carbon_ai_nodes.core.load_schedule import load_jobs_file
-from carbon_ai_nodes.core.scenario import load_scenario
-from carbon_ai_nodes.core.user_files import load_yaml
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.core.vehicle_sim import DriveTrace
+from carbon_ai_nodes.carbon.emission_model import load_cycle
+from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError
+from carbon_ai_nodes.common.user_files import load_yaml
+from carbon_ai_nodes.common.vehicle_profile import load_profile
+from carbon_ai_nodes.graph.scenario import load_scenario
+from carbon_ai_nodes.planning.grid_forecast import GridForecast
+from carbon_ai_nodes.planning.load_schedule import load_jobs_file
+from carbon_ai_nodes.planning.vrplib_io import read_instance
+from carbon_ai_nodes.sim.vehicle_sim import DriveTrace
 
 # What `head -c 64 /dev/urandom` gives: not UTF-8 at byte 0, a NUL further on.
 GARBAGE = bytes([0x8F, 0xFF, 0x00, 0x13]) + bytes(range(200, 256))

@@ -8,15 +8,15 @@ import pytest
 from conftest import REPO
 
 from carbon_ai_msgs.msg import VehicleState
-from carbon_ai_nodes.adapters import load_backend
-from carbon_ai_nodes.conversions.actuation import vehicle_position
-from carbon_ai_nodes.conversions.inference import state_input
-from carbon_ai_nodes.conversions.uplink import state_sample
-from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator, validate_state
-from carbon_ai_nodes.core.errors import InputRejectedError
-from carbon_ai_nodes.core.summary_window import SummaryWindow
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.core.vehicle_state_rules import check_vehicle_state
+from carbon_ai_nodes.actuation.ros.conversions import vehicle_position
+from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator, validate_state
+from carbon_ai_nodes.carbon.residual_backend import load_backend
+from carbon_ai_nodes.carbon.ros.conversions import state_input
+from carbon_ai_nodes.common.errors import InputRejectedError
+from carbon_ai_nodes.common.vehicle_profile import load_profile
+from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
+from carbon_ai_nodes.uplink.ros.conversions import state_sample
+from carbon_ai_nodes.uplink.summary_window import SummaryWindow
 
 TRUCK = load_profile(REPO / "config" / "vehicles" / "class8_truck.yaml")
 NAN = math.nan
@@ -35,7 +35,7 @@ def parked(**fields) -> VehicleState:
 
 
 def planner_hop(m: VehicleState) -> None:
-    check_vehicle_state(m)  # nodes/planner.py's whole check
+    check_vehicle_state(m)  # planning/ros/planner_node.py's whole check
 
 
 def inference_hop(m: VehicleState) -> None:

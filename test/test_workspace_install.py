@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import shutil
@@ -13,25 +12,18 @@ import subprocess
 import pytest
 from conftest import REPO
 
+from carbon_ai_nodes.node_registry import NODES
+
 INSTALL = REPO / "install"
-
-
-def _node_modules() -> dict[str, str]:
-    """The NODES table of setup.py: executable name -> module under carbon_ai_nodes.nodes."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODES":
-            return ast.literal_eval(node.value)
-    raise AssertionError("setup.py has no NODES table")
 
 
 def test_every_node_executable_is_installed_where_ros2_run_looks():
     lib = INSTALL / "carbon_ai_nodes" / "lib" / "carbon_ai_nodes"
-    for exe, module in [*_node_modules().items(), ("carbon-ai", None)]:
+    for exe, module in [*((n.name, n.module) for n in NODES), ("carbon-ai", None)]:
         path = lib / exe
         assert path.is_file() and os.access(path, os.X_OK), f"{path} missing: rerun ./setup.sh"
         if module:
-            assert importlib.util.find_spec(f"carbon_ai_nodes.nodes.{module}"), f"{exe}: no module {module}"
+            assert importlib.util.find_spec(module), f"{exe}: no module {module}"
 
 
 def test_package_is_in_the_ament_index():
@@ -83,7 +75,7 @@ def test_plain_colcon_install_finds_its_config_and_launches(tmp_path, probe):
     import psutil
 
     from carbon_ai_msgs.msg import ActuatorCommand
-    from carbon_ai_nodes import qos
+    from carbon_ai_nodes.ros import qos
 
     src = tmp_path / "src" / "carbon_ai"
     src.mkdir(parents=True)
@@ -110,7 +102,7 @@ def test_plain_colcon_install_finds_its_config_and_launches(tmp_path, probe):
         script = f". {tmp_path / 'install' / 'local_setup.bash'} && exec {command}"
         return subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, text=True, **kwargs)
 
-    check = in_install("python -c 'import carbon_ai_nodes.core.scenario as s; "
+    check = in_install("python -c 'import carbon_ai_nodes.graph.scenario as s; "
                        "print(s.__file__); print(s.CONFIG_DIR); print(*(p.stem for p in s.list_scenarios()))'",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = check.communicate(timeout=120)

@@ -11,7 +11,7 @@ leave-one-manufacturer-out figures of the fitting makers to the model card, phys
 constants and residual retrained per fold):
   python tools/train_residual.py --epa ../shared/data/epa_2022_test_cars_a_to_l.csv \
       --cycles ../shared/data/cycles --features operating-point --l2 1e-3 --max-iter 100 \
-      --cv --cv-max-iter 25 --out carbon_ai_nodes/models/co2_residual_v1.onnx
+      --cv --cv-max-iter 25 --out carbon_ai_nodes/carbon/models/co2_residual_v1.onnx
 It checks parity between the numpy model and ONNX Runtime on the training features before writing anything.
 """
 
@@ -29,13 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from carbon_ai_nodes.core.emission_model import (
+from carbon_ai_nodes.carbon.emission_model import (
     DEFAULT_CONSTANTS,
     FUEL_CO2_G_PER_L,
     EmissionConstants,
     cycle_rates,
 )
-from carbon_ai_nodes.core.residual_features import (
+from carbon_ai_nodes.carbon.residual_features import (
     FEATURES,
     INPUT_NAME,
     MAX_CORRECTION,
@@ -43,8 +43,8 @@ from carbon_ai_nodes.core.residual_features import (
     FeatureRanges,
     feature_matrix,
 )
-from carbon_ai_nodes.core.vehicle_profile import load_profile
-from carbon_ai_nodes.training import epa, mlp
+from carbon_ai_nodes.carbon.training import epa, mlp
+from carbon_ai_nodes.common.vehicle_profile import load_profile
 
 PARITY_ATOL = 1e-4
 # Features the training data held constant (EPA cycles are flat: grade = 0) carry no information; when the
@@ -221,7 +221,7 @@ def telemetry_groups(csv_path: Path, vehicle: Path, k: EmissionConstants):
 def model_card_markdown(card: dict, command: str) -> str:
     """The human-readable model card (the .json beside it is the machine-readable one)."""
     lines = [f"# Model card: {card['model']}", "",
-             "A learned correction to the physics CO2 model of carbon_ai (carbon_ai_nodes/core/emission_model.py).",
+             "A learned correction to the physics CO2 model of carbon_ai (carbon_ai_nodes/carbon/emission_model.py).",
              f"The estimate is {card['output']['meaning']}.", "",
              f"- sha256: `{card['sha256']}` ({card['bytes']} bytes)",
              f"- architecture: {card['architecture']} (normalisation baked into the graph; ONNX opset 17)",
@@ -252,7 +252,8 @@ def model_card_markdown(card: dict, command: str) -> str:
               "- Fitted on light-duty gasoline vehicles on flat chassis-dynamometer cycles: other fuels, machines and "
               "heavy vehicles are flagged out of distribution and get the physics value.",
               "- Conventional vehicles only: hybrids and plug-ins (including those the EPA file names like "
-              "conventional models, see carbon_ai_nodes/training/epa.py) are excluded from training and evaluation.",
+              "conventional models, see carbon_ai_nodes/carbon/training/epa.py) are excluded from training and "
+              "evaluation.",
               "- The engine-speed features come from the profile's `top_gear_rpm_per_mps` (EPA N/V ratio); a profile "
               "without it uses the EPA 2022 median, which adds error for unusually geared vehicles. Likewise the "
               "friction per litre uses the EPA cylinder count (`cylinders`); without it a 0.5 L cylinder is assumed.",

@@ -4,7 +4,7 @@ in the same run it measures a bare rclpy relay chain of the same hop count, rate
 from the sensors, reliable after), so the ratio is meaningful on a noisy machine.
 
 Latency of one sensor message = the receipt time of its first answer minus its send time, where an output answers
-the newest sensor message sent before the output's header stamp (its publish time; core/latency_probe.py). The same
+the newest sensor message sent before the output's header stamp (its publish time; graph/latency_probe.py). The same
 definition is applied to the bare chain. The fusion node publishes on input (``publish_mode: input``), so every
 hop is event driven, as in the relay chain.
 
@@ -62,17 +62,17 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from carbon_ai_nodes.core.errors import ConfigError
-    from carbon_ai_nodes.core.report import percentiles_ms
-    from carbon_ai_nodes.node_base import default_executor_kind
-    from carbon_ai_nodes.node_process import isolated_ros_env
-    from carbon_ai_nodes.realtime import (
+    from carbon_ai_nodes.common.errors import ConfigError
+    from carbon_ai_nodes.graph.node_process import isolated_ros_env
+    from carbon_ai_nodes.ros.node_base import default_executor_kind
+    from carbon_ai_nodes.ros.realtime import (
         RT_PRIORITY_ENV,
         checked_cpu_latency_us,
         checked_rt_priority,
         hold_cpu_wakeup_latency,
         set_thread_realtime,
     )
+    from carbon_ai_nodes.sim.report import percentiles_ms
 
     if not 1.0 <= args.rate <= 2000.0:
         raise ConfigError(f"--rate={args.rate}: must be in [1, 2000]")
@@ -144,9 +144,9 @@ class _Feeder:
     sent and whether it was inside a measured window (``active``)."""
 
     def __init__(self, node, prefix: str, rate_hz: float, bare: bool) -> None:
-        from carbon_ai_nodes import qos
-        from carbon_ai_nodes.core.latency_probe import LatencyMatcher
-        from carbon_ai_nodes.nodes.latency_probe import SENSOR_TOPICS
+        from carbon_ai_nodes.graph.latency_probe import LatencyMatcher
+        from carbon_ai_nodes.graph.ros.latency_probe_node import SENSOR_TOPICS
+        from carbon_ai_nodes.ros import qos
 
         self.node = node
         self.matcher = LatencyMatcher()
@@ -160,7 +160,7 @@ class _Feeder:
         self.timer = node.create_timer(1.0 / rate_hz, self.tick)
 
     def tick(self) -> None:
-        from carbon_ai_nodes.nodes.latency_probe import synthetic_sensors
+        from carbon_ai_nodes.graph.ros.latency_probe_node import synthetic_sensors
 
         if not self.publishing:
             return
@@ -183,7 +183,7 @@ class _ProbeInGraph:
     def __init__(self, node, namespace: str, results_file) -> None:
         from std_msgs.msg import String
 
-        from carbon_ai_nodes import qos
+        from carbon_ai_nodes.ros import qos
 
         self._string = String
         self._pub = node.create_publisher(String, f"{namespace}/latency_probe/mode", qos.latched())
@@ -230,8 +230,8 @@ class _ProbeInGraph:
 
 def _latency_collector(node, msg_type, topic: str, feeder: _Feeder, samples: list[float],
                        accept=lambda m: True) -> None:
-    from carbon_ai_nodes import qos
-    from carbon_ai_nodes.conversions.time import to_seconds
+    from carbon_ai_nodes.ros import qos
+    from carbon_ai_nodes.ros.stamps import to_seconds
 
     def on_msg(msg) -> None:
         if not accept(msg):
@@ -253,8 +253,8 @@ class _Chain:
 def _measure_all(args: argparse.Namespace, run_dir, pipeline_executor: str, log) -> dict[str, list[float]]:
     import math
 
-    from carbon_ai_nodes.core.errors import CarbonAIError
-    from carbon_ai_nodes.probe import Probe
+    from carbon_ai_nodes.common.errors import CarbonAIError
+    from carbon_ai_nodes.ros.probe import Probe
 
     probe = Probe("bench")
     chains: dict[str, _Chain] = {}
@@ -326,9 +326,9 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
     import dataclasses
 
     from carbon_ai_msgs.msg import ActuatorCommand
-    from carbon_ai_nodes.core.errors import CarbonAIError
-    from carbon_ai_nodes.core.scenario import NodeLaunch, load_scenario
-    from carbon_ai_nodes.runner import GraphRunner
+    from carbon_ai_nodes.common.errors import CarbonAIError
+    from carbon_ai_nodes.graph.runner import GraphRunner
+    from carbon_ai_nodes.graph.scenario import NodeLaunch, load_scenario
 
     scenario = load_scenario("delivery_van_fleet")
     # a vehicle of its own per pipeline, so the separate-process and composed graphs can both stay up
@@ -383,8 +383,8 @@ def relay_main(topic_in: str, topic_out: str, executor_kind: str = "single") -> 
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from sensor_msgs.msg import Imu
 
-    from carbon_ai_nodes import qos
-    from carbon_ai_nodes.realtime import rt_priority_from_env, set_thread_realtime
+    from carbon_ai_nodes.ros import qos
+    from carbon_ai_nodes.ros.realtime import rt_priority_from_env, set_thread_realtime
 
     refused = set_thread_realtime(rt_priority_from_env())  # before rclpy.init, as the nodes do
     rclpy.init()

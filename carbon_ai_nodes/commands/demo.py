@@ -2,12 +2,12 @@
 separate processes) twice from the same starting state, with carbon optimisation on and then off (the
 scenario's ``baseline_params``), and write a report. It leads with each vehicle's CO2, fuel and saving *by its
 independent plant* (NREL FASTSim re-driving the speed recorded from the wheel odometer, grade from the route;
-core/plant.py) beside carbon_ai's own model (the carbon_estimate it published) and the model's error; then the
+sim/plant.py) beside carbon_ai's own model (the carbon_estimate it published) and the model's error; then the
 simulator's meter per vehicle and in total, the saving, latency
 per stage, the inference backend, eco_speed's full-lap prediction, and PNG plots (CO2 rate over time and
 cumulative CO2 over distance for both runs; the planned routes coloured by CO2 per metre with their speed plan).
 
-Each vehicle is compared over the distance it covered in both runs (core/report.py), so both runs are judged
+Each vehicle is compared over the distance it covered in both runs (sim/report.py), so both runs are judged
 on the same stretch of route. Nodes missing from this build are skipped and named in the report; the plant and
 the simulator's fuel meter (the plant's engine map) measure CO2 and fuel, so the numbers stay meaningful
 whatever runs.
@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from carbon_ai_nodes.core import report
-    from carbon_ai_nodes.core.errors import ConfigError
-    from carbon_ai_nodes.core.scenario import load_scenario
-    from carbon_ai_nodes.node_process import isolated_ros_env
-    from carbon_ai_nodes.stop_signals import init_rclpy
+    from carbon_ai_nodes.common.errors import ConfigError
+    from carbon_ai_nodes.graph.node_process import isolated_ros_env
+    from carbon_ai_nodes.graph.scenario import load_scenario
+    from carbon_ai_nodes.graph.stop_signals import init_rclpy
+    from carbon_ai_nodes.sim import report
 
     scenario = load_scenario(args.scenario)
     if args.duration is None:
@@ -153,7 +153,7 @@ class _Recording:
         self.t0 = 0.0
 
     def result(self, until_distance_m: dict[str, float]):
-        from carbon_ai_nodes.core import report
+        from carbon_ai_nodes.sim import report
 
         return report.RunResult(self.label, tuple(
             report.vehicle_result(v, t, co2, fuel, *self.speed[v], until_distance_m=until_distance_m[v])
@@ -161,7 +161,7 @@ class _Recording:
 
     def plant_scores(self, scenario, until_distance_m: dict[str, float]):
         """Each vehicle's recorded speed scored by its plant, beside carbon_ai's estimate over the same distance."""
-        from carbon_ai_nodes.core import report
+        from carbon_ai_nodes.sim import report
 
         return report.score_fleet(scenario, self.speed, self.estimate, self.truth, until_distance_m)
 
@@ -175,11 +175,11 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     from sensor_msgs.msg import NavSatFix
 
     from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, RoutePlan, VehicleState
-    from carbon_ai_nodes import qos
-    from carbon_ai_nodes.conversions.time import to_seconds
-    from carbon_ai_nodes.core.errors import CarbonAIError
-    from carbon_ai_nodes.probe import Probe
-    from carbon_ai_nodes.runner import GraphRunner
+    from carbon_ai_nodes.common.errors import CarbonAIError
+    from carbon_ai_nodes.graph.runner import GraphRunner
+    from carbon_ai_nodes.ros import qos
+    from carbon_ai_nodes.ros.probe import Probe
+    from carbon_ai_nodes.ros.stamps import to_seconds
 
     vehicles = [v.id for v in scenario.vehicles]
     rec = _Recording(label, vehicles)
@@ -252,7 +252,7 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     rec.skipped = runner.skipped
     recorder = None
     if mcap_path is not None:
-        from carbon_ai_nodes.mcap_recorder import McapRecorder
+        from carbon_ai_nodes.graph.ros.mcap_recorder import McapRecorder
 
         recorder = McapRecorder(mcap_path)
         probe.executor.add_node(recorder.node)  # spun with the probe: one thread, no locking surprises
@@ -304,7 +304,7 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.sim import report
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     for rec, run, alpha in zip(recordings, scores, (1.0, 0.55), strict=False):
@@ -364,7 +364,7 @@ def _change_state_all(probe, nodes: list[str], transition: str, timeout_s: float
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    from carbon_ai_nodes.core.errors import CarbonAIError
+    from carbon_ai_nodes.common.errors import CarbonAIError
 
     ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
     futures = []
@@ -382,7 +382,7 @@ def _change_state_all(probe, nodes: list[str], transition: str, timeout_s: float
 
 def report_sum(series: tuple[list[float], list[float], list[float]]) -> float:
     """CO2 (g) of a truth series so far."""
-    from carbon_ai_nodes.core.report import integrate
+    from carbon_ai_nodes.sim.report import integrate
 
     return integrate(series[0], series[1])
 
@@ -397,10 +397,10 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from carbon_ai_nodes.core import report
-    from carbon_ai_nodes.core.report import distance_profile
-    from carbon_ai_nodes.core.vehicle_profile import VehicleProfile
-    from carbon_ai_nodes.core.vehicle_sim import Route
+    from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
+    from carbon_ai_nodes.sim import report
+    from carbon_ai_nodes.sim.report import distance_profile
+    from carbon_ai_nodes.sim.vehicle_sim import Route
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -431,7 +431,7 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
 
     from matplotlib.collections import LineCollection
 
-    from carbon_ai_nodes.core.eco_speed import eco_profile
+    from carbon_ai_nodes.planning.eco_speed import eco_profile
 
     # the plan as the eco_speed node makes it (same core, same inputs): CO2 per metre along each route with the
     # payload carried, and the speed caps it sets; vehicles on a drive cycle have no route to draw

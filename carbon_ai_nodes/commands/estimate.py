@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shipped_model_path() -> str:
-    """The residual model installed with the package (carbon_ai_nodes/models/co2_residual_v1.onnx)."""
-    from pathlib import Path
+    """The residual model installed with the package (carbon_ai_nodes/carbon/models/co2_residual_v1.onnx)."""
+    from carbon_ai_nodes.carbon.model_file import SHIPPED_MODEL
 
-    return str(Path(__file__).resolve().parents[1] / "models" / "co2_residual_v1.onnx")
+    return str(SHIPPED_MODEL)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from carbon_ai_nodes.adapters import select_backend
-    from carbon_ai_nodes.core.carbon_estimator import CarbonEstimator
-    from carbon_ai_nodes.core.emission_model import coolant_after_start_c, cycle_totals, load_cycle
-    from carbon_ai_nodes.core.errors import ConfigError, ModelError
-    from carbon_ai_nodes.core.vehicle_profile import load_profiles
+    from carbon_ai_nodes.carbon.carbon_estimator import CarbonEstimator
+    from carbon_ai_nodes.carbon.emission_model import coolant_after_start_c, cycle_totals, load_cycle
+    from carbon_ai_nodes.carbon.residual_backend import select_backend
+    from carbon_ai_nodes.common.errors import ConfigError, ModelError
+    from carbon_ai_nodes.common.vehicle_profile import load_profiles
 
     if not math.isfinite(args.payload_kg) or args.payload_kg < 0:
         raise ConfigError(f"--payload-kg={args.payload_kg}: must be >= 0")

@@ -16,15 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def all_param_sets() -> dict[str, type]:
-    """Every ParamSet subclass defined in carbon_ai_nodes.core and node_base, by SECTION."""
+    """Every ParamSet subclass defined in the pure modules of carbon_ai_nodes and node_base, by SECTION."""
     import importlib
     import pkgutil
 
-    import carbon_ai_nodes.core as core
-    from carbon_ai_nodes.core.params import ParamSet
+    import carbon_ai_nodes
+    from carbon_ai_nodes.common.params import ParamSet
 
-    for info in pkgutil.iter_modules(core.__path__):
-        importlib.import_module(f"carbon_ai_nodes.core.{info.name}")
+    for info in pkgutil.walk_packages(carbon_ai_nodes.__path__, "carbon_ai_nodes."):
+        parts = info.name.split(".")
+        if "ros" not in parts and parts[1] not in ("commands", "cli") and not info.ispkg:
+            importlib.import_module(info.name)
     found: dict[str, type] = {}
     stack = list(ParamSet.__subclasses__())
     while stack:
@@ -33,7 +35,7 @@ def all_param_sets() -> dict[str, type]:
         if cls.SECTION and cls.__module__.startswith("carbon_ai_nodes."):  # not the tests' own examples
             found[cls.SECTION] = cls
     try:  # the per-node base parameters (needs rclpy; skipped where it is missing)
-        from carbon_ai_nodes.node_base import NodeBaseParams
+        from carbon_ai_nodes.ros.node_base import NodeBaseParams
 
         found[NodeBaseParams.SECTION] = NodeBaseParams
     except ImportError:
@@ -54,7 +56,7 @@ def markdown_table(param_set: type) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the tables."""
-    from carbon_ai_nodes.core.errors import ConfigError
+    from carbon_ai_nodes.common.errors import ConfigError
 
     sets = all_param_sets()
     if args.section and args.section not in sets:

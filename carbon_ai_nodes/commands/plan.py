@@ -30,15 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, solve, print."""
-    from carbon_ai_nodes.adapters.ortools_routing import OrToolsRoutingSolver
-    from carbon_ai_nodes.adapters.vrplib_io import read_instance
-    from carbon_ai_nodes.core.errors import SolverError
-    from carbon_ai_nodes.core.routing_model import (
+    from carbon_ai_nodes.common.errors import SolverError
+    from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
+    from carbon_ai_nodes.planning.routing_model import (
         arc_costs,
         evaluate_routes,
         placeholder_cruise_co2_g_per_m,
         plan_violations,
     )
+    from carbon_ai_nodes.planning.vrplib_io import read_instance
 
     inst = read_instance(args.vrplib, objective=args.objective)
     p = inst.problem

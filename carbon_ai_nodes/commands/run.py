@@ -6,7 +6,7 @@ does not come up within --startup-timeout. Stops after --duration, or on Ctrl-C,
 actuator bridges first, then prints a summary (graph states, faults per node, messages per topic). A simulated
 run queues its uplink summaries in the run directory and sends them nowhere unless --sim-uplink.
 ``--plant-report DIR`` records each vehicle's wheel speed, carbon_estimate and fuel meter meanwhile and, once
-stopped, scores the driven traces with each vehicle's independent plant (NREL FASTSim, core/plant.py) beside
+stopped, scores the driven traces with each vehicle's independent plant (NREL FASTSim, sim/plant.py) beside
 carbon_ai's model."""
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the graph; exit status 0 after a clean stop, 1 if it never came up or a node failed for good."""
     import tempfile
 
-    from carbon_ai_nodes.core.errors import ConfigError
-    from carbon_ai_nodes.core.scenario import load_scenario
-    from carbon_ai_nodes.runner import GraphRunner, run_graph
+    from carbon_ai_nodes.common.errors import ConfigError
+    from carbon_ai_nodes.graph.runner import GraphRunner, run_graph
+    from carbon_ai_nodes.graph.scenario import load_scenario
 
     if not args.startup_timeout > 0:
         raise ConfigError(f"--startup-timeout={args.startup_timeout}: must be > 0")
@@ -114,9 +114,9 @@ class _TraceRecorder:
         from nav_msgs.msg import Odometry
 
         from carbon_ai_msgs.msg import CarbonEstimate
-        from carbon_ai_nodes import qos
-        from carbon_ai_nodes.conversions.time import to_seconds
-        from carbon_ai_nodes.mcap_recorder import spin_in_thread
+        from carbon_ai_nodes.graph.ros.mcap_recorder import spin_in_thread
+        from carbon_ai_nodes.ros import qos
+        from carbon_ai_nodes.ros.stamps import to_seconds
 
         self.label = "run"
         ids = [v.id for v in scenario.vehicles]
@@ -157,7 +157,7 @@ def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str)
     import json
 
     from carbon_ai_nodes.commands.demo import plant_plot
-    from carbon_ai_nodes.core import report
+    from carbon_ai_nodes.sim import report
 
     out.mkdir(parents=True, exist_ok=True)
     print("scoring the recorded traces with each vehicle's plant (FASTSim)", flush=True)
@@ -180,8 +180,8 @@ def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str)
 
 def _start_recorder(path: str | None, topics: tuple[str, ...]):
     """An McapRecorder (counting only without ``path``) spinning in a background thread of this process."""
-    from carbon_ai_nodes.mcap_recorder import McapRecorder
-    from carbon_ai_nodes.stop_signals import init_rclpy
+    from carbon_ai_nodes.graph.ros.mcap_recorder import McapRecorder
+    from carbon_ai_nodes.graph.stop_signals import init_rclpy
 
     init_rclpy()
     recorder = McapRecorder(path, topics, node_name="carbon_ai_run")

@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, solve, print."""
-    from carbon_ai_nodes.core.errors import SolverError
-    from carbon_ai_nodes.core.grid_forecast import GridForecast
-    from carbon_ai_nodes.core.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
+    from carbon_ai_nodes.common.errors import SolverError
+    from carbon_ai_nodes.planning.grid_forecast import GridForecast
+    from carbon_ai_nodes.planning.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
 
     for name in ("slot_s", "horizon_s"):
         value = getattr(args, name)

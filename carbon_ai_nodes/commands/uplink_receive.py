@@ -82,8 +82,8 @@ class Receiver:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message; never raises for bad input."""
-        from carbon_ai_nodes.core.errors import InputRejectedError
-        from carbon_ai_nodes.core.summary_codec import asset_from_topic, decode_batch
+        from carbon_ai_nodes.common.errors import InputRejectedError
+        from carbon_ai_nodes.uplink.summary_codec import asset_from_topic, decode_batch
 
         try:
             summaries = decode_batch(asset_from_topic(topic), payload)
@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from carbon_ai_nodes.adapters.mqtt_link import tls_context
-    from carbon_ai_nodes.core.errors import ConfigError
+    from carbon_ai_nodes.common.errors import ConfigError
+    from carbon_ai_nodes.uplink.mqtt_link import tls_context
 
     receiver = Receiver(Path(args.out))
     topic = f"{args.prefix.rstrip('/')}/+/s"

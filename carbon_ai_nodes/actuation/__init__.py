@@ -1,0 +1,2 @@
+"""From plans to setpoints: the safety envelope and actuation targets (pure) and, in ``ros/``, the
+actuator_bridge node."""

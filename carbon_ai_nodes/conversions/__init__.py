@@ -1,1 +1,0 @@
-"""ROS messages <-> core dataclasses: the only place that imports both. One module per concern."""

@@ -1,0 +1,1 @@
+"""Vehicle-state fusion: the extended Kalman filter (pure) and, in ``ros/``, its node and message conversions."""

@@ -1,0 +1,1 @@
+"""ROS 2 side of fusion: nodes and message conversions (imports rclpy)."""

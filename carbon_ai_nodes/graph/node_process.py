@@ -1,0 +1,147 @@
+"""Start carbon_ai nodes as real processes over real DDS: the runner, the demo, the benchmarks and the tests all
+launch nodes this way. Nothing here mocks ROS, and nothing here imports rclpy (a launcher needs no context).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from carbon_ai_nodes.node_registry import node_module
+
+# Loopback UDP, no shared memory: see the comment in the file for why.
+ISOLATED_FASTDDS_PROFILE = Path(__file__).with_name("fastdds_loopback_udp.xml")
+
+
+def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
+    """Environment variables that keep DDS traffic on this host and in a domain of its own.
+
+    Traffic stays on the loopback interface through a Fast DDS profile (UDP on 127.0.0.1, no shared memory),
+    not through ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``: that setting makes rmw_fastrtps add its
+    shared-memory transport, whose ports a SIGKILLed node leaves behind for the next participant to block on.
+    The localhost settings are therefore reset explicitly, since a caller's environment may carry them.
+    """
+    if domain_id is None:
+        domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
+    profile = str(ISOLATED_FASTDDS_PROFILE)
+    return {
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",  # Jazzy and newer; the profile keeps it to loopback
+        "ROS_LOCALHOST_ONLY": "0",  # Humble / Iron spelling of the same switch
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 3 (Jazzy and newer)
+        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 2 (Humble)
+        "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _format_param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_param(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value or "''"  # an empty value would not parse
+    return repr(value)
+
+
+def node_ros_args(*, namespace: str = "", remaps: Mapping[str, str] | None = None,
+                  params_file: str | Path | None = None, params: Mapping[str, Any] | None = None,
+                  node_name: str | None = None) -> list[str]:
+    """The arguments after ``--ros-args`` that give one node its name, namespace, remaps and parameters."""
+    args: list[str] = []
+    if node_name:
+        args += ["-r", f"__node:={node_name}"]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
+    for src, dst in (remaps or {}).items():
+        args += ["-r", f"{src}:={dst}"]
+    if params_file:
+        args += ["--params-file", str(params_file)]
+    for key, value in (params or {}).items():
+        args += ["-p", f"{key}:={_format_param(value)}"]
+    return args
+
+
+class NodeProcess:
+    """One carbon_ai node (``python -m <its module in node_registry>``) as a separate process.
+
+    Output goes to files (never a pipe that could fill and block the node). Use as a context manager;
+    :meth:`stop` sends SIGTERM (or the given signal) and returns the exit status.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        params_file: str | Path | None = None,
+        namespace: str = "",
+        remaps: Mapping[str, str] | None = None,
+        node_name: str | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        ros_args = node_ros_args(namespace=namespace, remaps=remaps, params_file=params_file, params=params,
+                                 node_name=node_name)
+        self.argv = [sys.executable, "-m", node_module(module), *extra_args]
+        if ros_args:
+            self.argv += ["--ros-args", *ros_args]
+        # Tests point CARBON_AI_LOG_DIR at pytest's temporary directory, so logs do not pile up in /tmp.
+        log_dir = os.environ.get("CARBON_AI_LOG_DIR") or None
+        self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", dir=log_dir, delete=False)
+        self.log_path = Path(self._out.name)
+        self._read_offset = 0
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
+
+    @property
+    def output(self) -> str:
+        """Everything the process printed so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def new_lines(self) -> list[str]:
+        """Complete lines printed since the last call (a watcher's incremental read of the output file)."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._read_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._read_offset += end
+        return data[:end].decode(errors="replace").splitlines()
+
+    def poll(self) -> int | None:
+        """Exit status, or None while running."""
+        return self.proc.poll()
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the process to exit by itself; raises subprocess.TimeoutExpired."""
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+        """Send ``sig`` and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

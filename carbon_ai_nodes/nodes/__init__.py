@@ -1,1 +1,0 @@
-"""Thin rclpy nodes, one per executable, each with ``main()``."""

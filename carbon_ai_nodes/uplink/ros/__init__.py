@@ -1,0 +1,1 @@
+"""ROS 2 side of uplink: nodes and message conversions (imports rclpy)."""

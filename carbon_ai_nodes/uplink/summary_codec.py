@@ -1,0 +1,245 @@
+"""The uplink payload: CarbonSummary records of one asset, batched and packed in a compact binary format.
+
+Format ``CSB1`` (carbon summary batch, version 1); every integer is a LEB128 varint, signed ones zig-zag coded.
+The asset is not in the payload: it is the topic level before the last (``<prefix>/<asset_id>/s``)::
+
+    u8      version (= 1)
+    varint  record count n (1 .. MAX_RECORDS)
+    varint  sequence of the first record
+    varint  window start of the first record, ms since the Unix epoch
+    n x record:
+        varint  sequence step from the previous record (0 for the first; >= 1 after: gaps = summaries lost)
+        zigzag  window start minus the previous record's window end, ms (0 for the first)
+        varint  window length, ms
+        varint  co2, mg          varint  fuel, mL         varint  distance, dm
+        varint  idle, ds (0.1 s) zigzag  avoided co2, mg
+        varint  estimate count   varint  worst inference latency, us
+        (version 2 only) varint gap reasons (bit set, 0 = an ordinary summary); when non-zero:
+        varint  first lost sequence (0 = none)   varint  last minus first lost sequence
+
+A **gap record** (reasons != 0) says "of sequences first..last, any you have not received is lost" and why
+(:data:`GAP_REASONS`); its window is the time span whose data is missing, its totals are zero. It has a sequence
+number of its own, so it is stored, sent, acknowledged and deduplicated like any summary. A batch without gap
+records is written as version 1, so ordinary traffic stays byte for byte what it was.
+
+Quantising to mg / mL / dm / 0.1 s keeps a 10 s window at about 16 bytes, a third of a fixed float layout and
+a tenth of JSON (bench/bench_uplink.py measures both); rounding is to nearest, so totals over many windows
+carry no bias. Decoding is defensive: any malformed payload raises :class:`InputRejectedError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from carbon_ai_nodes.common.errors import InputRejectedError
+
+VERSION = 1
+VERSION_GAPS = 2
+MAX_RECORDS = 1000
+_MAX_VARINT_BYTES = 10
+ASSET_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+# Why rows are missing, as bits of a gap record (several may combine when gaps merge).
+GAP_REASONS = {"queue_corrupted": 1, "queue_full": 2, "expired": 4, "bridge_crash": 8}
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """One windowed summary of one asset, as stored, sent and received (the CarbonSummary fields)."""
+
+    asset_id: str
+    sequence: int
+    window_start_s: float  # Unix time, s
+    window_end_s: float
+    co2_kg: float
+    fuel_l: float
+    distance_km: float
+    idle_s: float
+    avoided_co2_kg: float  # physics baseline minus estimate over the window; negative when worse
+    estimate_count: int
+    worst_latency_us: int
+    gap: str = ""  # non-empty: a gap record; reasons from GAP_REASONS joined with "+"
+    lost_first: int = 0  # a gap record's lost sequences, first..last (0 = none, e.g. a crash's time span)
+    lost_last: int = 0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """Plain dict (for JSON lines); an ordinary summary leaves out the gap fields."""
+        d = dataclasses.asdict(self)
+        if not self.gap:
+            del d["gap"], d["lost_first"], d["lost_last"]
+        return d
+
+
+def gap_mask(gap: str) -> int:
+    """The reason bits of a ``gap`` string (``"queue_full+expired"`` -> 6); ValueError for an unknown name."""
+    mask = 0
+    for name in filter(None, gap.split("+")):
+        if name not in GAP_REASONS:
+            raise ValueError(f"gap reason {name!r}: must be one of {', '.join(GAP_REASONS)}")
+        mask |= GAP_REASONS[name]
+    return mask
+
+
+def gap_names(mask: int) -> str:
+    """The ``gap`` string of reason bits (unknown bits are named ``bit<n>``)."""
+    names = [name for name, bit in GAP_REASONS.items() if mask & bit]
+    names += [f"bit{n}" for n in range(32) if mask >> n & 1 and 1 << n not in GAP_REASONS.values()]
+    return "+".join(names)
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"varint must be >= 0, got {value}")
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+def _zigzag(value: int) -> int:
+    return value * 2 if value >= 0 else -value * 2 - 1
+
+
+def _unzigzag(value: int) -> int:
+    return value >> 1 if not value & 1 else -((value + 1) >> 1)
+
+
+def _q(value: float, scale: float, what: str) -> int:
+    if not math.isfinite(value):
+        raise ValueError(f"{what}={value}: must be finite")
+    return int(round(value * scale))
+
+
+def encode_batch(summaries: list[Summary]) -> bytes:
+    """Pack consecutive summaries of ONE asset (strictly increasing sequence) into a CSB1 payload."""
+    if not 1 <= len(summaries) <= MAX_RECORDS:
+        raise ValueError(f"a batch holds 1..{MAX_RECORDS} summaries, got {len(summaries)}")
+    first = summaries[0]
+    with_gaps = any(s.gap for s in summaries)
+    out = bytearray([VERSION_GAPS if with_gaps else VERSION])
+    _put_varint(out, len(summaries))
+    _put_varint(out, first.sequence)
+    _put_varint(out, _q(first.window_start_s, 1000.0, "window_start_s"))
+    prev_seq = first.sequence
+    prev_end_ms = _q(first.window_start_s, 1000.0, "window_start_s")
+    for s in summaries:
+        if s.asset_id != first.asset_id:
+            raise ValueError("a batch holds one asset")
+        start_ms = _q(s.window_start_s, 1000.0, "window_start_s")
+        end_ms = _q(s.window_end_s, 1000.0, "window_end_s")
+        step = s.sequence - prev_seq
+        if s is not first and step < 1:
+            raise ValueError(f"sequence must increase within a batch: {prev_seq} then {s.sequence}")
+        _put_varint(out, step)
+        _put_varint(out, _zigzag(start_ms - prev_end_ms))
+        _put_varint(out, end_ms - start_ms)
+        _put_varint(out, max(0, _q(s.co2_kg, 1e6, "co2_kg")))
+        _put_varint(out, max(0, _q(s.fuel_l, 1e3, "fuel_l")))
+        _put_varint(out, max(0, _q(s.distance_km, 1e4, "distance_km")))
+        _put_varint(out, max(0, _q(s.idle_s, 10.0, "idle_s")))
+        _put_varint(out, _zigzag(_q(s.avoided_co2_kg, 1e6, "avoided_co2_kg")))
+        _put_varint(out, s.estimate_count)
+        _put_varint(out, s.worst_latency_us)
+        if with_gaps:
+            mask = gap_mask(s.gap)
+            _put_varint(out, mask)
+            if mask:
+                _put_varint(out, s.lost_first)
+                _put_varint(out, s.lost_last - s.lost_first if s.lost_first else 0)
+        prev_seq, prev_end_ms = s.sequence, end_ms
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def varint(self) -> int:
+        value = shift = 0
+        for _ in range(_MAX_VARINT_BYTES):
+            if self.pos >= len(self.data):
+                raise InputRejectedError("truncated", f"payload ends at byte {self.pos}")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+        raise InputRejectedError("bad_varint", f"varint longer than {_MAX_VARINT_BYTES} bytes at {self.pos}")
+
+
+def decode_batch(asset_id: str, payload: bytes) -> list[Summary]:
+    """Unpack a CSB1 payload; raises InputRejectedError (reason ``empty``, ``version``, ``truncated``, ...)."""
+    if not ASSET_ID_RE.match(asset_id):
+        raise InputRejectedError("bad_asset", f"asset id {asset_id[:80]!r}")
+    if not payload:
+        raise InputRejectedError("empty")
+    version = payload[0]
+    if version not in (VERSION, VERSION_GAPS):
+        raise InputRejectedError("version", f"payload version {version}, expected {VERSION} or {VERSION_GAPS}")
+    r = _Reader(payload)
+    r.pos = 1
+    count = r.varint()
+    if not 1 <= count <= MAX_RECORDS:
+        raise InputRejectedError("bad_count", f"{count} records")
+    seq = r.varint()
+    end_ms = r.varint()
+    out = []
+    for i in range(count):
+        step = r.varint()
+        if i and step < 1:
+            raise InputRejectedError("bad_sequence", "sequence must increase within a batch")
+        seq += step
+        start_ms = end_ms + _unzigzag(r.varint())
+        end_ms = start_ms + r.varint()
+        co2_mg, fuel_ml, dist_dm, idle_ds = r.varint(), r.varint(), r.varint(), r.varint()
+        avoided_mg = _unzigzag(r.varint())
+        count_estimates, latency_us = r.varint(), r.varint()
+        mask = r.varint() if version == VERSION_GAPS else 0
+        lost_first = r.varint() if mask else 0
+        lost_last = lost_first + r.varint() if mask else 0
+        if seq >= 1 << 64 or start_ms < 0 or count_estimates >= 1 << 32 or latency_us >= 1 << 32 \
+                or lost_last >= 1 << 64 or mask >= 1 << 32:
+            raise InputRejectedError("out_of_range", f"record {i}")
+        out.append(Summary(
+            asset_id=asset_id, sequence=seq, window_start_s=start_ms / 1000.0, window_end_s=end_ms / 1000.0,
+            co2_kg=co2_mg / 1e6, fuel_l=fuel_ml / 1e3, distance_km=dist_dm / 1e4, idle_s=idle_ds / 10.0,
+            avoided_co2_kg=avoided_mg / 1e6, estimate_count=count_estimates, worst_latency_us=latency_us,
+            gap=gap_names(mask), lost_first=lost_first, lost_last=lost_last,
+        ))
+    if r.pos != len(payload):
+        raise InputRejectedError("trailing_bytes", f"{len(payload) - r.pos} bytes after the last record")
+    return out
+
+
+def summary_topic(prefix: str, asset_id: str) -> str:
+    """MQTT topic of an asset's summaries: ``<prefix>/<asset_id>/s`` (short: it is sent with every batch)."""
+    return f"{prefix.rstrip('/')}/{asset_id}/s"
+
+
+def status_topic(prefix: str, asset_id: str) -> str:
+    """MQTT topic of an asset's retained online/offline status (the last will sets offline)."""
+    return f"{prefix.rstrip('/')}/{asset_id}/status"
+
+
+def asset_from_topic(topic: str) -> str:
+    """The asset id of a summary topic; raises InputRejectedError for any other shape."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[-1] != "s":
+        raise InputRejectedError("bad_topic", topic[:120])
+    return parts[-2]
+
+
+def mqtt_publish_bytes(topic: str, payload_len: int, *, mqtt5: bool = True, qos: int = 1) -> int:
+    """Bytes on the wire (MQTT level, before TCP/TLS) of one PUBLISH plus its PUBACK (MQTT 3.1.1/5 spec)."""
+    variable = 2 + len(topic.encode()) + (2 if qos else 0) + (1 if mqtt5 else 0)  # + empty property length
+    remaining = variable + payload_len
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
+    puback = 4 if qos == 1 else 0  # fixed header 2 + packet id 2 (reason code omitted when success)
+    return 1 + length_bytes + remaining + puback
