@@ -31,13 +31,17 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     """
     if domain_id is None:
         domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
+    # Humble / Iron (Fast DDS 2) read FASTRTPS_DEFAULT_PROFILES_FILE; newer distros read FASTDDS_... and warn on
+    # every node start if the old name is set, so only the distro's own name is set and the other cleared.
+    distro = os.environ.get("ROS_DISTRO", "")
+    old_fastdds = bool(distro) and distro[0] < "j"
     profile = str(ISOLATED_FASTDDS_PROFILE)
     return {
         "ROS_DOMAIN_ID": str(domain_id),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",  # Jazzy and newer; the profile keeps it to loopback
         "ROS_LOCALHOST_ONLY": "0",  # Humble / Iron spelling of the same switch
-        "FASTDDS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 3 (Jazzy and newer)
-        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 2 (Humble)
+        "FASTDDS_DEFAULT_PROFILES_FILE": "" if old_fastdds else profile,
+        "FASTRTPS_DEFAULT_PROFILES_FILE": profile if old_fastdds else "",
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
         "PYTHONUNBUFFERED": "1",
     }
