@@ -12,6 +12,7 @@ A scenario vehicle names its plant (``plant:`` beside ``profile:``; see config/p
     plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, mass_kg: 30000, fuel: diesel, fuel_cut: true}
     plant: {model_only: "why there is no independent plant for this machine"}
     plant: {fastsim_file: $(config)/plants/Line_Haul_Conv.yaml, fuel: diesel, fuel_cut: true, scale: true}
+    plant: {fastsim_file: $(config)/plants/2022_Renault_Zoe_ZE50_R135.yaml, fuel: electric, scale: true}
 
 ``scale: true`` is an *assumption, named*: FASTSim's physics and the file's engine map (efficiency per power
 fraction), transmission and fuel-cut logic on a vehicle re-sized to the scenario's (:meth:`PlantSpec.scaled_to`):
@@ -67,7 +68,7 @@ class PlantSpec:
     model_only: str = ""
     direction_only: bool = False
     scale: bool = False
-    power_kw: float | None = None  # scaled: the engine's (fuel converter's) max output power, kW
+    power_kw: float | None = None  # scaled: the engine's (fuel converter's) or motor's max output power, kW
     rr_coef: float | None = None  # scaled: rolling resistance coefficient (force / weight)
     drag_area_m2: float | None = None  # scaled: drag coefficient x frontal area (m^2)
     grid_gco2_per_kwh: float | None = None  # electric: CO2 per kWh drawn from the battery (the model's intensity)
@@ -383,7 +384,7 @@ def _first_line_of(message: str) -> str:
     """:func:`_first_line` of an error's text."""
     lines = [ln.strip() for ln in message.split("Stack backtrace")[0].splitlines() if ln.strip()]
     telling = [ln for ln in lines if re.match(r"(trace miss|achieved|prescribed|failed to meet|edrv .* exceeds)", ln)]
-    return "; ".join((telling or lines)[:4])
+    return "; ".join((telling or lines)[:4]).rstrip("]")
 
 
 def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0) -> Any:
@@ -464,9 +465,10 @@ def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, A
                          f"this on some traces its engine cannot follow up a grade); {fix}")
     if status == "error" and "exceeds current max charge power" in value:
         # seen with the Renault Zoe as shipped too (2 % down at 6 m/s), so not the scaling: FASTSim's BEV asks its
-        # motor for more regeneration than the battery limit it set, instead of friction-braking the rest
-        fix = ("FASTSim 3.1.0's battery-electric model fails while it must brake at a steady speed (a steady "
-               "descent); braking to a stop regenerates fine")
+        # motor for all the braking, instead of friction-braking what the motor or battery cannot take
+        fix = ("FASTSim 3.1.0's battery-electric model fails when the trace brakes harder than its drive can "
+               "regenerate (the motor's rated power, or on a steady descent its battery's charge limit) instead of "
+               "friction-braking the rest; no figure rather than a wrong one")
     if status == "error":
         step = re.search(r"time step: (\d+)", value)
         at = f" at t={trace.time_s[min(int(step.group(1)), len(trace.time_s) - 1)]:.0f} s" if step else ""
