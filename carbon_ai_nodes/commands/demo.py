@@ -331,7 +331,8 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
         ax2.bar(x + 0.2, np.nan_to_num(by_model), 0.4, label="by carbon_ai's model")
         for i, (p, o, b) in enumerate(zip(by_plant, *scores, strict=True)):
             if not np.isfinite(p):
-                why = "not scored" if o.not_scored or b.not_scored else "no plant"
+                why = ("not scored" if o.not_scored or b.not_scored
+                       else "plant error" if any(s.status.startswith("error") for s in (o, b)) else "no plant")
                 ax2.annotate(why, (x[i] - 0.2, 0.0), ha="center", va="bottom", fontsize=7)
         ax2.axhline(0.0, color="k", lw=0.8)
         ax2.set_xticks(x, ids)
