@@ -222,3 +222,9 @@ def test_an_electric_vehicle_reads_in_battery_kwh_beside_the_model():
     md = "\n".join(report.plant_markdown(["optimised"], [[s]]))
     assert "| 0.105 | 0.300 kWh | 175.0 |" in md and "(the model's 0.033 kWh/km)" in md
     assert s.as_dict()["by_plant"]["kwh_per_km"] == pytest.approx(0.5)
+    # the plant could not drive one run (FASTSim's BEV braking fault): the model's figure stands, the note says which
+    failed = report.PlantScore("tractor1", "Zoe scaled", "error: trace not drivable", model)
+    assert report.plant_line(failed, s) == ("tractor1: plant error: trace not drivable; by the model 11.7 -> 11.7 "
+                                            "g/km")
+    md = "\n".join(report.plant_markdown(["optimised", "baseline"], [[failed], [s]]))
+    assert "- tractor1 (optimised run): plant error: trace not drivable" in md and "nan" not in md.lower()

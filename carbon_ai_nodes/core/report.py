@@ -376,10 +376,12 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
                          f"{_f(saving_pct(b.model.co2_g_per_km, o.model.co2_g_per_km), 1)} |")
         lines += [f"| **fleet (vehicles with a plant)** | **{_f(plant_saving_pct(*scores, 'plant'), 1)}** | "
                   f"{_f(plant_saving_pct(*scores, 'model'), 1)} |", ""]
-    notes = [f"- {s.vehicle_id} ({label} run): not scored: {s.not_scored}"
-             for label, run in zip(labels, scores, strict=True) for s in run if s.not_scored]
+    notes = [f"- {s.vehicle_id} ({label} run): not scored: {s.not_scored}" if s.not_scored else
+             f"- {s.vehicle_id} ({label} run): plant {s.status}"
+             for label, run in zip(labels, scores, strict=True) for s in run
+             if s.not_scored or s.status.startswith("error")]
     notes += sorted({f"- {s.vehicle_id}: {s.status}" for run in scores for s in run
-                     if s.plant is None and not s.not_scored})
+                     if s.plant is None and not s.not_scored and not s.status.startswith("error")})
     notes += [f"- {s.vehicle_id} ({label} run): battery-electric; the plant's column is the battery's electrical "
               f"output net of regeneration ({_f(s.plant.kwh_per_km)} kWh/km), its CO2 that x "
               f"{s.plant.grid_gco2_per_kwh:.0f} gCO2/kWh, the grid intensity carbon_ai's model used "
