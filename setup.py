@@ -24,6 +24,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/config/grid", glob("config/grid/*.csv")),
         (f"share/{PACKAGE}/config/vehicles", glob("config/vehicles/*.yaml")),
+        (f"share/{PACKAGE}/config/plants", glob("config/plants/*.yaml") + glob("config/plants/*.md")),
         (f"share/{PACKAGE}/config/scenarios", glob("config/scenarios/*.yaml")),
     ],
     install_requires=["setuptools"],

@@ -4,8 +4,9 @@ against NREL FASTSim's Line Haul truck (independent model) on the same traces.
 
 The truck (the profile of issue 13): mass 32,000 kg, a 1883.5 N, b 0, c 3.41 N/(m/s)^2 (Crr 0.006, CdA 5.68 m^2
 at 1.2 kg/m^3), diesel, 331 kW, 15 L, no accessory or drivetrain figure (the model's defaults). FASTSim runs
-../shared/data/fastsim/Line_Haul_Conv.yaml (331 kW, its own engine efficiency map, 97 % transmission, 3.5 kW
-auxiliaries) with the same mass, CdA and Crr.
+config/plants/Line_Haul_Conv.yaml (NREL's, 331 kW, its own engine efficiency map, 97 % transmission, 3.5 kW
+auxiliaries) through the plant every report uses (sim/plant.py: ``PlantSpec(scale=True).scaled_to`` the truck's
+profile, so the same mass, CdA and Crr, and its 331 kW at once with no start-up ramp; ``drive``, forked).
 
 Each trace starts from rest, accelerates on the flat with at most 150 kW of acceleration power (0.4 m/s^2
 cap), brings the grade in over 60 s at the hold speed, then holds; the last HOLD_S seconds are scored.
@@ -33,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from carbon_ai_nodes.carbon.emission_model import FUEL_LHV_MJ_PER_L, G_MPS2, accessory_kw
 from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
+from carbon_ai_nodes.graph.scenario import CONFIG_DIR
+from carbon_ai_nodes.sim.plant import PlantSpec
 
-REPO = Path(__file__).resolve().parents[1]
-LINE_HAUL = REPO.parent / "shared" / "data" / "fastsim" / "Line_Haul_Conv.yaml"
+LINE_HAUL = CONFIG_DIR / "plants" / "Line_Haul_Conv.yaml"
 TRUCK = VehicleProfile(name="32 t line-haul truck", mass_kg=32000.0, a_n=1883.5, b_n_per_mps=0.0,
                        c_n_per_mps2=3.41, fuel="diesel", rated_power_kw=331.0, displacement_l=15.0)
 SPEEDS_MPS = (10.0, 15.0, 20.0, 25.0)
@@ -114,26 +116,19 @@ def carbon_ai_hold(profile: VehicleProfile, trace: Trace, backend: str) -> tuple
     return float(np.sum(e.fuel_lph[h]) / 3600.0), float(np.sum(e.power_kw[h]) * 1000.0)
 
 
-def fastsim_vehicle(profile: VehicleProfile):
-    """FASTSim's Line Haul truck with the profile's mass and rolling resistance (its CdA is the same 5.68 m^2)."""
-    import fastsim
-
-    d = fastsim.Vehicle.from_file(str(LINE_HAUL)).to_dict()
-    d["mass_kilograms"] = profile.mass_kg
-    d["chassis"]["wheel_rr_coef"] = profile.a_n / (profile.mass_kg * G_MPS2)
-    return fastsim.Vehicle.from_dict(d)
+def line_haul_plant(profile: VehicleProfile) -> PlantSpec:
+    """FASTSim's Line Haul truck sized to ``profile`` (mass, power, Crr a/(m g), CdA 2c/1.2: 5.68 m^2, its own)."""
+    return PlantSpec(str(LINE_HAUL), fuel=profile.fuel, scale=True).scaled_to(
+        {"mass_kg": profile.mass_kg, "rated_power_kw": profile.rated_power_kw,
+         "road_load": {"a_n": profile.a_n, "c_n_per_mps2": profile.c_n_per_mps2}})
 
 
-def fastsim_hold(vehicle, trace: Trace) -> tuple[float, float]:
-    """FASTSim's fuel (L) and wheel work (J) over the scored hold; raises RuntimeError if it cannot follow."""
-    import fastsim
+def fastsim_hold(plant: PlantSpec, trace: Trace) -> tuple[float, float]:
+    """FASTSim's fuel (L) and wheel work (J) over the scored hold; PlantError if it cannot follow."""
+    from carbon_ai_nodes.sim.plant import Trace as PlantTrace
+    from carbon_ai_nodes.sim.plant import drive
 
-    cyc = fastsim.Cycle.from_dict({"time_seconds": trace.time_s.tolist(),
-                                   "speed_meters_per_second": trace.speed_mps.tolist(),
-                                   "grade": trace.grade.tolist()})
-    sd = fastsim.SimDrive(vehicle.copy(), cyc)
-    sd.run()
-    veh = sd.to_dict()["veh"]
+    veh = drive(plant, PlantTrace(trace.time_s, trace.speed_mps, trace.grade))
     fuel_w = np.array(veh["pt_type"]["Conv"]["fc"]["history"]["pwr_fuel_watts"])
     wheel_w = np.array(veh["history"]["pwr_tractive_watts"])
     h = slice(trace.hold_from, None)
@@ -143,7 +138,9 @@ def fastsim_hold(vehicle, trace: Trace) -> tuple[float, float]:
 def run_grid(profile: VehicleProfile, speeds, grades, *, with_fastsim: bool, backend: str = "auto",
              progress=None) -> list[Row]:
     """One Row per (speed, grade) hold; holds beyond the rated power are listed with a note, not scored."""
-    vehicle = fastsim_vehicle(profile) if with_fastsim else None
+    from carbon_ai_nodes.common.errors import PlantError
+
+    plant = line_haul_plant(profile) if with_fastsim else None
     limit_kw = (profile.rated_power_kw - accessory_kw(profile)) * profile.drivetrain_efficiency
     rows = []
     for i, (v, g) in enumerate((v, g) for v in speeds for g in grades):
@@ -158,24 +155,22 @@ def run_grid(profile: VehicleProfile, speeds, grades, *, with_fastsim: bool, bac
         hold_m = v * (len(trace.time_s) - trace.hold_from)
         fuel_l, wheel_j = carbon_ai_hold(profile, trace, backend)
         row = Row(v, g, wheel_kw, fuel_l / hold_m * 1e5, wheel_j / (fuel_l * DIESEL_J_PER_L))
-        if vehicle is not None:
+        if plant is not None:
             try:
-                fs_fuel_l, fs_wheel_j = fastsim_hold(vehicle, trace)
+                fs_fuel_l, fs_wheel_j = fastsim_hold(plant, trace)
                 row = dataclasses.replace(row, fastsim_l_per_100km=fs_fuel_l / hold_m * 1e5,
                                           fastsim_efficiency=fs_wheel_j / (fs_fuel_l * DIESEL_J_PER_L))
-            except RuntimeError as exc:
-                row = dataclasses.replace(row, note="FASTSim cannot follow: " + str(exc).splitlines()[0][:60])
+            except PlantError as exc:
+                row = dataclasses.replace(row, note="FASTSim cannot follow: " + str(exc).splitlines()[0][:80])
         rows.append(row)
     return rows
 
 
 def fastsim_available() -> bool:
     """True when the validation plant (requirements/validation.txt) and the truck file are both here."""
-    try:
-        import fastsim  # noqa: F401
-    except ImportError:
-        return False
-    return LINE_HAUL.is_file()
+    from carbon_ai_nodes.sim.plant import fastsim_available as installed
+
+    return installed() and LINE_HAUL.is_file()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,7 @@ def measure(paths: list[tuple[str, object]], n: int) -> list[tuple[str, np.ndarr
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--model", default=str(REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.onnx"))
+    ap.add_argument("--model", default=str(REPO / "carbon_ai_nodes" / "carbon" / "models" / "co2_residual_v1.onnx"))
     args = ap.parse_args()
 
     import onnxruntime as ort

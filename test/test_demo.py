@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -172,3 +173,58 @@ def test_run_scores_the_driven_traces_with_each_plant(tmp_path):
     md = (out / "report.md").read_text()
     assert md.startswith("# carbon_ai run: delivery_van_fleet (optimised)") and "model vs plant %" in md
     assert (out / "plant_vs_model.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_vehicle_that_cannot_be_scored_says_why_never_nan():
+    from carbon_ai_nodes.graph.scenario import CONFIG_DIR
+    from carbon_ai_nodes.sim import report
+    from carbon_ai_nodes.sim.plant import PlantResult, PlantSpec
+
+    pacifica = PlantSpec(str(CONFIG_DIR / "plants" / "2026_Chrysler_Pacifica_Select.yaml"), 3300.0, "gasoline")
+    # a run whose graph never came up: no wheel speed at all
+    silent = report.vehicle_result("van1", [], [], [], [], [])
+    unrecorded = report.plant_score(pacifica, silent, [], [])
+    assert unrecorded.status.startswith("error: trace: no wheel-speed samples")
+    assert report.plant_line(unrecorded) == f"van1: not scored: {unrecorded.status.removeprefix('error: ')}"
+    # a van that crept 3 m in a short demo: the plant scored it, but a per-km figure over 3 m is not one
+    t, crawl = [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 1.0, 1.0]
+    crept = report.vehicle_result("van3", t, [1.0] * 4, [1.0] * 4, t, crawl)
+    series = (np.zeros(2), np.zeros(2), np.zeros(2))
+    scored = report.PlantScore("van3", pacifica.label, "ok", crept, PlantResult(pacifica.label, 0.001, 0.002, 0.03,
+                                                                               0.0025, 0.0025, 3.0, series))
+    line = report.plant_line(scored, scored)
+    assert line == "van3: not scored: drove 2 m, too short (a per-km figure needs 5 m)", line
+    assert math.isnan(scored.model_error_pct)
+    md = "\n".join(report.plant_markdown(["optimised", "baseline"], [[scored], [unrecorded]]))
+    assert "nan" not in md.lower()
+    assert "| van3 | not scored | not scored |" in md and "- van3 (optimised run): not scored: drove 2 m" in md
+    data = json.loads(json.dumps([scored.as_dict(), unrecorded.as_dict()], allow_nan=False))  # no NaN in JSON
+    assert data[0]["not_scored"].startswith("drove 2 m") and data[0]["model_error_pct"] is None
+    assert data[1]["by_model"]["co2_g_per_km"] is None and data[1]["by_plant"] is None
+    assert report.json_safe({"a": [math.nan, 1.0, (math.inf,)]}) == {"a": [None, 1.0, [None]]}
+
+
+def test_an_electric_vehicle_reads_in_battery_kwh_beside_the_model():
+    from carbon_ai_nodes.sim import report
+    from carbon_ai_nodes.sim.plant import PlantResult
+
+    t = [float(i) for i in range(101)]
+    speed = [6.0] * 101  # 600 m
+    model = report.vehicle_result("tractor1", t, [0.07] * 101, [0.0] * 101, t, speed)  # 7 g over 600 m
+    series = (np.zeros(2), np.zeros(2), np.zeros(2))
+    # 0.3 kWh over 0.6 km at 350 g/kWh: 105 g, 175 g/km; the model's 11.67 g/km
+    plant = PlantResult("Zoe scaled", 0.0, 0.105, 1.08, 0.6, 0.6, 100.0, series, grid_gco2_per_kwh=350.0)
+    s = report.PlantScore("tractor1", "Zoe scaled", "ok", model, plant)
+    line = report.plant_line(s)
+    assert line.startswith("tractor1 by the plant (Zoe scaled): 175.0 g/km (0.500 kWh/km from the battery x 350 "
+                           "gCO2/kWh"), line
+    assert "by the model 11.7 g/km (model vs plant -93.3 %)" in line
+    md = "\n".join(report.plant_markdown(["optimised"], [[s]]))
+    assert "| 0.105 | 0.300 kWh | 175.0 |" in md and "(the model's 0.033 kWh/km)" in md
+    assert s.as_dict()["by_plant"]["kwh_per_km"] == pytest.approx(0.5)
+    # the plant could not drive one run (FASTSim's BEV braking fault): the model's figure stands, the note says which
+    failed = report.PlantScore("tractor1", "Zoe scaled", "error: trace not drivable", model)
+    assert report.plant_line(failed, s) == ("tractor1: plant error: trace not drivable; by the model 11.7 -> 11.7 "
+                                            "g/km")
+    md = "\n".join(report.plant_markdown(["optimised", "baseline"], [[failed], [s]]))
+    assert "- tractor1 (optimised run): plant error: trace not drivable" in md and "nan" not in md.lower()

@@ -50,8 +50,8 @@ def test_onnx_export_matches_the_trained_model(tmp_path):
 
 
 def test_shipped_model_card_matches_the_file():
-    card = json.loads((REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.json").read_text())
-    data = (REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.onnx").read_bytes()
+    card = json.loads((REPO / "carbon_ai_nodes" / "carbon" / "models" / "co2_residual_v1.json").read_text())
+    data = (REPO / "carbon_ai_nodes" / "carbon" / "models" / "co2_residual_v1.onnx").read_bytes()
     assert hashlib.sha256(data).hexdigest() == card["sha256"]
     assert card["input"]["name"] == INPUT_NAME and len(card["input"]["features"]) == N_FEATURES
     # On manufacturers it never saw, the residual must not make the (engine-speed) physics worse: a looser
@@ -117,7 +117,7 @@ def test_engine_cache_key_changes_with_model_trt_version_gpu_and_precision(tmp_p
 @pytest.mark.parametrize("content", [b"", b"not an onnx model at all", None], ids=["empty", "garbage", "truncated"])
 def test_corrupt_model_is_refused_with_a_clear_error(tmp_path, content):
     path = tmp_path / "bad.onnx"
-    path.write_bytes(content if content is not None else (REPO / "carbon_ai_nodes" / "models" /
+    path.write_bytes(content if content is not None else (REPO / "carbon_ai_nodes" / "carbon" / "models" /
                                                           "co2_residual_v1.onnx").read_bytes()[:300])
     with pytest.raises(ModelError) as info:
         load_backend("onnxruntime-cpu", path)

@@ -18,7 +18,7 @@ from carbon_ai_nodes.ros import qos
 from carbon_ai_nodes.ros.stamps import to_time
 
 SEDAN = str(REPO / "config" / "vehicles" / "example_sedan.yaml")
-MODEL = str(REPO / "carbon_ai_nodes" / "models" / "co2_residual_v1.onnx")
+MODEL = str(REPO / "carbon_ai_nodes" / "carbon" / "models" / "co2_residual_v1.onnx")
 
 
 def vstate(stamp_s: float, speed: float = 12.0, accel: float = 0.2, asset: str = "car1") -> VehicleState:

@@ -71,7 +71,7 @@ def test_the_simulators_fuel_meter_is_the_plant_engine_where_a_plant_is_named():
         diffs.append(abs(s.fuel_lph - model.fuel_lph) / max(model.fuel_lph, 1.0))
     assert s.speed_mps > 3.0 and max(diffs) > 0.05  # not the emission model grading itself
     tractor, _ = build_sim(SimParams(scenario_file=str(SCENARIO_DIR / "factory_site.yaml"), vehicle_id="tractor1"))
-    assert tractor.engine is None  # model only: electric, no plant
+    assert tractor.engine is None  # electric: no engine map; the live meter is the emission model
 
 
 @pytest.mark.parametrize("plant, rated_kw, fuel, mass_kg, speed_scale, fuel_cut", [

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                   for v, p in sorted(predicted.items())]
     (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes,
                                                    scores))
-    (out / "report.json").write_text(json.dumps({
+    (out / "report.json").write_text(json.dumps(report.json_safe({
         "scenario": scenario.name, "duration_s": args.duration, "runs": [report.run_dict(r) for r in runs],
         "saving_pct_per_km": report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km),
         "compared_distance_m": common, "predicted_full_loop": predicted,
@@ -118,15 +118,9 @@ def run(args: argparse.Namespace) -> int:
                   "traces": traces,
                   "saving_pct_by_plant": report.plant_saving_pct(*scores, "plant"),
                   "saving_pct_by_model": report.plant_saving_pct(*scores, "model")},
-    }, indent=2, allow_nan=True))
+    }), indent=2, allow_nan=False))
     for o, b in zip(*scores, strict=True):
-        if o.plant is not None and b.plant is not None:
-            print(f"{o.vehicle_id} by the plant ({o.plant_label}): {b.plant.co2_g_per_km:.1f} -> "
-                  f"{o.plant.co2_g_per_km:.1f} g/km ({report.plant_saving_pct([o], [b], 'plant'):.1f} % saved); "
-                  f"by the model {b.model.co2_g_per_km:.1f} -> {o.model.co2_g_per_km:.1f} g/km "
-                  f"(model vs plant {o.model_error_pct:+.1f} % / {b.model_error_pct:+.1f} %)")
-        else:
-            print(f"{o.vehicle_id}: plant {o.status}")
+        print(report.plant_line(o, b))
     print(f"optimised {runs[0].co2_g_per_km:.1f} g/km, baseline {runs[1].co2_g_per_km:.1f} g/km, saving "
           f"{report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km):.1f} %")
     if missing:
@@ -310,7 +304,7 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
     for rec, run, alpha in zip(recordings, scores, (1.0, 0.55), strict=False):
         for k, s in enumerate(run):
             colour = f"C{k}"
-            if s.plant is not None:
+            if s.plant is not None and not s.not_scored:
                 _, dist_m, co2_g = s.plant.series
                 ax.plot(dist_m / 1000.0, co2_g / 1000.0, "-", color=colour, alpha=alpha, lw=1.6,
                         label=f"{s.vehicle_id} {rec.label}: plant")
@@ -335,9 +329,11 @@ def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str
         x = np.arange(len(ids))
         ax2.bar(x - 0.2, np.nan_to_num(by_plant), 0.4, label="by the plant (FASTSim)")
         ax2.bar(x + 0.2, np.nan_to_num(by_model), 0.4, label="by carbon_ai's model")
-        for i, p in enumerate(by_plant):
+        for i, (p, o, b) in enumerate(zip(by_plant, *scores, strict=True)):
             if not np.isfinite(p):
-                ax2.annotate("no plant", (x[i] - 0.2, 0.0), ha="center", va="bottom", fontsize=7)
+                why = ("not scored" if o.not_scored or b.not_scored
+                       else "plant error" if any(s.status.startswith("error") for s in (o, b)) else "no plant")
+                ax2.annotate(why, (x[i] - 0.2, 0.0), ha="center", va="bottom", fontsize=7)
         ax2.axhline(0.0, color="k", lw=0.8)
         ax2.set_xticks(x, ids)
         ax2.set_ylabel("CO2 saving per km, optimised vs baseline (%)")

@@ -170,11 +170,9 @@ def _write_plant_report(scenario, traces: _TraceRecorder, out: Path, label: str)
     lines += [f"![{p}]({p})" for p in plots] + [""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({"scenario": scenario.name, "run": label,
-                                                 "plant": [s.as_dict() for s in scores]}, indent=2, allow_nan=True))
+                                                 "plant": [s.as_dict() for s in scores]}, indent=2, allow_nan=False))
     for s in scores:
-        p = f"{s.plant.co2_g_per_km:.1f} g/km" if s.plant is not None else s.status
-        print(f"{s.vehicle_id}: by the plant ({s.plant_label}) {p}; by the model {s.model.co2_g_per_km:.1f} g/km "
-              f"(model vs plant {s.model_error_pct:+.1f} %)")
+        print(report.plant_line(s))
     print(f"plant report: {out / 'report.md'}")
 
 

@@ -21,6 +21,10 @@ import numpy as np
 
 from carbon_ai_nodes.sim.plant import PlantResult, PlantSpec, Trace
 
+# below this (a few seconds at walking pace, a handful of the plant's 1 s samples) a per-km figure divides by next
+# to nothing and the odometer's first samples decide it: a vehicle that drove less is reported as not scored
+MIN_SCORED_DISTANCE_M = 5.0
+
 
 def integrate(t_s: Sequence[float], rate_per_s: Sequence[float]) -> float:
     """Trapezoidal integral of ``rate_per_s`` over ``t_s`` (s), skipping non-finite samples and time going back."""
@@ -144,10 +148,22 @@ class PlantScore:
     direction_only: bool = False  # the plant is a stand-in of another size: its saving is evidence, not its CO2
 
     @property
+    def not_scored(self) -> str:
+        """Why this vehicle has no per-km figure in this run, by the plant or the model ("" when it has one): it
+        drove less than :data:`MIN_SCORED_DISTANCE_M` (the plant's error when that is why, e.g. no wheel-speed
+        samples were recorded)."""
+        driven_m = self.model.distance_km * 1000.0
+        if driven_m >= MIN_SCORED_DISTANCE_M:
+            return ""
+        if self.status.startswith("error: "):
+            return self.status.removeprefix("error: ")
+        return f"drove {driven_m:.0f} m, too short (a per-km figure needs {MIN_SCORED_DISTANCE_M:.0f} m)"
+
+    @property
     def model_error_pct(self) -> float:
-        """carbon_ai's model CO2 per km against the plant's (%; positive = the model says more); NaN if no plant or
-        the plant is a direction-only stand-in (another size of vehicle)."""
-        if self.plant is None or self.direction_only:
+        """carbon_ai's model CO2 per km against the plant's (%; positive = the model says more); NaN if no plant,
+        not scored, or the plant is a direction-only stand-in (another size of vehicle)."""
+        if self.plant is None or self.direction_only or self.not_scored:
             return math.nan
         p, m = self.plant.co2_g_per_km, self.model.co2_g_per_km
         return (m - p) / p * 100.0 if math.isfinite(p) and p > 0 and math.isfinite(m) else math.nan
@@ -162,14 +178,54 @@ class PlantScore:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        plant = None if self.plant is None else {
-            "co2_kg": self.plant.co2_kg, "fuel_l": self.plant.fuel_l, "fuel_energy_mj": self.plant.fuel_energy_mj,
-            "distance_km": self.plant.distance_km, "trace_distance_km": self.plant.trace_distance_km,
-            "co2_g_per_km": self.plant.co2_g_per_km}
-        return {"vehicle_id": self.vehicle_id, "plant": self.plant_label, "status": self.status,
-                "direction_only": self.direction_only, "by_plant": plant,
-                "by_model": dict(dataclasses.asdict(self.model), co2_g_per_km=self.model.co2_g_per_km),
-                "model_error_pct": self.model_error_pct, "model_vs_meter_pct": self.model_vs_meter_pct}
+        p = self.plant
+        plant = None if p is None else {
+            "co2_kg": p.co2_kg, "fuel_l": p.fuel_l, "fuel_energy_mj": p.fuel_energy_mj,
+            "distance_km": p.distance_km, "trace_distance_km": p.trace_distance_km, "co2_g_per_km": p.co2_g_per_km,
+            "kwh_per_km": p.kwh_per_km if p.electric else None, "grid_gco2_per_kwh": p.grid_gco2_per_kwh}
+        return json_safe({"vehicle_id": self.vehicle_id, "plant": self.plant_label, "status": self.status,
+                          "not_scored": self.not_scored or None, "direction_only": self.direction_only,
+                          "by_plant": plant,
+                          "by_model": dict(dataclasses.asdict(self.model), co2_g_per_km=self.model.co2_g_per_km),
+                          "model_error_pct": self.model_error_pct, "model_vs_meter_pct": self.model_vs_meter_pct})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None: report.json
+    says null for a figure that does not exist, never NaN (which is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def plant_line(optimised: PlantScore, baseline: PlantScore | None = None) -> str:
+    """One console line per vehicle: CO2 per km by the plant first (baseline -> optimised with two runs, and the
+    saving), then by carbon_ai's model and the model's error against the plant; ``<id>: not scored: <why>``
+    when a run has no per-km figure; the plant's status when it gave none."""
+    o, b = optimised, baseline
+    runs = [o] if b is None else [b, o]
+    reason = next((s.not_scored for s in runs if s.not_scored), "")
+    if reason:
+        return f"{o.vehicle_id}: not scored: {reason}"
+
+    def series(values: Sequence[float], digits: int = 1) -> str:
+        return " -> ".join(_f(x, digits) for x in values)
+
+    model = f"by the model {series([s.model.co2_g_per_km for s in runs])} g/km"
+    if any(s.plant is None for s in runs):
+        return f"{o.vehicle_id}: plant {next(s.status for s in runs if s.plant is None)}; {model}"
+    plant = f"{o.vehicle_id} by the plant ({o.plant_label}): {series([s.plant.co2_g_per_km for s in runs])} g/km"
+    if o.plant.electric:
+        plant += (f" ({series([s.plant.kwh_per_km for s in runs], 3)} kWh/km from the battery x "
+                  f"{o.plant.grid_gco2_per_kwh:.0f} gCO2/kWh, the model's grid intensity)")
+    if b is not None:
+        plant += f" ({_f(plant_saving_pct([o], [b], 'plant'), 1)} % saved)"
+    errors = " / ".join("n/a" if not math.isfinite(e) else f"{e:+.1f} %" for e in (s.model_error_pct for s in runs))
+    return f"{plant}; {model} (model vs plant {errors})"
 
 
 def plant_score(spec: PlantSpec | None, model: VehicleResult, speed_t_s: Sequence[float],
@@ -234,9 +290,25 @@ def score_fleet(scenario: Any, speed: Mapping[str, Any], estimate: Mapping[str, 
         until = (until_distance_m or {}).get(v.id, math.inf)
         model = vehicle_result(v.id, *estimate[v.id], *speed[v.id], until_distance_m=until)
         metered = vehicle_result(v.id, *meter[v.id], *speed[v.id], until_distance_m=until) if meter else None
-        out.append(plant_score(v.plant, model, *speed[v.id], route_grade(scenario, v), until, metered,
-                               route_payload(v)))
+        out.append(plant_score(run_plant(scenario, v), model, *speed[v.id], route_grade(scenario, v), until,
+                               metered, route_payload(v)))
     return out
+
+
+def run_plant(scenario: Any, vehicle: Any) -> PlantSpec | None:
+    """The vehicle's plant with, for an electric plant, the grid intensity carbon_ai's model uses in this scenario:
+    the ``carbon_inference`` node's ``grid_gco2_per_kwh`` (the vehicle's own params, else the scenario's) when set
+    and finite, else the profile's (already in the spec). Plant and model then differ in the vehicle's energy only."""
+    spec = vehicle.plant
+    if spec is None or spec.fuel != "electric":
+        return spec
+    node = next((n.params for n in scenario.nodes if n.name == "carbon_inference"), {})
+    value = vehicle.params.get("carbon_inference", {}).get("grid_gco2_per_kwh", node.get("grid_gco2_per_kwh"))
+    try:
+        grid = float(value)
+    except (TypeError, ValueError):
+        return spec
+    return dataclasses.replace(spec, grid_gco2_per_kwh=grid) if math.isfinite(grid) and grid > 0 else spec
 
 
 def write_plant_traces(out: Any, labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]) -> list[str]:
@@ -258,7 +330,8 @@ def write_plant_traces(out: Any, labels: Sequence[str], scores: Sequence[Sequenc
 
 def plant_saving_pct(optimised: Sequence[PlantScore], baseline: Sequence[PlantScore], by: str) -> float:
     """Saving per km (%) of the vehicles both runs scored with a plant, ``by`` ``"plant"`` or ``"model"``."""
-    pairs = [(o, b) for o, b in zip(optimised, baseline, strict=True) if o.plant is not None and b.plant is not None]
+    pairs = [(o, b) for o, b in zip(optimised, baseline, strict=True)
+             if o.plant is not None and b.plant is not None and not (o.not_scored or b.not_scored)]
     if not pairs:
         return math.nan
 
@@ -281,10 +354,14 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
     for label, run in zip(labels, scores, strict=True):
         for s in run:
             m, p = s.model, s.plant
-            plant_cols = (f"{_f(p.co2_kg)} | {_f(p.fuel_l)} | {_f(p.co2_g_per_km, 1)}" if p is not None
+            plant = f"{s.plant_label} (direction check)" if s.direction_only else s.plant_label
+            if s.not_scored:
+                lines.append(f"| {s.vehicle_id} | {plant} | {label} | not scored | | | | | | | |")
+                continue
+            energy = "" if p is None else f"{_f(p.fuel_energy_mj / 3.6)} kWh" if p.electric else _f(p.fuel_l)
+            plant_cols = (f"{_f(p.co2_kg)} | {energy} | {_f(p.co2_g_per_km, 1)}" if p is not None
                           else f"{s.status.split(':')[0]} | | ")
             error = "n/a (stand-in)" if s.direction_only else _f(s.model_error_pct, 1)
-            plant = f"{s.plant_label} (direction check)" if s.direction_only else s.plant_label
             lines.append(f"| {s.vehicle_id} | {plant} | {label} | {plant_cols} | {_f(m.co2_kg)} | "
                          f"{_f(m.fuel_l)} | {_f(m.co2_g_per_km, 1)} | {error} | "
                          f"{_f(s.model_vs_meter_pct, 1)} |")
@@ -292,11 +369,25 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
     if len(scores) == 2:
         lines += ["| vehicle | saving by the plant % | saving by the model % |", "|---|---|---|"]
         for o, b in zip(*scores, strict=True):
+            if o.not_scored or b.not_scored:
+                lines.append(f"| {o.vehicle_id} | not scored | not scored |")
+                continue
             lines.append(f"| {o.vehicle_id} | {_f(plant_saving_pct([o], [b], 'plant'), 1)} | "
                          f"{_f(saving_pct(b.model.co2_g_per_km, o.model.co2_g_per_km), 1)} |")
         lines += [f"| **fleet (vehicles with a plant)** | **{_f(plant_saving_pct(*scores, 'plant'), 1)}** | "
                   f"{_f(plant_saving_pct(*scores, 'model'), 1)} |", ""]
-    notes = sorted({f"- {s.vehicle_id}: {s.status}" for run in scores for s in run if s.plant is None})
+    notes = [f"- {s.vehicle_id} ({label} run): not scored: {s.not_scored}" if s.not_scored else
+             f"- {s.vehicle_id} ({label} run): plant {s.status}"
+             for label, run in zip(labels, scores, strict=True) for s in run
+             if s.not_scored or s.status.startswith("error")]
+    notes += sorted({f"- {s.vehicle_id}: {s.status}" for run in scores for s in run
+                     if s.plant is None and not s.not_scored and not s.status.startswith("error")})
+    notes += [f"- {s.vehicle_id} ({label} run): battery-electric; the plant's column is the battery's electrical "
+              f"output net of regeneration ({_f(s.plant.kwh_per_km)} kWh/km), its CO2 that x "
+              f"{s.plant.grid_gco2_per_kwh:.0f} gCO2/kWh, the grid intensity carbon_ai's model used "
+              f"(the model's {_f(s.model.co2_g_per_km / s.plant.grid_gco2_per_kwh)} kWh/km)"
+              for label, run in zip(labels, scores, strict=True) for s in run
+              if s.plant is not None and s.plant.electric and not s.not_scored]
     notes += sorted({f"- {s.vehicle_id}: the plant ({s.plant_label}) is a stand-in of another size; its saving "
                      "is a direction check, its absolute CO2 is not this vehicle's (no model-vs-plant error)"
                      for run in scores for s in run if s.direction_only})
