@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from carbon_ai_nodes.carbon.emission_model import (
     EmissionConstants,
     physics_rates,
 )
+from carbon_ai_nodes.carbon.residual_backend import ResidualBackend
 from carbon_ai_nodes.carbon.residual_features import (
     MAX_CORRECTION,
     N_FEATURES,
@@ -137,7 +138,7 @@ class MeasuredFuelError:
         return (self.model_l - self.measured_l) / self.measured_l * 100.0 if self.measured_l > 0 else math.nan
 
 
-def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:
+def _run_one_as_batch(backend: ResidualBackend) -> Callable[[list[float]], float]:
     """``run_one`` for a backend that has only ``run``: a batch of one row."""
     return lambda row: float(backend.run(np.array([row], dtype=np.float32))[0])
 
@@ -145,7 +146,7 @@ def _run_one_as_batch(backend: Any) -> Callable[[list[float]], float]:
 class _Serving(NamedTuple):
     """What an estimate needs of the backend, swapped as one object."""
 
-    backend: Any
+    backend: ResidualBackend
     ranges: FeatureRanges | None
     not_for_me: str  # why the model does not apply to this profile at all ('' when it does)
     run_one: Callable[[list[float]], float]  # one feature row -> correction
@@ -154,8 +155,8 @@ class _Serving(NamedTuple):
 class CarbonEstimator:
     """Physics + residual for one profile. Swap the backend with :meth:`set_backend` (atomic for callers)."""
 
-    def __init__(self, profile: VehicleProfile, backend: Any, *, constants: EmissionConstants = DEFAULT_CONSTANTS,
-                 grid_gco2_per_kwh: float = math.nan) -> None:
+    def __init__(self, profile: VehicleProfile, backend: ResidualBackend, *,
+                 constants: EmissionConstants = DEFAULT_CONSTANTS, grid_gco2_per_kwh: float = math.nan) -> None:
         self.profile = profile
         self.constants = constants
         self.grid_gco2_per_kwh = grid_gco2_per_kwh
@@ -163,11 +164,11 @@ class CarbonEstimator:
         self.set_backend(backend)
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> ResidualBackend:
         """The backend now serving."""
         return self._model[0]
 
-    def set_backend(self, backend: Any) -> None:
+    def set_backend(self, backend: ResidualBackend) -> None:
         """Replace the serving backend; one tuple assignment, so an estimate sees the old or the new, never a mix."""
         meta = getattr(backend, "metadata", {}) or {}
         ranges = None

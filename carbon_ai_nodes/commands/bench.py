@@ -145,7 +145,7 @@ class _Feeder:
 
     def __init__(self, node, prefix: str, rate_hz: float, bare: bool) -> None:
         from carbon_ai_nodes.graph.latency_probe import LatencyMatcher
-        from carbon_ai_nodes.graph.ros.latency_probe_node import SENSOR_TOPICS
+        from carbon_ai_nodes.graph.ros.synthetic_sensors import SENSOR_TOPICS
         from carbon_ai_nodes.ros import qos
 
         self.node = node
@@ -160,7 +160,7 @@ class _Feeder:
         self.timer = node.create_timer(1.0 / rate_hz, self.tick)
 
     def tick(self) -> None:
-        from carbon_ai_nodes.graph.ros.latency_probe_node import synthetic_sensors
+        from carbon_ai_nodes.graph.ros.synthetic_sensors import synthetic_sensors
 
         if not self.publishing:
             return

@@ -22,12 +22,11 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
 from carbon_ai_nodes.common.errors import SolverError
-from carbon_ai_nodes.planning.routing_model import ArcCosts, RoutingProblem
+from carbon_ai_nodes.planning.routing_model import ArcCosts, RoutingProblem, SolveOutcome
 
 # Objective units are integers in OR-Tools: scale to keep resolution (m -> mm, s -> ms, g -> ug).
 DISTANCE_SCALE = 1000
@@ -60,17 +59,7 @@ SISR_BYPASS = 0.01  # bypass factor of the split-string removal (the paper's val
 # routes of the solutions the search visits are pooled, and CP-SAT picks the cheapest set of them covering every
 # customer once, hinted with the search's best plan (so never worse); the time it leaves goes to a cold search from
 # its plan. Only for plain CVRP with the distance objective on a homogeneous fleet (_set_partitioning_applies).
-# bench/bench_routing.py-style interleaved runs at 5 s, 3 each, idle shared 2-core machine (cpu/wall 0.93-0.99),
-# median gap % E-n101-k8 / M-n101-k10 / X-n101-k25 / X-n106-k14 (2026-12-01): without 0.98 / 0.00 / 1.88 / 1.61,
-# with 0.61 / 0.00 / 0.34 / 1.62 (18:23 UTC); bench/bench_routing.py --settings plain tuned tuned-nosp (18:26 UTC,
-# cpu/wall 0.99): without 1.35 / 0.61 / 1.81 / 1.42, with 0.74 / 0.00 / 0.38 / 1.55; again at 18:34 (cpu/wall
-# 0.72): without 0.86 / 0.00 / 2.09 / 1.83, with 1.23 / 0.00 / 0.42 / 1.76. The step lowered X-n101-k25 in all
-# 12 runs at 5 s with this setting (28086-28177 -> 27683-28111); E-n101-k8 by 0-5 units; X-n106-k14 rarely
-# (1.35-1.87 % with, 1.36-1.99 without: its pools hold few better combinations, and the search loses 0.5 s).
-# Measured and rejected: 1.0 s for the step (the search's lost second cost M-n101-k10 0.61 % in 2 of 3 and
-# X-n106-k14 ~0.3 points), 0.2-0.3 s (CP-SAT timed out on X-n101-k25: 1.83 %), two or three search -> set
-# partitioning rounds restarting the search from the set partitioning's plan (X-n106-k14 1.74-2.05 %), wider
-# pools (6 % slack, 3000 LP candidates: no better), 700-800 routes to CP-SAT (often unsolved within the time).
+# The measurements behind these settings, and what was tried and rejected: bench/routing_notes.md.
 SP_SHARE = 0.1  # share of the wall limit kept for the set partitioning (and the cold search after it) ...
 SP_MAX_S = 0.5  # ... at most this long (X-n101-k25: LP + CP-SAT to optimality 0.18-0.25 s on an idle core)
 SP_MIN_LIMIT_S = 3.0  # shorter limits run the iterated search alone (at 1 s the 0.1 s left to LP + CP-SAT
@@ -84,26 +73,6 @@ SP_POOL_MAX = 400  # ... for CP-SAT, which gets those of lowest reduced cost (ra
 SP_POLISH_MIN_S = 0.15  # time left after the set partitioning, if at least this, goes to a cold search from it
 ILS_COLD = 0.001  # annealing temperature of that search x the mean arc cost (the final one of the manual
 #   schedules measured in _iterated_local_search; in 5 of 11 runs the cold search found 1-6 units)
-
-
-@dataclasses.dataclass(frozen=True)
-class SolveOutcome:
-    """What a solver returns: one customer list per vehicle, unserved stops, status and wall time."""
-
-    routes: list[list[int]]
-    dropped: list[int]
-    status: str  # optimal | feasible | deadline | infeasible
-    solve_time_s: float
-    message: str = ""
-
-
-class RoutingSolver(Protocol):
-    """Anything that turns a problem and its arc costs into visiting orders."""
-
-    def solve(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
-              initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
-        """Solve within ``time_limit_s`` (wall clock, model building included), warm-started if given."""
-        ...
 
 
 def _set_partitioning_applies(p: RoutingProblem) -> bool:

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -502,7 +502,28 @@ class PlannerParams(ParamSet):
 
 
 # --------------------------------------------------------------------------------------------- planning
-def plan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, time_limit_s: float,
+@dataclasses.dataclass(frozen=True)
+class SolveOutcome:
+    """What a solver returns: one customer list per vehicle, unserved stops, status and wall time."""
+
+    routes: list[list[int]]
+    dropped: list[int]
+    status: str  # optimal | feasible | deadline | infeasible
+    solve_time_s: float
+    message: str = ""
+
+
+class RoutingSolver(Protocol):
+    """The port a routing solver fills (ortools_routing.OrToolsRoutingSolver is the shipped one): turns a problem
+    and its arc costs into visiting orders."""
+
+    def solve(self, problem: RoutingProblem, costs: ArcCosts, *, time_limit_s: float,
+              initial_routes: Sequence[Sequence[int]] | None = None) -> SolveOutcome:
+        """Solve within ``time_limit_s`` (wall clock, model building included), warm-started if given."""
+        ...
+
+
+def plan_routes(problem: RoutingProblem, solver: RoutingSolver, costs: ArcCosts, *, time_limit_s: float,
                 initial_routes: Sequence[Sequence[int]] | None = None,
                 baseline_routes: Sequence[Sequence[int]] | None = None,
                 is_replan: bool = False) -> tuple[RoutePlanResult, list[list[int]]]:
@@ -537,9 +558,9 @@ def plan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, tim
     return plan, [list(r) for r in base_routes]
 
 
-def replan_routes(problem: RoutingProblem, solver: object, costs: ArcCosts, *, current_routes: Sequence[Sequence[int]],
-                  baseline_routes: Sequence[Sequence[int]], old_ids: Sequence[str],
-                  time_limit_s: float) -> tuple[RoutePlanResult, list[list[int]]]:
+def replan_routes(problem: RoutingProblem, solver: RoutingSolver, costs: ArcCosts, *,
+                  current_routes: Sequence[Sequence[int]], baseline_routes: Sequence[Sequence[int]],
+                  old_ids: Sequence[str], time_limit_s: float) -> tuple[RoutePlanResult, list[list[int]]]:
     """A replan of a changed ``problem``, warm-started from the current plan's routes and its baseline's (both
     indexing ``old_ids`` and carried over by :func:`repair_routes`), within ``time_limit_s`` (s)."""
     initial = repair_routes(problem, costs, current_routes, old_ids)
