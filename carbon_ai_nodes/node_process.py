@@ -4,6 +4,7 @@ launch nodes this way. Nothing here mocks ROS, and nothing here imports rclpy (a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -11,9 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # Loopback UDP, no shared memory: see the comment in the file for why.
 ISOLATED_FASTDDS_PROFILE = Path(__file__).with_name("fastdds_loopback_udp.xml")
@@ -39,6 +40,54 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once here in the parent: a forked child must not dlopen (see die_with_parent)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the process starting it dies, however it dies
+    (SIGKILL, the OOM killer), so its nodes stop in order instead of running on as orphans. None (nothing to
+    run) off Linux.
+
+    Caveats: the signal is tied to the *thread* that forks, so nodes must be started from a thread that lives
+    as long as they should (the runner starts and restarts them from the main thread). ``preexec_fn`` runs
+    between fork and exec, where other threads of the parent (the run command's recorder spins rclpy in one)
+    may have held locks the child now inherits forever: the child only calls the prctl pointer resolved above,
+    getppid and kill (no import, no dlopen, no logging). A parent that died before the prctl took effect is
+    caught by comparing the parent pid afterwards.
+    """
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+    prctl = _PRCTL
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent is already gone: nothing will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def popen_node(argv: Sequence[str], out: IO[bytes], env: Mapping[str, str]) -> subprocess.Popen:
+    """Start a node process: output to ``out``, its own session (a terminal's Ctrl-C reaches the runner, which
+    stops the nodes in order) and, on Linux, SIGTERM when the starting process dies (:func:`die_with_parent`)."""
+    return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                            start_new_session=True, preexec_fn=die_with_parent())
 
 
 def _format_param(value: Any) -> str:
@@ -98,11 +147,7 @@ class NodeProcess:
         self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", dir=log_dir, delete=False)
         self.log_path = Path(self._out.name)
         self._read_offset = 0
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
-        )
+        self.proc = popen_node(self.argv, self._out, env or {})
 
     @property
     def output(self) -> str:

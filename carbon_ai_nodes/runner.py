@@ -34,7 +34,7 @@ from carbon_ai_nodes.core.errors import ConfigError
 from carbon_ai_nodes.core.run_watch import RunWatch
 from carbon_ai_nodes.core.scenario import CONFIG_DIR, NodeLaunch, Scenario, graph, write_profiles
 from carbon_ai_nodes.core.supervisor import base_name, shutdown_order
-from carbon_ai_nodes.node_process import NodeProcess, node_ros_args
+from carbon_ai_nodes.node_process import NodeProcess, node_ros_args, popen_node
 from carbon_ai_nodes.realtime import (
     CPU_LATENCY_ENV,
     RT_PRIORITY_ENV,
@@ -282,17 +282,13 @@ class _ComposedProcess(NodeProcess):
     """NodeProcess running the composed container instead of one node module."""
 
     def __init__(self, spec: Path, env: Mapping[str, str]) -> None:
-        import subprocess
         import tempfile
 
         self.argv = [sys.executable, "-m", "carbon_ai_nodes.runner", "compose", str(spec)]
         self._out = tempfile.NamedTemporaryFile(prefix="composed-", suffix=".log", delete=False)
         self.log_path = Path(self._out.name)
         self._read_offset = 0
-        full_env = dict(os.environ)
-        full_env.update(env)
-        self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env,
-                                     start_new_session=True)
+        self.proc = popen_node(self.argv, self._out, env)
 
 
 def ros_args(entry: Mapping[str, Any]) -> list[str]:
