@@ -148,6 +148,7 @@ class NodeProcess:
         self.log_path = Path(self._out.name)
         self._read_offset = 0
         self.proc = popen_node(self.argv, self._out, env or {})
+        self.killed = False  # stop() had to SIGKILL it: it did not end within its timeout
 
     @property
     def output(self) -> str:
@@ -172,7 +173,8 @@ class NodeProcess:
         return self.proc.wait(timeout=timeout_s)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
-        """Send ``sig`` and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+        """Send ``sig`` and wait; SIGKILL after ``timeout_s`` (then :attr:`killed` is True). Returns the exit
+        status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -180,6 +182,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.killed = True
         self._out.close()
         return self.proc.returncode
 
