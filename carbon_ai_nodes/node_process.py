@@ -31,15 +31,28 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     if domain_id is None:
         domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
     profile = str(ISOLATED_FASTDDS_PROFILE)
-    return {
+    env = {
         "ROS_DOMAIN_ID": str(domain_id),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",  # Jazzy and newer; the profile keeps it to loopback
         "ROS_LOCALHOST_ONLY": "0",  # Humble / Iron spelling of the same switch
         "FASTDDS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 3 (Jazzy and newer)
-        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 2 (Humble)
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
         "PYTHONUNBUFFERED": "1",
     }
+    # Fast DDS 2 (Humble) reads only the old name; Fast DDS 3 reads the new one and warns about the old one in
+    # every process (a warning each node's summary would count as a fault), so the old name only without 3.
+    if not _fast_dds_3():
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
+    return env
+
+
+def _fast_dds_3() -> bool:
+    """Whether Fast DDS 3 (libfastdds.so.3) is installed where the nodes load it from: this environment's lib/,
+    a sourced ROS (AMENT_PREFIX_PATH) or LD_LIBRARY_PATH. False when not found (then both names are set)."""
+    dirs = [Path(sys.prefix) / "lib"]
+    dirs += [Path(p) / "lib" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    dirs += [Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    return any(next(d.glob("libfastdds.so.3*"), None) is not None for d in dirs if d.is_dir())
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
