@@ -73,8 +73,8 @@ _PRCTL = _load_prctl()
 
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive SIGTERM when the process starting it dies, however it dies
-    (SIGKILL, the OOM killer), so its nodes stop in order instead of running on as orphans. None (nothing to
-    run) off Linux.
+    (SIGKILL, the OOM killer): each node then shuts down as on any SIGTERM (a bridge publishes its safe state;
+    all at once, not in the runner's order) instead of running on as an orphan. None (nothing to run) off Linux.
 
     Caveats: the signal is tied to the *thread* that forks, so nodes must be started from a thread that lives
     as long as they should (the runner starts and restarts them from the main thread). ``preexec_fn`` runs
