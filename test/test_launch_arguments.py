@@ -49,15 +49,12 @@ def test_each_node_kind_log_level_reaches_its_nodes():
                            "ROS 2 install")
 @pytest.mark.parametrize("scenario", list_scenarios(), ids=lambda p: p.stem)
 def test_the_launch_description_declares_every_argument(scenario):
+    from carbon_ai_scenario_launch import generate  # what each <scenario>.launch.py returns
     from launch.actions import DeclareLaunchArgument
 
     from launch import LaunchContext
 
-    spec = importlib.util.spec_from_file_location("lf", LAUNCH_DIR / f"{scenario.stem}.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    declared = {a.name: a for a in module.generate_launch_description().entities
-                if isinstance(a, DeclareLaunchArgument)}
+    declared = {a.name: a for a in generate(scenario.stem).entities if isinstance(a, DeclareLaunchArgument)}
 
     def default(name: str) -> str:
         return "".join(s.perform(LaunchContext()) for s in declared[name].default_value)
