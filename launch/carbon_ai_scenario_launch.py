@@ -11,7 +11,10 @@ node kind, overriding the scenario's), ``namespace_prefix`` (prepended to every 
 wake-up latency those nodes ask the kernel for, µs; empty: none), ``lifecycle_manager`` (true: the nodes wait
 unconfigured and a lifecycle_manager brings them up in dependency order and supervises them, as
 ``carbon-ai run`` does; false: each node activates itself), ``play`` (an MCAP file, e.g. from
-``carbon-ai run --record``, whose sensor topics are played in as the vehicles' sensors; with ``use_sim:=false``).
+``carbon-ai run --record``, whose sensor topics are played in as the vehicles' sensors; with ``use_sim:=false``),
+``sim_uplink`` (with the simulator: its summaries go to the configured MQTT broker; by default, as with
+``carbon-ai run``, a simulated graph queues them in its own run directory and has no broker, so the vehicle's
+real queue and broker never see simulated data).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from carbon_ai_nodes.node_registry import CHAIN_NODES, MANAGER, NODE_ORDER
+from carbon_ai_nodes.node_registry import CHAIN_NODES, MANAGER, NODES
 
 ARGUMENTS = {
     "use_sim": ("true", "start the telemetry simulator (false on a vehicle with real sensors)"),
@@ -33,8 +36,14 @@ ARGUMENTS = {
     "cpu_latency_us": ("", "while those nodes run, CPU wake-up latency under this many us (0: no sleep); empty: off"),
     "lifecycle_manager": ("true", "a lifecycle_manager configures, activates and supervises the nodes"),
     "play": ("", "MCAP file whose gnss/imu/odom/engine topics are played as the sensors (with use_sim:=false)"),
+    "sim_uplink": ("false", "with use_sim: send the simulated summaries to the configured MQTT broker (by default a "
+                            "simulated graph queues them in its own directory and has no broker, never the vehicle's)"),
 }
-NODE_KINDS = (*NODE_ORDER, MANAGER)  # one <kind>_log_level argument each
+
+
+def node_kinds() -> list[str]:
+    """Every node of this build (node_registry), each with a ``<kind>_log_level`` argument."""
+    return sorted(n.name for n in NODES)
 
 
 def _truthy(value: str) -> bool:
@@ -60,7 +69,8 @@ def node_entries(scenario_name: str, config: dict[str, str]) -> list[dict[str, A
                  **({CPU_LATENCY_ENV: cpu_latency} if cpu_latency else {})}
     entries = []
     for n in graph(scenario, run_dir, use_sim=_truthy(config.get("use_sim", "true")),
-                   baseline=_truthy(config.get("baseline", "false"))):
+                   baseline=_truthy(config.get("baseline", "false")),
+                   sim_uplink=_truthy(config.get("sim_uplink", "false"))):
         n, _ = checked_params(n)  # refused here, not dropped by rcl (a value of another type than the default's)
         defaults = CONFIG_DIR / f"{n.module}.yaml"
         level = config.get(f"{n.module}_log_level") or config.get("log_level") or n.log_level
@@ -104,7 +114,7 @@ def generate(scenario_name: str):
     from launch import LaunchDescription
 
     def build(context, *_: Any) -> list[Any]:
-        names = list(ARGUMENTS) + [f"{k}_log_level" for k in NODE_KINDS]
+        names = list(ARGUMENTS) + [f"{k}_log_level" for k in node_kinds()]
         config = {k: LaunchConfiguration(k).perform(context) for k in names}
         nodes = [Node(package="carbon_ai_nodes", executable=e["executable"], namespace=e["namespace"] or None,
                       parameters=e["parameters"], remappings=e["remappings"], output="screen",
@@ -116,5 +126,5 @@ def generate(scenario_name: str):
 
     args = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()]
     args += [DeclareLaunchArgument(f"{k}_log_level", default_value="", description=f"log level of {k} nodes")
-             for k in NODE_KINDS]
+             for k in node_kinds()]
     return LaunchDescription([*args, OpaqueFunction(function=build)])

@@ -1,6 +1,6 @@
 """ros2 launch carbon_ai_nodes delivery_van_fleet.launch.py [use_sim:=false] [baseline:=true]
 [log_level:=debug] [fusion_log_level:=debug] [namespace_prefix:=/site] [remap:=gnss/fix:=/ublox/fix] [respawn:=false]
-[rt_priority:=50] [cpu_latency_us:=0]
+[rt_priority:=50] [cpu_latency_us:=0] [sim_uplink:=true]
 
 The node graph, parameters and vehicles come from config/scenarios/delivery_van_fleet.yaml
 (built by carbon_ai_scenario_launch.py).

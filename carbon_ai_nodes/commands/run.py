@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         _stop_recorder(recorder)
     if traces is not None:
         _write_plant_report(scenario, traces, Path(args.plant_report), "baseline" if args.baseline else "optimised")
-    bad = {label: f"exited with status {status}" for label, status in statuses.items() if status not in (0, -15)}
+    bad = runner.stop_faults(statuses)
     bad.update(runner.failed)
     ended = {label: bad.get(label, "stopped") for label in [*statuses, *runner.failed]}
     ended.update({label: f"stopped, restarted {n}x" for label, n in runner.restarts.items() if label not in bad})

@@ -4,6 +4,7 @@ launch nodes this way. Nothing here mocks ROS, and nothing here imports rclpy (a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -11,9 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from carbon_ai_nodes.node_registry import node_module
 
@@ -31,20 +32,78 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     """
     if domain_id is None:
         domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
-    # Humble / Iron (Fast DDS 2) read FASTRTPS_DEFAULT_PROFILES_FILE; newer distros read FASTDDS_... and warn on
-    # every node start if the old name is set, so only the distro's own name is set and the other cleared.
-    distro = os.environ.get("ROS_DISTRO", "")
-    old_fastdds = bool(distro) and distro[0] < "j"
     profile = str(ISOLATED_FASTDDS_PROFILE)
-    return {
+    env = {
         "ROS_DOMAIN_ID": str(domain_id),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",  # Jazzy and newer; the profile keeps it to loopback
         "ROS_LOCALHOST_ONLY": "0",  # Humble / Iron spelling of the same switch
-        "FASTDDS_DEFAULT_PROFILES_FILE": "" if old_fastdds else profile,
-        "FASTRTPS_DEFAULT_PROFILES_FILE": profile if old_fastdds else "",
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,  # Fast DDS 3 (Jazzy and newer)
+        "FASTRTPS_DEFAULT_PROFILES_FILE": "",  # cleared: a caller's value would make Fast DDS 3 warn
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
         "PYTHONUNBUFFERED": "1",
     }
+    # Fast DDS 2 (Humble) reads only the old name; Fast DDS 3 reads the new one and warns about the old one in
+    # every process (a warning each node's summary would count as a fault), so the old name only without 3.
+    if not _fast_dds_3():
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
+    return env
+
+
+def _fast_dds_3() -> bool:
+    """Whether Fast DDS 3 (libfastdds.so.3) is installed where the nodes load it from: this environment's lib/,
+    a sourced ROS (AMENT_PREFIX_PATH) or LD_LIBRARY_PATH. False when not found (then both names are set)."""
+    dirs = [Path(sys.prefix) / "lib"]
+    dirs += [Path(p) / "lib" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    dirs += [Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    return any(next(d.glob("libfastdds.so.3*"), None) is not None for d in dirs if d.is_dir())
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once here in the parent: a forked child must not dlopen (see die_with_parent)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the process starting it dies, however it dies
+    (SIGKILL, the OOM killer): each node then shuts down as on any SIGTERM (a bridge publishes its safe state;
+    all at once, not in the runner's order) instead of running on as an orphan. None (nothing to run) off Linux.
+
+    Caveats: the signal is tied to the *thread* that forks, so nodes must be started from a thread that lives
+    as long as they should (the runner starts and restarts them from the main thread). ``preexec_fn`` runs
+    between fork and exec, where other threads of the parent (the run command's recorder spins rclpy in one)
+    may have held locks the child now inherits forever: the child only calls the prctl pointer resolved above,
+    getppid and kill (no import, no dlopen, no logging). A parent that died before the prctl took effect is
+    caught by comparing the parent pid afterwards.
+    """
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+    prctl = _PRCTL
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent is already gone: nothing will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def popen_node(argv: Sequence[str], out: IO[bytes], env: Mapping[str, str]) -> subprocess.Popen:
+    """Start a node process: output to ``out``, its own session (a terminal's Ctrl-C reaches the runner, which
+    stops the nodes in order) and, on Linux, SIGTERM when the starting process dies (:func:`die_with_parent`)."""
+    return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                            start_new_session=True, preexec_fn=die_with_parent())
 
 
 def _format_param(value: Any) -> str:
@@ -104,11 +163,8 @@ class NodeProcess:
         self._out = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", dir=log_dir, delete=False)
         self.log_path = Path(self._out.name)
         self._read_offset = 0
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
-        )
+        self.proc = popen_node(self.argv, self._out, env or {})
+        self.killed = False  # stop() had to SIGKILL it: it did not end within its timeout
 
     @property
     def output(self) -> str:
@@ -133,7 +189,8 @@ class NodeProcess:
         return self.proc.wait(timeout=timeout_s)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
-        """Send ``sig`` and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+        """Send ``sig`` and wait; SIGKILL after ``timeout_s`` (then :attr:`killed` is True). Returns the exit
+        status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -141,6 +198,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.killed = True
         self._out.close()
         return self.proc.returncode
 
