@@ -11,10 +11,11 @@ import pytest
 from conftest import REPO
 
 from carbon_ai_nodes.graph.scenario import list_scenarios, load_scenario
+from carbon_ai_nodes.node_registry import NODES
 
 LAUNCH_DIR = REPO / "launch"
 sys.path.insert(0, str(LAUNCH_DIR))
-NODE_MODULES = {p.stem for p in (REPO / "carbon_ai_nodes" / "nodes").glob("*.py") if not p.stem.startswith("_")}
+NODE_NAMES = {n.name for n in NODES}
 
 
 def uplinks(scenario: str, config: dict[str, str]) -> list[dict]:
@@ -59,8 +60,7 @@ def test_the_launch_description_declares_every_argument(scenario):
     def default(name: str) -> str:
         return "".join(s.perform(LaunchContext()) for s in declared[name].default_value)
 
-    assert {"eco_speed", "lifecycle_manager"} <= NODE_MODULES  # the glob found the node modules
-    assert {f"{m}_log_level" for m in NODE_MODULES} <= set(declared)
+    assert {f"{m}_log_level" for m in NODE_NAMES} <= set(declared)
     assert {f"{spec.name}_log_level" for spec in load_scenario(scenario).nodes} <= set(declared)
     assert default("sim_uplink") == "false" and "broker" in declared["sim_uplink"].description
     assert default("use_sim") == "true" and default("eco_speed_log_level") == ""
