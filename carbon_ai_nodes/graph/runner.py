@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,11 +38,8 @@ from carbon_ai_nodes.node_registry import BY_NAME, CHAIN_NODES, MANAGER, node_mo
 from carbon_ai_nodes.ros.realtime import (
     CPU_LATENCY_ENV,
     RT_PRIORITY_ENV,
-    apply_from_env,
     checked_cpu_latency_us,
     checked_rt_priority,
-    freeze_startup_objects,
-    set_thread_ordinary,
 )
 
 # How long a node may take to end after SIGTERM before it is killed (and the run reports it and exits 1). Its
@@ -359,79 +355,33 @@ def executor_groups(labels: Sequence[str], per_node: bool | None = None) -> list
 
 
 def compose_main(spec_path: str) -> int:
-    """Run every node of a compose spec in this process: one rclpy context, executor threads per
-    :func:`executor_groups`; each node gets its namespace, remaps and parameters as node-local arguments."""
-    import rclpy
-    from rclpy.lifecycle import LifecycleState
-    from rclpy.signals import SignalHandlerOptions
-
+    """Run every node of a compose spec in this process (``node_base.host_nodes``, as a single node runs):
+    executor threads per :func:`executor_groups`, only the chain threads real-time; each node gets its
+    namespace, remaps and parameters as node-local arguments."""
     from carbon_ai_nodes.ros.intra_process import IntraProcessBus
-    from carbon_ai_nodes.ros.node_base import executor_kind, make_executor, node_arguments
+    from carbon_ai_nodes.ros.node_base import executor_kind, host_nodes, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
-    rt_priority, refusals = apply_from_env()  # before rclpy.init: the middleware's threads inherit the priority
-    for refused in refusals:
-        print(refused, file=sys.stderr, flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        rclpy.init(args=[sys.argv[0]], signal_handler_options=SignalHandlerOptions.NO)
-    except TypeError:  # an rclpy without signal_handler_options: our handlers above replace its own
-        rclpy.init(args=[sys.argv[0]])
-    nodes: dict[str, Any] = {}
-    executors: list[Any] = []
-    groups = executor_groups([f"{e['namespace']}/{e['module']}" for e in entries])
+    labels = [f"{e['namespace']}/{e['module']}" for e in entries]
+    groups = executor_groups(labels)
     # One intra-process bus per executor thread: its nodes hand stamped messages to each other directly.
     buses = {g[0]: IntraProcessBus() for g in groups if len(g) > 1} if intra_process_enabled() else {}
     bus_of = {label: buses.get(g[0]) for g in groups for label in g}
-    try:
-        for entry in entries:
-            label = f"{entry['namespace']}/{entry['module']}"
+
+    def build() -> dict[str, Any]:
+        nodes = {}
+        for label, entry in zip(labels, entries, strict=True):
             with node_arguments(ros_args(entry), bus_of[label]):
-                node = node_class(entry["module"])()
-            nodes[label] = node
-            if node.base_params.autostart:
-                node.trigger_configure()
-                if node.params is None:
-                    print(f"{label}: could not configure", file=sys.stderr)
-                    return 1
-                node.trigger_activate()
-        for group in groups:
-            executor = make_executor()
-            for label in group:
-                executor.add_node(nodes[label])
-            executors.append(executor)
+                nodes[label] = node_class(entry["module"])()
+        return nodes
 
-        freeze_startup_objects()
-
-        def spin(executor: Any, realtime: bool) -> None:
-            if rt_priority and not realtime:
-                set_thread_ordinary()
-            while not stop.is_set():
-                executor.spin_once(timeout_sec=0.1)
-
-        # Only the chain threads (sensor -> actuator) run real-time; a planner solve must never hold them up.
-        chain = [any(base_name(label) in CHAIN_NODES for label in g) for g in groups]
-        threads = [threading.Thread(target=spin, args=(e, c), daemon=True) for e, c in zip(executors, chain,
-                                                                                            strict=True)]
-        for t in threads:
-            t.start()
+    def announce(executors: list[Any]) -> None:
         kind = executor_kind(executors[0]) if executors else "none"
-        print(f"composed {len(nodes)} nodes on {len(executors)} {kind} executor threads, intra-process delivery "
+        print(f"composed {len(labels)} nodes on {len(executors)} {kind} executor threads, intra-process delivery "
               f"{'on' if buses else 'off'}", flush=True)
-        stop.wait()
-        for t in threads:
-            t.join(timeout=2.0)
-    finally:
-        stop.set()
-        for executor in executors:
-            executor.shutdown(timeout_sec=1.0)
-        for label in shutdown_order(nodes):
-            nodes[label].on_shutdown(LifecycleState(label="shutdown", state_id=0))
-            nodes[label].destroy_node()
-        rclpy.try_shutdown()
-    return 0
+
+    return host_nodes(build, lambda _: [(g, any(base_name(lab) in CHAIN_NODES for lab in g)) for g in groups],
+                      rclpy_args=[sys.argv[0]], shutdown_order=shutdown_order, on_spinning=announce)
 
 
 def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: float = 5.0,

@@ -24,6 +24,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
@@ -440,57 +441,97 @@ class CarbonNode(LifecycleNode, Generic[P]):
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)
 
 
-def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = None) -> int:
-    """Run one node until SIGINT/SIGTERM; in plain mode configure and activate it first.
+def host_nodes(build: Callable[[], dict[str, CarbonNode]], groups: Callable[[list[str]], list[tuple[list[str], bool]]],
+               *, rclpy_args: list[str] | None, shutdown_order: Callable[[list[str]], list[str]] = list,
+               on_spinning: Callable[[list[Executor]], None] | None = None) -> int:
+    """The one start/stop sequence of every carbon_ai process, one node (:func:`run_node`) or many composed
+    (``graph.runner.compose_main``): real-time settings before ``rclpy.init`` (the middleware's threads inherit
+    them), SIGINT/SIGTERM only stop the spin, ``build()`` makes the nodes (label -> node), autostarting ones are
+    configured and activated, ``groups(labels)`` gives the executor groups as (labels, real-time), one executor
+    each; a single group spins on this thread, several on a thread each. On the way out every node deactivates
+    (publishing its safe state) while the middleware is still up, in ``shutdown_order``, and is destroyed.
 
-    The signal only stops the spin: the node then deactivates (publishing its safe state) while the
-    middleware is still up, and is destroyed. Returns the exit status: 0 after a clean shutdown, 1 when the
-    node could not be configured (the reason was logged as one line naming the parameter).
+    Returns the exit status: 0 after a clean shutdown, 1 when a node could not be configured (the reason was
+    logged as one line naming the parameter), 2 when the process could not start (bad --ros-args, real-time
+    settings refused as invalid).
     """
     try:
-        _, refusals = realtime.apply_from_env()  # before rclpy.init: the DDS threads inherit the priority
+        rt_priority, refusals = realtime.apply_from_env()
     except ConfigError as exc:
         print(f"could not start: {exc}", file=sys.stderr)
         return 2
     try:
         try:
-            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+            rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
         except TypeError:  # an rclpy without signal_handler_options: our handlers below replace its own
-            rclpy.init(args=args)
+            rclpy.init(args=rclpy_args)
     except Exception as exc:  # noqa: BLE001 - rcl reports bad --ros-args as a generic RCLError
         print(f"could not start: {exc} (check the --ros-args)", file=sys.stderr)
         return 2
-    stop = []
+    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.append(True))
-    node: CarbonNode | None = None
-    executor: Executor | None = None
+        signal.signal(signum, lambda *_: stop.set())
+    nodes: dict[str, CarbonNode] = {}
+    executors: list[Executor] = []
+    threads: list[threading.Thread] = []
     try:
-        node = node_factory()
-        if node.base_params.autostart:
-            node.trigger_configure()
-            if node.params is None:
-                return 1
-            node.trigger_activate()
-            node.get_logger().info(AUTOSTARTED)
-        executor = make_executor()
-        executor.add_node(node)
+        nodes = build()
+        for label, node in nodes.items():
+            if node.base_params.autostart:
+                node.trigger_configure()
+                if node.params is None:
+                    if len(nodes) > 1:
+                        print(f"{label}: could not configure", file=sys.stderr)
+                    return 1
+                node.trigger_activate()
+                node.get_logger().info(AUTOSTARTED)
+        plan = groups(list(nodes))
+        for labels, _ in plan:
+            executor = make_executor()
+            for label in labels:
+                executor.add_node(nodes[label])
+            executors.append(executor)
         realtime.freeze_startup_objects()
-        for refused in refusals:
-            node.get_logger().warning(refused)
-        while not stop and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        if nodes:
+            for refused in refusals:
+                next(iter(nodes.values())).get_logger().warning(refused)
+
+        def spin(executor: Executor, realtime_thread: bool) -> None:
+            if rt_priority and not realtime_thread:
+                realtime.set_thread_ordinary()  # only the sensor -> actuator path runs real-time
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+
+        if on_spinning is not None:
+            on_spinning(executors)
+        if len(executors) == 1:
+            spin(executors[0], plan[0][1])
+        else:
+            threads = [threading.Thread(target=spin, args=(e, rt), daemon=True)
+                       for e, (_, rt) in zip(executors, plan, strict=True)]
+            for t in threads:
+                t.start()
+            while not stop.wait(0.1) and rclpy.ok():
+                pass
     except ConfigError as exc:  # raised while constructing: a base parameter with a bad value
         print(f"parameter {exc}", file=sys.stderr)
         return 1
     except ExternalShutdownException:
         pass
     finally:
-        if executor is not None:
-            # Let go of the node's entities before they are destroyed: the EventsExecutor holds them in C++.
+        stop.set()
+        for t in threads:
+            t.join(timeout=2.0)
+        for executor in executors:
+            # Let go of the nodes' entities before they are destroyed: the EventsExecutor holds them in C++.
             executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.on_shutdown(LifecycleState(label="shutdown", state_id=0))
-            node.destroy_node()
+        for label in shutdown_order(list(nodes)):
+            nodes[label].on_shutdown(LifecycleState(label="shutdown", state_id=0))
+            nodes[label].destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def run_node(node_factory: Callable[[], CarbonNode], args: list[str] | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM (:func:`host_nodes`); in plain mode configure and activate it first."""
+    return host_nodes(lambda: {"node": node_factory()}, lambda labels: [(labels, True)], rclpy_args=args)
