@@ -70,10 +70,11 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
                 assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
                 # the line-haul file scaled to the mining truck: an absolute figure and a model-vs-plant error
                 assert not s["direction_only"] and math.isfinite(s["model_error_pct"])
-                # the same stretch, to the 1 s samples the plant drives (a short run covers only metres)
-                assert s["by_plant"]["distance_km"] == pytest.approx(s["by_model"]["distance_km"], rel=0.05,
-                                                                     abs=0.002)
+                # the same stretch, to the 1 s samples the plant drives (a short run covers only metres): apart
+                # by at most what resampling can shift, a second's travel at the top speed at either end
                 trace = DriveTrace.from_csv(str(out / f"plant_trace_{label}_{s['vehicle_id']}.csv"))
+                assert s["by_plant"]["distance_km"] == pytest.approx(
+                    s["by_model"]["distance_km"], rel=0.05, abs=max(0.002, 2 * max(trace.speed_mps) / 1000))
                 assert sum(trace.speed_mps) == pytest.approx(s["by_model"]["distance_km"] * 1000, rel=0.05, abs=2.0)
             else:
                 assert s["status"] == "not installed" and "plant: not installed" in md

@@ -149,10 +149,14 @@ def test_tuned_search_on_a_100_customer_instance_within_5_s():
     from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
     inst = read_instance(DATA / "M-n101-k10.vrp")
+    costs = _costs(inst.problem)
     cpu0 = time.process_time()
-    out = OrToolsRoutingSolver("tuned", exact_integer_costs=True).solve(
-        inst.problem, _costs(inst.problem), time_limit_s=5.0)
-    assert time.process_time() - cpu0 < 5.5  # within its limit (CPU time: a loaded machine stretches wall time)
+    out = OrToolsRoutingSolver("tuned", exact_integer_costs=True).solve(inst.problem, costs, time_limit_s=5.0)
+    # Stopped at its own (wall-clock) limit, by its own clock started at entry...
+    assert out.solve_time_s < 5.3, out.message
+    # ... and no work hidden outside it (CPU time, which a loaded machine does not stretch): the first solve in a
+    # process also loads OR-Tools' modules (0.4 s on the 2-core VM), so 1 s over the limit, not 0.5.
+    assert time.process_time() - cpu0 < 6.0
     # 0-0.5 % on an idle core, 1.1 % within 0.3 s; the textbook setting stays at 2.6 %. Loose for shared
     # CI runners, where the solver may get a small share of a core.
     assert _gap_pct(inst, out) <= 3.0
