@@ -186,3 +186,48 @@ def test_composed_graph_runs_the_loop_in_one_process_and_stops_cleanly(probe, tm
     # stopping goes through the bridge's deactivation: its last word is the safe setpoint
     assert probe.spin_until(lambda: commands[-1].reason == "bridge deactivating", 10), commands[-1]
     assert commands[-1].mode == ActuatorCommand.MODE_SAFE_FALLBACK
+
+
+class _StubRunner:
+    """What run_graph reads of a GraphRunner: the graph comes up ``up_after_s`` after the first poll."""
+
+    def __init__(self, up_after_s: float) -> None:
+        import time
+
+        self.failed: list[str] = []
+        self.lines: list[str] = []
+        self._up_at = time.monotonic() + up_after_s
+        self.watch = None
+
+    @property
+    def graph_up(self) -> bool:
+        import time
+
+        return time.monotonic() >= self._up_at
+
+    def poll(self) -> None:
+        pass
+
+    def alive(self) -> list[str]:
+        return ["x"]
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_run_duration_counts_from_the_moment_the_graph_is_up():
+    # A loaded machine may take long to bring a graph up: --duration is the time it then runs, not a budget
+    # the bring-up eats into (--startup-timeout bounds that).
+    import time
+
+    from carbon_ai_nodes.graph.runner import run_graph
+
+    runner = _StubRunner(up_after_s=1.0)
+    t0 = time.monotonic()
+    assert run_graph(runner, 0.6, startup_timeout_s=30.0)  # type: ignore[arg-type]
+    assert time.monotonic() - t0 >= 1.6, runner.lines
+    # without a startup timeout the duration still bounds the whole run (the old contract of the library call)
+    runner = _StubRunner(up_after_s=60.0)
+    t0 = time.monotonic()
+    assert not run_graph(runner, 0.6)  # type: ignore[arg-type]
+    assert time.monotonic() - t0 < 30.0 and "did not come up" in runner.lines[-1]

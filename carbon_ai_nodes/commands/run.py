@@ -2,9 +2,10 @@
 ``ros2 launch carbon_ai_nodes <name>.launch.py`` starts on a vehicle; nodes missing from this build are skipped
 with a message. A lifecycle_manager configures and activates them in dependency order and supervises them.
 Shows each node's errors and the graph's state changes as they happen, and exits with status 1 if the graph
-does not come up within --startup-timeout. Stops after --duration, or on Ctrl-C, SIGTERM or SIGHUP, with the
-actuator bridges first, then prints a summary (graph states, faults per node, messages per topic). A simulated
-run queues its uplink summaries in the run directory and sends them nowhere unless --sim-uplink.
+does not come up within --startup-timeout. Stops --duration seconds after the graph is up, or on Ctrl-C, SIGTERM
+or SIGHUP, with the actuator bridges first, then prints a summary (graph states, faults per node, messages per
+topic). A simulated run queues its uplink summaries in the run directory and sends them nowhere unless
+--sim-uplink.
 ``--plant-report DIR`` records each vehicle's wheel speed, carbon_estimate and fuel meter meanwhile and, once
 stopped, scores the driven traces with each vehicle's independent plant (NREL FASTSim, sim/plant.py) beside
 carbon_ai's model."""
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``carbon-ai run``."""
     parser.add_argument("scenario", help="scenario name in config/scenarios (e.g. haul_truck_fleet) or a YAML path")
     parser.add_argument("--duration", type=arg_types.positive_seconds, default=None, metavar="S",
-                        help="stop after S seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)")
+                        help="stop S seconds after the graph is up (default: run until Ctrl-C, SIGTERM or SIGHUP)")
     parser.add_argument("--compose", action="store_true", help="run every node in one process")
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
                         help="run the sensor -> actuator nodes (fusion, carbon_inference, actuator_bridge) under "

@@ -388,14 +388,24 @@ def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: 
               until: Callable[[], bool] | None = None, startup_timeout_s: float | None = None) -> bool:
     """Supervise a started graph for ``duration_s`` (None = until Ctrl-C, SIGTERM or SIGHUP), printing progress.
 
+    With ``startup_timeout_s`` the duration counts from the moment the graph is up, so a run drives for as long as
+    asked however long a loaded machine takes to bring it up (within that timeout); without it, from the start.
     Returns False, after saying why, when the graph did not come up: a node failed while starting, (with
     ``startup_timeout_s``) it was not up within that many seconds, or the run ended before it was up.
     """
     start = time.monotonic()
+    up_at: float | None = None
     next_progress = start + progress_period_s
     try:
-        while duration_s is None or time.monotonic() - start < duration_s:
+        while True:
             runner.poll()
+            now = time.monotonic()
+            if runner.graph_up and up_at is None:
+                up_at = now
+            counted_from = up_at if up_at is not None and startup_timeout_s is not None else start
+            waiting_to_count = up_at is None and startup_timeout_s is not None  # the clock starts at "up"
+            if duration_s is not None and not waiting_to_count and now - counted_from >= duration_s:
+                break
             if not runner.graph_up:
                 if runner.failed:
                     runner.log(f"the graph did not come up: {', '.join(runner.failed)} failed (see above)")
@@ -407,13 +417,12 @@ def run_graph(runner: GraphRunner, duration_s: float | None, progress_period_s: 
                     return False
             if until is not None and until():
                 break
-            now = time.monotonic()
             if now >= next_progress:
                 next_progress = now + progress_period_s
                 alive = runner.alive()
                 total = f"/{duration_s:.0f}" if duration_s else ""
                 state = "up" if runner.graph_up else "coming up"
-                runner.log(f"[{now - start:5.0f}{total} s] graph {state}, {len(alive)} processes running")
+                runner.log(f"[{now - counted_from:5.0f}{total} s] graph {state}, {len(alive)} processes running")
             time.sleep(0.2)
     except KeyboardInterrupt as exc:
         runner.log(f"{exc or 'interrupted'}: stopping the graph (actuator bridges first)")
