@@ -393,7 +393,7 @@ def compose_main(spec_path: str) -> int:
             nodes[label] = node
             if node.base_params.autostart:
                 node.trigger_configure()
-                if node.params is None:
+                if not node.is_configured:
                     print(f"{label}: could not configure", file=sys.stderr)
                     return 1
                 node.trigger_activate()

@@ -140,7 +140,7 @@ class Planner(CarbonNode[PlannerParams]):
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.frame_id)
 
     def _on_plan_route(self, request: PlanRoute.Request, response: PlanRoute.Response) -> PlanRoute.Response:
-        if not self.is_active or self.params is None:
+        if not self.is_active or not self.is_configured:
             response.success = False
             response.message = "planner is not active"
             return response
