@@ -79,7 +79,7 @@ def make_executor(context: Any = None) -> Executor:
 def configured(value: T | None, what: str) -> T:
     """``value``, which a node's configure built: a clear error, not an AttributeError on None, if it was not."""
     if value is None:
-        raise RuntimeError(f"{what} used while the node is unconfigured")
+        raise RuntimeError(f"{what} is not set up: the node is unconfigured")
     return value
 
 
@@ -283,7 +283,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
             self._bus_subscriptions.append(bus_sub)
         return sub
 
-    def timer(self, period_s: float, callback: Callable[[], None], name: str = "timer") -> Any:
+    def timer(self, period_s: float, callback: Callable[[], object], name: str = "timer") -> Any:
         """A timer that runs only while active (cancelled on deactivate, reset on activate)."""
         run = self.guarded(name, callback, needs_active=False)
         # A zero-argument callable: executors that can pass a TimerInfo (the EventsExecutor) would hand one to
@@ -294,7 +294,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self._carbon_timers.append(t)
         return t
 
-    def guarded(self, where: str, callback: Callable[..., None], needs_active: bool = True) -> Callable[..., None]:
+    def guarded(self, where: str, callback: Callable[..., object], needs_active: bool = True) -> Callable[..., None]:
         """Wrap a callback: skip while inactive, and turn any exception into a counted, logged-once error."""
 
         def run(*args: Any) -> None:
