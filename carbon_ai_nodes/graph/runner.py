@@ -131,7 +131,8 @@ class GraphRunner:
             launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
         launches = [*launches, *extra_nodes]
         self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
-        self.launches, self.ignored_params = [], set()
+        self.launches: list[NodeLaunch] = []
+        self.ignored_params: set[str] = set()
         for n in launches:
             if n.module not in self.skipped:
                 checked, unknown = checked_params(n)
@@ -183,8 +184,8 @@ class GraphRunner:
 
         Also shows what the nodes printed that the console must see (errors, graph state changes: RunWatch).
         """
-        for label, proc in self.procs.items():
-            for line in self.watch.feed(label, proc.new_lines()):
+        for label, running in self.procs.items():
+            for line in self.watch.feed(label, running.new_lines()):
                 self.log(line)
         happened = []
         for label, launch in [("composed", None)] if self.compose else [(n.label, n) for n in self.launches]:
