@@ -318,6 +318,7 @@ class VehicleSim:
     def _route_targets(self) -> tuple[float, float, float]:
         """Cruise speed on this segment, distance to the next stop (m) and grade."""
         route = self.route
+        assert route is not None  # __init__ takes a route or a trace, and this is the route's path
         a, _, grade, length = route.segment(self._segment)
         cruise = a.speed_mps or self.p.cruise_speed_mps or route.cruise_speed_mps
         dist = length - self._s_on_segment_m
@@ -386,6 +387,7 @@ class VehicleSim:
     def _advance_route(self, ds: float) -> None:
         s = self.truth
         route = self.route
+        assert route is not None  # __init__ takes a route or a trace, and this is the route's path
         n = len(route.waypoints)
         while True:
             a, b, grade, length = route.segment(self._segment)
