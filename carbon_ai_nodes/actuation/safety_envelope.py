@@ -382,6 +382,7 @@ class SafetyEnvelope:
             self._healthy_since_s = None
         elif self._healthy_since_s is None:
             self._healthy_since_s = now_s
+        healthy_s = 0.0 if self._healthy_since_s is None else now_s - self._healthy_since_s  # 0 with problems
 
         target: Setpoint
         if self.estop_latched:
@@ -394,9 +395,9 @@ class SafetyEnvelope:
         elif problems:
             mode, target = Mode.SAFE_FALLBACK, self._safe()
             reason = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
-        elif self.mode != Mode.AUTO and now_s - self._healthy_since_s < p.healthy_window_s:
+        elif self.mode != Mode.AUTO and healthy_s < p.healthy_window_s:
             mode, target = Mode.SAFE_FALLBACK, self._safe()
-            reason = (f"recovering: inputs healthy for {now_s - self._healthy_since_s:.2f} of "
+            reason = (f"recovering: inputs healthy for {healthy_s:.2f} of "
                       f"{p.healthy_window_s:g} s")
         else:
             mode, reason = Mode.AUTO, "following the plan"

@@ -26,13 +26,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import TypeVar, overload
 
 import numpy as np
 
 from carbon_ai_nodes.common.frames import G_MPS2
 from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
 
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2.0 (Ubuntu 22.04 / Humble) has only trapz
+# numpy < 2.0 (Ubuntu 22.04 / Humble) has only trapz; numpy 2's type stubs no longer list it
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]
+# a scalar in, a scalar out; an array in, an array out
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
 
 # Fuel properties per litre (CNG counted in litres of gasoline equivalent, as CarbonEstimate states).
 # CO2: U.S. EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle" (EPA-420-F-18-008):
@@ -184,8 +188,8 @@ def _rpm_cap(profile: VehicleProfile, k: EmissionConstants) -> float:
     return min(k.max_cruise_rpm, 1500.0) if profile.fuel == "diesel" else k.max_cruise_rpm
 
 
-def friction_kw(profile: VehicleProfile, rpm: float | np.ndarray,
-                k: EmissionConstants = DEFAULT_CONSTANTS) -> float | np.ndarray:
+def friction_kw(profile: VehicleProfile, rpm: FloatOrArray,
+                k: EmissionConstants = DEFAULT_CONSTANTS) -> FloatOrArray:
     """Engine friction power (kW) at ``rpm``: the Willans-line intercept, fmep * displacement * rpm / 120."""
     d = profile.displacement_l
     specific = profile.rated_power_kw / max(d, 1e-3) / k.fmep_ref_kw_per_l
@@ -246,6 +250,10 @@ def cold_fraction(coolant_temp_c: float, k: EmissionConstants = DEFAULT_CONSTANT
     return min(1.5, max(0.0, (k.warm_coolant_c - coolant_temp_c) / (k.warm_coolant_c - 20.0)))
 
 
+@overload
+def coolant_after_start_c(t_s: float, ambient_c: float = ..., k: EmissionConstants = ...) -> float: ...
+@overload
+def coolant_after_start_c(t_s: np.ndarray, ambient_c: float = ..., k: EmissionConstants = ...) -> np.ndarray: ...
 def coolant_after_start_c(t_s: np.ndarray | float, ambient_c: float = 22.0,
                           k: EmissionConstants = DEFAULT_CONSTANTS) -> np.ndarray | float:
     """Coolant temperature (C) ``t_s`` seconds after a cold start at ``ambient_c`` (first-order warm-up)."""

@@ -84,11 +84,11 @@ class OrtBackend:
         (not measured: no GPU here) refill the same input buffer but keep ``run``.
         """
         self._one_in = np.zeros((1, N_FEATURES), np.float32)
-        self._one_in_bytes = memoryview(self._one_in).cast("B")
+        self._one_in_bytes = self._one_in.data.cast("B")
         # struct packs doubles to float32 with the same C cast numpy uses, without building an array
         self._pack_row = struct.Struct(f"={N_FEATURES}f").pack_into
         self._one_out = np.zeros((1, 1), np.float32)
-        self._one_out_f = memoryview(self._one_out).cast("B").cast("f")
+        self._one_out_f = self._one_out.data.cast("B").cast("f")
         self._one_lock = threading.Lock()  # the buffers serve one caller at a time; others allocate
         self._run_bound = None
         if not cpu:

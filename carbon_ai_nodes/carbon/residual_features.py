@@ -17,6 +17,7 @@ import numpy as np
 from carbon_ai_nodes.carbon.emission_model import (
     DEFAULT_CONSTANTS,
     EmissionConstants,
+    FloatOrArray,
     accessory_kw,
     cold_fraction,
     engine_rpm,
@@ -45,7 +46,7 @@ N_FEATURES = len(FEATURES)
 MAX_CORRECTION = 0.5  # the residual may move physics by at most +-50 %
 
 
-def _bmep_mpa(brake_kw: float | np.ndarray, displacement_l: float, rpm: float | np.ndarray) -> float | np.ndarray:
+def _bmep_mpa(brake_kw: FloatOrArray, displacement_l: float, rpm: FloatOrArray) -> FloatOrArray:
     # brake power = bmep * displacement * rpm / 120 (four-stroke), solved for bmep in MPa
     return brake_kw * 120.0 / (max(displacement_l, 1e-3) * rpm)
 

@@ -43,7 +43,7 @@ def default_cache_dir() -> Path:
 
 def _import_trt():
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt as trt
     except ImportError as exc:
         raise ModelError(f"TensorRT is not installed ({exc.msg})") from None
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Protocol
 
 from carbon_ai_nodes.commands import arg_types
 
@@ -139,6 +140,15 @@ def _ratio(a: dict, b: dict) -> float:
     return a["p99"] / b["p99"] if a["count"] and b["count"] else float("nan")
 
 
+class _ChainFeeder(Protocol):
+    """What a latency run switches and counts: _Feeder (sensors from the bench's own node) or _ProbeInGraph."""
+
+    publishing: bool  # sending sensor messages
+    active: bool  # inside a measured window
+
+    def measured_sent(self) -> int: ...
+
+
 class _Feeder:
     """Publishes the sensor streams at the benchmark rate while ``publishing``; remembers when each message was
     sent and whether it was inside a measured window (``active``)."""
@@ -246,7 +256,7 @@ def _latency_collector(node, msg_type, topic: str, feeder: _Feeder, samples: lis
 class _Chain:
     """One measured chain: its feeder, latency samples, a readiness check and how to tear it down."""
 
-    def __init__(self, feeder: _Feeder, samples: list[float], ready, stop) -> None:
+    def __init__(self, feeder: _ChainFeeder, samples: list[float], ready, stop) -> None:
         self.feeder, self.samples, self.ready, self.stop = feeder, samples, ready, stop
 
 
@@ -303,7 +313,7 @@ def _bare_chain(probe, args: argparse.Namespace, prefix: str, executor: str) -> 
 
     feeder = _Feeder(probe.node, prefix, args.rate, bare=True)
     samples: list[float] = []
-    got = []
+    got: list[Imu] = []
     _latency_collector(probe.node, Imu, f"{prefix}/out", feeder, samples)
     probe.node.create_subscription(Imu, f"{prefix}/out", got.append, 10)
     hops = [(f"{prefix}/in", f"{prefix}/h1"), (f"{prefix}/h1", f"{prefix}/h2"), (f"{prefix}/h2", f"{prefix}/out")]
@@ -338,20 +348,23 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
     graph_dir = run_dir / ("composed" if compose else "processes")
     graph_dir.mkdir(parents=True, exist_ok=True)
     samples: list[float] = []
-    got = []
+    got: list[ActuatorCommand] = []
     auto = ActuatorCommand.MODE_AUTO
     probe.node.create_subscription(ActuatorCommand, f"{ns}/actuator_command",
                                    lambda m: got.append(m) if m.mode == auto else None, 10)
-    extra = ()
+    extra: tuple[NodeLaunch, ...] = ()
+    feeder: _ChainFeeder
+    in_graph: _ProbeInGraph | None = None
     if compose:
         # The sensors come from a latency_probe on the chain's own executor thread, as in-process drivers
         # would: its messages and the chain's take the intra-process bus, and it times the commands itself.
-        feeder = _ProbeInGraph(probe.node, ns, graph_dir / "latency_probe.json")
+        feeder = in_graph = _ProbeInGraph(probe.node, ns, graph_dir / "latency_probe.json")
         extra = (NodeLaunch(module="latency_probe", namespace=ns, remaps={}, params={
-            "rate_hz": args.rate, "start_mode": "idle", "results_file": str(feeder.results_file)}),)
+            "rate_hz": args.rate, "start_mode": "idle", "results_file": str(in_graph.results_file)}),)
     else:
-        feeder = _Feeder(probe.node, ns, args.rate, bare=False)
-        _latency_collector(probe.node, ActuatorCommand, f"{ns}/actuator_command", feeder, samples,
+        own = _Feeder(probe.node, ns, args.rate, bare=False)
+        feeder = own
+        _latency_collector(probe.node, ActuatorCommand, f"{ns}/actuator_command", own, samples,
                            accept=lambda m: m.mode == auto)
     # Between its windows a chain is not fed: long input deadlines keep the bridge in AUTO meanwhile (this
     # measures latency, not the watchdog), and the 1 Hz control timer keeps its own commands rare.
@@ -367,8 +380,8 @@ def _pipeline_chain(probe, args: argparse.Namespace, run_dir, compose: bool, log
 
     def stop() -> None:
         runner.stop()
-        if compose:
-            feeder.collect(samples)
+        if in_graph is not None:  # composed: the probe's results file holds the latencies
+            in_graph.collect(samples)
 
     return _Chain(feeder, samples, lambda: bool(got), stop)
 

@@ -16,8 +16,26 @@ whatever runs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from carbon_ai_nodes.commands import arg_types
+
+Series2 = tuple[list[float], list[float]]  # (stamp s, value) per vehicle
+Series3 = tuple[list[float], list[float], list[float]]  # (stamp s, value, value) per vehicle
+
+
+class PlantTraces(Protocol):
+    """What :func:`plant_plot` reads of a run: demo runs (_Recording) or carbon-ai run's trace recorder."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def speed(self) -> Mapping[str, Series2]: ...  # t s, wheel speed m/s
+
+    @property
+    def estimate(self) -> Mapping[str, Series3]: ...  # t s, CO2 g/s, fuel L/h of carbon_ai's model
 
 HELP = "run a scenario with and without carbon optimisation and write a report with plots"
 
@@ -68,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     init_rclpy()  # without rclpy's signal handlers: SIGTERM stops the demo as Ctrl-C does (stop_signals.py)
     try:
-        recordings = []
+        recordings: list[_Recording] = []
         for label, baseline in (("optimised", False), ("baseline", True)):
             print(f"== run {len(recordings) + 1}/2: carbon optimisation {'off' if baseline else 'on'} "
                   f"({scenario.name}, {len(scenario.vehicles)} vehicles, {args.duration:.0f} s)", flush=True)
@@ -116,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
         "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
         "plant": {"runs": {rec.label: [s.as_dict() for s in run] for rec, run in zip(recordings, scores, strict=True)},
                   "traces": traces,
-                  "saving_pct_by_plant": report.plant_saving_pct(*scores, "plant"),
-                  "saving_pct_by_model": report.plant_saving_pct(*scores, "model")},
+                  "saving_pct_by_plant": report.plant_saving_pct(scores[0], scores[1], "plant"),
+                  "saving_pct_by_model": report.plant_saving_pct(scores[0], scores[1], "model")},
     }), indent=2, allow_nan=False))
     for o, b in zip(*scores, strict=True):
         print(report.plant_line(o, b))
@@ -134,10 +152,11 @@ class _Recording:
 
     def __init__(self, label: str, vehicles: list[str]) -> None:
         self.label = label
-        self.truth = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph
-        self.estimate = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph of carbon_ai's own model
-        self.speed = {v: ([], []) for v in vehicles}  # t, speed
-        self.track = {v: ([], [], []) for v in vehicles}  # lat, lon, co2 at the time
+        self.truth: dict[str, Series3] = {v: ([], [], []) for v in vehicles}  # t, co2_g_s, fuel_lph
+        # t, co2_g_s, fuel_lph of carbon_ai's own model
+        self.estimate: dict[str, Series3] = {v: ([], [], []) for v in vehicles}
+        self.speed: dict[str, Series2] = {v: ([], []) for v in vehicles}  # t, speed
+        self.track: dict[str, Series3] = {v: ([], [], []) for v in vehicles}  # lat, lon, co2 at the time
         self.ages_ms: dict[str, list[float]] = {}
         self.inference_ms: list[float] = []
         self.backends: set[str] = set()
@@ -288,7 +307,7 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     return rec
 
 
-def plant_plot(name: str, recordings: list[_Recording], scores, out) -> list[str]:
+def plant_plot(name: str, recordings: Sequence[PlantTraces], scores, out) -> list[str]:
     """plant_vs_model.png: cumulative CO2 over distance by the plant (solid) and by the model (dashed) per
     vehicle and run, and (two runs) the saving per vehicle by each. ``recordings`` need ``label``, ``speed`` and
     ``estimate`` per vehicle (demo runs, or carbon-ai run's trace recorder)."""

@@ -6,6 +6,10 @@ The tables are generated from the same dataclasses that validate the parameters,
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from carbon_ai_nodes.common.params import ParamSet
 
 HELP = "print node parameter tables (Markdown) from their declarations"
 
@@ -15,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--section", help="only this section (node name), e.g. fusion")
 
 
-def all_param_sets() -> dict[str, type]:
+def all_param_sets() -> dict[str, type[ParamSet]]:
     """Every ParamSet subclass defined in the pure modules of carbon_ai_nodes and node_base, by SECTION."""
     import importlib
     import pkgutil
@@ -27,7 +31,7 @@ def all_param_sets() -> dict[str, type]:
         parts = info.name.split(".")
         if "ros" not in parts and parts[1] not in ("commands", "cli") and not info.ispkg:
             importlib.import_module(info.name)
-    found: dict[str, type] = {}
+    found: dict[str, type[ParamSet]] = {}
     stack = list(ParamSet.__subclasses__())
     while stack:
         cls = stack.pop()
@@ -43,7 +47,7 @@ def all_param_sets() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
-def markdown_table(param_set: type) -> str:
+def markdown_table(param_set: type[ParamSet]) -> str:
     """One Markdown table for a ParamSet class."""
     lines = ["| parameter | type | default | valid | description |", "|---|---|---|---|---|"]
     for s in param_set.specs():

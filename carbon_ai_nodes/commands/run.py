@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carbon_ai_nodes.commands import arg_types
+
+if TYPE_CHECKING:
+    from carbon_ai_nodes.commands.demo import Series2, Series3
 
 HELP = "run a scenario's node graph (simulated vehicles by default) as processes"
 
@@ -121,9 +125,9 @@ class _TraceRecorder:
 
         self.label = "run"
         ids = [v.id for v in scenario.vehicles]
-        self.speed = {v: ([], []) for v in ids}
-        self.estimate = {v: ([], [], []) for v in ids}
-        self.meter = {v: ([], [], []) for v in ids}
+        self.speed: dict[str, Series2] = {v: ([], []) for v in ids}
+        self.estimate: dict[str, Series3] = {v: ([], [], []) for v in ids}
+        self.meter: dict[str, Series3] = {v: ([], [], []) for v in ids}
         self.node = rclpy.create_node("carbon_ai_plant_traces")
 
         def rates(series):

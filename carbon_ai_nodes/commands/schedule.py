@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     assets, jobs = load_jobs_file(args.jobs)
     forecast = GridForecast.from_csv(args.forecast)
     slots = int(math.floor(args.horizon_s / args.slot_s + 1e-9))
-    problem = ScheduleProblem(tuple(assets), tuple(jobs), forecast.window(0.0, args.slot_s, max(slots, 1)),
+    problem = ScheduleProblem(tuple(assets), tuple(jobs), tuple(forecast.window(0.0, args.slot_s, max(slots, 1))),
                               args.slot_s, args.site_cap_kw)
     result = solve_schedule(problem, args.time_limit)
     if result.status == "infeasible":

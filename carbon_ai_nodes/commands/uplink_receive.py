@@ -197,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"uplink-receive: subscribed to {topic} at {args.host}:{args.port}", file=sys.stderr, flush=True)
 
     client.on_connect = on_connect
-    client.on_message = lambda c, u, msg: receiver.handle(msg.topic, msg.payload)
-    client.reconnect_delay_set(0.2, 2.0)
+    client.on_message = lambda c, u, msg: receiver.handle(msg.topic, bytes(msg.payload))
+    client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]  # seconds; paho sleeps floats, annotates int
     try:
         client.connect(args.host, args.port, keepalive=30)
     except OSError as exc:

@@ -106,6 +106,7 @@ class ParamSet:
     """
 
     SECTION: ClassVar[str] = ""
+    _specs_cache: ClassVar[tuple[ParamSpec, ...]]  # set per subclass by specs(), read from its own __dict__
 
     def __post_init__(self) -> None:
         for spec in self.specs():

@@ -68,8 +68,11 @@ _PLANS: dict[tuple[type, tuple[str, ...]], tuple[_Getter, _Getter, tuple[tuple[s
 def _getter(names: tuple[str, ...]) -> _Getter:
     if not names:
         return lambda _: ()
-    get = operator.attrgetter(*names)
-    return get if len(names) > 1 else lambda s: (get(s),)
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda s: (one(s),)
+    several: _Getter = operator.attrgetter(*names)  # several names: a tuple of their values
+    return several
 
 
 def _plan(state: Any, required: tuple[str, ...]) -> tuple[_Getter, _Getter, tuple[tuple[str, float, float], ...]]:

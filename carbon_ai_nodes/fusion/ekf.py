@@ -239,7 +239,7 @@ class FusedState:
 class _Snapshot(NamedTuple):
     x: np.ndarray
     p: np.ndarray
-    t: float
+    t: float | None  # None before the first measurement
     heading_ok: bool
     position_ok: bool
     anchor: tuple[float, float] | None
@@ -313,7 +313,7 @@ def _position_rows(y: list[float], c: list[list[float]]) -> list[tuple[int, np.n
         for col in range(3):
             acc = (1.0 if i == col else 0.0) - sum(chol[i][m] * inv[m][col] for m in range(i))
             inv[i][col] = acc / chol[i][i]
-    rows = []
+    rows: list[tuple[int, np.ndarray | None, float, float]] = []
     for i in range(3):
         hv = np.zeros(STATE_SIZE)
         hv[E], hv[N], hv[U] = inv[i]
@@ -554,7 +554,8 @@ class FusionFilter:
             raise InputRejectedError("out_of_order", f"{self.t - t:.3f} s older than the filter")
         entries = list(self._history)
         first = next((i for i, e in enumerate(entries) if e.t > t), None)
-        if first is None or entries[first].before.t is not None and entries[first].before.t > t:
+        oldest_t = None if first is None else entries[first].before.t
+        if first is None or oldest_t is not None and oldest_t > t:
             raise InputRejectedError("out_of_order", "older than the replay history")
         self.replays += 1
         self._restore(entries[first].before)

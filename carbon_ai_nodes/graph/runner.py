@@ -127,7 +127,8 @@ class GraphRunner:
             launches = [dataclass_replace_params(n, extra) if n.module == name else n for n in launches]
         launches = [*launches, *extra_nodes]
         self.skipped = sorted({n.module for n in launches if not module_available(n.module)})
-        self.launches, self.ignored_params = [], set()
+        self.launches: list[NodeLaunch] = []
+        self.ignored_params: set[str] = set()
         for n in launches:
             if n.module not in self.skipped:
                 checked, unknown = checked_params(n)
@@ -179,8 +180,8 @@ class GraphRunner:
 
         Also shows what the nodes printed that the console must see (errors, graph state changes: RunWatch).
         """
-        for label, proc in self.procs.items():
-            for line in self.watch.feed(label, proc.new_lines()):
+        for label, running in self.procs.items():
+            for line in self.watch.feed(label, running.new_lines()):
                 self.log(line)
         happened = []
         for label, launch in [("composed", None)] if self.compose else [(n.label, n) for n in self.launches]:
@@ -359,7 +360,7 @@ def compose_main(spec_path: str) -> int:
     executor threads per :func:`executor_groups`, only the chain threads real-time; each node gets its
     namespace, remaps and parameters as node-local arguments."""
     from carbon_ai_nodes.ros.intra_process import IntraProcessBus
-    from carbon_ai_nodes.ros.node_base import executor_kind, host_nodes, node_arguments
+    from carbon_ai_nodes.ros.node_base import CarbonNode, executor_kind, host_nodes, node_arguments
 
     entries = json.loads(Path(spec_path).read_text())
     labels = [f"{e['namespace']}/{e['module']}" for e in entries]
@@ -368,8 +369,8 @@ def compose_main(spec_path: str) -> int:
     buses = {g[0]: IntraProcessBus() for g in groups if len(g) > 1} if intra_process_enabled() else {}
     bus_of = {label: buses.get(g[0]) for g in groups for label in g}
 
-    def build() -> dict[str, Any]:
-        nodes = {}
+    def build() -> dict[str, CarbonNode]:
+        nodes: dict[str, CarbonNode] = {}
         for label, entry in zip(labels, entries, strict=True):
             with node_arguments(ros_args(entry), bus_of[label]):
                 nodes[label] = node_class(entry["module"])()

@@ -197,7 +197,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ConfigError(f"{path}: nodes: at least one node is required")
     order = {n: i for i, n in enumerate(NODE_ORDER)}
     nodes.sort(key=lambda n: order.get(n.name, len(order)))
-    vehicles = []
+    vehicles: list[Vehicle] = []
     raw_vehicles = data.get("vehicles") or []
     if not isinstance(raw_vehicles, list) or not raw_vehicles:
         raise ConfigError(f"{path}: vehicles: a non-empty list is required")

@@ -155,8 +155,9 @@ def resample_route(route: Any, initial_payload_kg: float, spacing_m: float) -> R
     load.append(load[0])
     cruise.append(cruise[0])
     stop.append(stop[0])
-    return RoutePoints(*(np.asarray(x, float) for x in (east, north, up, s, grade, load, cruise)),
-                       np.asarray(stop, bool))
+    east_m, north_m, up_m, s_m, grades, loads, cruises = (np.asarray(x, float)
+                                                          for x in (east, north, up, s, grade, load, cruise))
+    return RoutePoints(east_m, north_m, up_m, s_m, grades, loads, cruises, np.asarray(stop, bool))
 
 
 def _road_load_n(profile: Any, v: float, payload_kg: float) -> float:

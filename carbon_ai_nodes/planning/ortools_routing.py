@@ -22,6 +22,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -426,14 +427,16 @@ class OrToolsRoutingSolver:
             # Stop once the best cost has not improved for stall_cpu_s of this process's CPU time: on a
             # loaded machine a wall-clock share would end the search before it reaches a local optimum.
             solver = routing.solver()
-            state = {"best": None, "at": time.process_time()}
+            best: float | None = None
+            best_at_s = time.process_time()
 
             def on_solution() -> None:
+                nonlocal best, best_at_s
                 value = routing.CostVar().Value()  # the cost variable exists only once the model is closed
                 now = time.process_time()
-                if state["best"] is None or value < state["best"]:
-                    state["best"], state["at"] = value, now
-                elif now - state["at"] > stall_cpu_s:
+                if best is None or value < best:
+                    best, best_at_s = value, now
+                elif now - best_at_s > stall_cpu_s:
                     solver.FinishCurrentSearch()
 
             routing.AddAtSolutionCallback(on_solution)
@@ -515,7 +518,7 @@ class OrToolsRoutingSolver:
         lp = pywraplp.Solver.CreateSolver("GLOP")
         lp.SetTimeLimit(max(int(limit_s * 1000), 1))
         xs = [lp.NumVar(0.0, 1.0, "") for _ in columns]
-        rows: dict[int, object] = {}
+        rows: dict[int, Any] = {}  # GLOP constraints (OR-Tools ships no type information)
         fleet = lp.Constraint(0.0, float(nv))
         objective = lp.Objective()
         for x, (key, cost, _) in zip(xs, columns, strict=True):

@@ -21,13 +21,16 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
 from carbon_ai_nodes.common.errors import SolverError
 from carbon_ai_nodes.common.frames import G_MPS2
 from carbon_ai_nodes.common.params import ParamSet, param
+
+if TYPE_CHECKING:
+    from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
 
 OBJECTIVES = ("distance", "time", "co2")
 
@@ -262,7 +265,7 @@ def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
     from carbon_ai_nodes.carbon.emission_model import cruise_co2_g_per_m
     from carbon_ai_nodes.common.vehicle_profile import load_profiles
 
-    profiles: dict = {}
+    profiles: dict[str, VehicleProfile] = {}
     for raw in profile_paths:
         path = Path(raw)
         files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
@@ -273,7 +276,7 @@ def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
 
     # Electric profiles re-rated to a reported grid intensity, keyed (profile, gCO2/kWh); bounded because
     # intensities change all day and only the latest few matter.
-    at_grid: dict[tuple[str, float], object] = {}
+    at_grid: dict[tuple[str, float], VehicleProfile] = {}
 
     def co2(profile: str, speed_mps: float, grade: float, payload_kg: float,
             grid_gco2_per_kwh: float = math.nan) -> float:

@@ -48,14 +48,18 @@ from carbon_ai_nodes.ros.intra_process import BusSubscription, IntraProcessBus, 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks  # type: ignore[no-redef]
+    from rclpy.qos_event import SubscriptionEventCallbacks
 
+_EventsExecutor: Callable[..., Executor] | None
 try:  # Jazzy and newer: callbacks dispatched from C++ events, no per-spin wait-set rebuild
-    from rclpy.experimental import EventsExecutor as _EventsExecutor
+    from rclpy.experimental import EventsExecutor
+
+    _EventsExecutor = EventsExecutor
 except ImportError:  # Humble, Iron
     _EventsExecutor = None
 
 P = TypeVar("P", bound=ParamSet)
+T = TypeVar("T")
 SHUTDOWN_FLUSH_S = 1.0  # at most this long, in all, for readers to acknowledge a node's last messages
 EXECUTOR_ENV = "CARBON_AI_EXECUTOR"  # "events" (default where available) or "single"
 
@@ -68,9 +72,16 @@ def make_executor(context: Any = None) -> Executor:
     machine the sensor -> command pipeline's p50 went from about 13 to 8 ms under the same load (see
     ``carbon-ai bench latency``). On Humble, or with ``CARBON_AI_EXECUTOR=single``, the SingleThreadedExecutor.
     """
-    if default_executor_kind() == "events":
+    if _EventsExecutor is not None and default_executor_kind() == "events":
         return _EventsExecutor(context=context)
     return SingleThreadedExecutor(context=context)
+
+
+def configured(value: T | None, what: str) -> T:
+    """``value``, which a node's configure built: a clear error, not an AttributeError on None, if it was not."""
+    if value is None:
+        raise RuntimeError(f"{what} is not set up: the node is unconfigured")
+    return value
 
 
 def default_executor_kind() -> str:
@@ -165,7 +176,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
         ros_params.declare(self, NodeBaseParams)
         ros_params.declare(self, params_type)
         self.base_params: NodeBaseParams = ros_params.load(self, NodeBaseParams)
-        self.params: P | None = None
+        self._params: P | None = None
         self.health = HealthMonitor()
         self.is_active = False
         self.config_error: str | None = None
@@ -176,11 +187,23 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics())
         self._diag_timer = self.create_timer(self.base_params.diagnostics_period_s, self.publish_diagnostics)
         self.add_on_set_parameters_callback(
-            ros_params.on_set_validator(params_type, lambda: self.params, self._apply_params)
+            ros_params.on_set_validator(params_type, lambda: self._params, self._apply_params)
         )
         self.add_on_set_parameters_callback(
             ros_params.on_set_validator(NodeBaseParams, lambda: self.base_params, self._apply_base_params)
         )
+
+    @property
+    def params(self) -> P:
+        """The validated parameters, between configure and cleanup (callbacks run only then)."""
+        if self._params is None:
+            raise RuntimeError(f"node {self.get_name()}: parameters read while unconfigured")
+        return self._params
+
+    @property
+    def is_configured(self) -> bool:
+        """True between a successful configure and cleanup."""
+        return self._params is not None
 
     # ----------------------------------------------------------------- subclass hooks
     def configure(self, params: P) -> None:
@@ -249,18 +272,19 @@ class CarbonNode(LifecycleNode, Generic[P]):
                     )
                 )
         run = self.guarded(name, callback)
-        bus_sub = BusSubscription(run) if self._bus is not None and is_stamped(msg_type) and not raw else None
+        bus = self._bus if is_stamped(msg_type) and not raw else None
+        bus_sub = BusSubscription(run) if bus is not None else None
         sub = self.create_subscription(
             msg_type, topic, run if bus_sub is None else bus_sub.from_middleware, profile,
             event_callbacks=event_callbacks, raw=raw,
         )
         self._carbon_entities.append(sub)
-        if bus_sub is not None:
-            self._bus.attach(sub.topic_name, bus_sub)
+        if bus is not None and bus_sub is not None:
+            bus.attach(sub.topic_name, bus_sub)
             self._bus_subscriptions.append(bus_sub)
         return sub
 
-    def timer(self, period_s: float, callback: Callable[[], None], name: str = "timer") -> Any:
+    def timer(self, period_s: float, callback: Callable[[], object], name: str = "timer") -> Any:
         """A timer that runs only while active (cancelled on deactivate, reset on activate)."""
         run = self.guarded(name, callback, needs_active=False)
         # A zero-argument callable: executors that can pass a TimerInfo (the EventsExecutor) would hand one to
@@ -271,7 +295,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self._carbon_timers.append(t)
         return t
 
-    def guarded(self, where: str, callback: Callable[..., None], needs_active: bool = True) -> Callable[..., None]:
+    def guarded(self, where: str, callback: Callable[..., object], needs_active: bool = True) -> Callable[..., None]:
         """Wrap a callback: skip while inactive, and turn any exception into a counted, logged-once error."""
 
         def run(*args: Any) -> None:
@@ -338,7 +362,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
         """Load + validate parameters, then let the subclass build its core and entities."""
         try:
             params = ros_params.load(self, self.params_type)
-            self.params = params
+            self._params = params
             self.configure(params)
         except ParameterError as exc:
             return self._refuse_configure(f"parameter {exc}")
@@ -353,7 +377,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
         self.config_error = reason
         self.get_logger().error(reason)
         self._destroy_entities()
-        self.params = None
+        self._params = None
         return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -375,14 +399,14 @@ class CarbonNode(LifecycleNode, Generic[P]):
         """Destroy everything configure created."""
         self.cleanup()
         self._destroy_entities()
-        self.params = None
+        self._params = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Go safe and release, from whatever state."""
         if self.is_active:
             self._go_inactive()
-        if self.params is not None:
+        if self.is_configured:
             self.cleanup()
         self._destroy_entities()
         return TransitionCallbackReturn.SUCCESS
@@ -401,8 +425,9 @@ class CarbonNode(LifecycleNode, Generic[P]):
                 t.cancel()
 
     def _destroy_entities(self) -> None:
-        for bus_sub in self._bus_subscriptions:
-            self._bus.detach(bus_sub)
+        if self._bus is not None:  # subscriptions are on the bus only when there is one
+            for bus_sub in self._bus_subscriptions:
+                self._bus.detach(bus_sub)
         self._bus_subscriptions.clear()
         for t in self._carbon_timers:
             self.destroy_timer(t)
@@ -430,7 +455,7 @@ class CarbonNode(LifecycleNode, Generic[P]):
                     entity.wait_for_all_acked(Duration(nanoseconds=left_ns))
 
     def _apply_params(self, new: P) -> None:
-        old, self.params = self.params, new
+        old, self._params = self._params, new
         if old is not None:
             self.params_changed(old, new)
 
@@ -479,7 +504,7 @@ def host_nodes(build: Callable[[], dict[str, CarbonNode]], groups: Callable[[lis
         for label, node in nodes.items():
             if node.base_params.autostart:
                 node.trigger_configure()
-                if node.params is None:
+                if not node.is_configured:
                     if len(nodes) > 1:
                         print(f"{label}: could not configure", file=sys.stderr)
                     return 1

@@ -121,7 +121,8 @@ class PlantSpec:
         if self.model_only:
             return "model only"
         if self.scale:
-            size = f" {self.mass_kg / 1000:.0f} t + payload, {self.power_kw:.0f} kW" if self.power_kw else ""
+            size = (f" {self.mass_kg / 1000:.0f} t + payload, {self.power_kw:.0f} kW"
+                    if self.mass_kg is not None and self.power_kw else "")  # sized by scaled_to
             return f"{Path(self.fastsim_file).stem} scaled{size}"
         mass = f" at {self.mass_kg / 1000:.1f} t" if self.mass_kg else ""
         return f"{Path(self.fastsim_file).stem}{mass}"
@@ -534,12 +535,13 @@ def score(spec: PlantSpec, trace: Trace) -> PlantResult:
     payload each (split where it changes, at the load/dump stops; each piece starts where the last ended)."""
     from carbon_ai_nodes.carbon.emission_model import FUEL_CO2_G_PER_L, FUEL_LHV_MJ_PER_L
 
-    electric = spec.fuel == "electric"
-    if electric and spec.grid_gco2_per_kwh is None:
+    electric, grid_gco2_per_kwh = spec.fuel == "electric", spec.grid_gco2_per_kwh
+    if electric and grid_gco2_per_kwh is None:
         raise PlantError(f"plant {spec.label}: an electric plant needs the grid intensity (PlantSpec.scaled_to)")
     # per joule drawn: litres of fuel (LHV) and CO2 per litre; a battery draws no fuel and its CO2 is the grid's
     lhv_j_per_l = math.inf if electric else FUEL_LHV_MJ_PER_L[spec.fuel] * 1e6
-    co2_g_per_j = spec.grid_gco2_per_kwh / 3.6e6 if electric else FUEL_CO2_G_PER_L[spec.fuel] / lhv_j_per_l
+    co2_g_per_j = (grid_gco2_per_kwh / 3.6e6 if electric and grid_gco2_per_kwh is not None
+                   else FUEL_CO2_G_PER_L[spec.fuel] / lhv_j_per_l)
     store, energy_key = ("res", "energy_out_electrical_joules") if electric else ("fc", "energy_fuel_joules")
     payload = trace.payload_kg if spec.scale and trace.payload_kg is not None else np.zeros(len(trace.time_s))
     cuts = [i for i in range(1, len(payload) - 1) if payload[i] != payload[i - 1]]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from carbon_ai_nodes.sim.plant import PlantResult, PlantSpec, Trace
 
@@ -26,7 +27,7 @@ from carbon_ai_nodes.sim.plant import PlantResult, PlantSpec, Trace
 MIN_SCORED_DISTANCE_M = 5.0
 
 
-def integrate(t_s: Sequence[float], rate_per_s: Sequence[float]) -> float:
+def integrate(t_s: ArrayLike, rate_per_s: ArrayLike) -> float:
     """Trapezoidal integral of ``rate_per_s`` over ``t_s`` (s), skipping non-finite samples and time going back."""
     t = np.asarray(t_s, float)
     r = np.asarray(rate_per_s, float)
@@ -39,7 +40,7 @@ def integrate(t_s: Sequence[float], rate_per_s: Sequence[float]) -> float:
     return float(np.sum(np.diff(t) * 0.5 * (r[1:] + r[:-1])))
 
 
-def cumulative(t_s: Sequence[float], rate_per_s: Sequence[float]) -> np.ndarray:
+def cumulative(t_s: ArrayLike, rate_per_s: ArrayLike) -> np.ndarray:
     """Running trapezoidal integral of ``rate_per_s`` over ``t_s`` (s), from 0 at the first sample."""
     t, r = np.asarray(t_s, float), np.asarray(rate_per_s, float)
     return np.concatenate([[0.0], np.cumsum(np.diff(t) * 0.5 * (r[1:] + r[:-1]))])
@@ -216,12 +217,13 @@ def plant_line(optimised: PlantScore, baseline: PlantScore | None = None) -> str
         return " -> ".join(_f(x, digits) for x in values)
 
     model = f"by the model {series([s.model.co2_g_per_km for s in runs])} g/km"
-    if any(s.plant is None for s in runs):
+    plants = [s.plant for s in runs if s.plant is not None]
+    if len(plants) < len(runs):
         return f"{o.vehicle_id}: plant {next(s.status for s in runs if s.plant is None)}; {model}"
-    plant = f"{o.vehicle_id} by the plant ({o.plant_label}): {series([s.plant.co2_g_per_km for s in runs])} g/km"
-    if o.plant.electric:
-        plant += (f" ({series([s.plant.kwh_per_km for s in runs], 3)} kWh/km from the battery x "
-                  f"{o.plant.grid_gco2_per_kwh:.0f} gCO2/kWh, the model's grid intensity)")
+    plant = f"{o.vehicle_id} by the plant ({o.plant_label}): {series([p.co2_g_per_km for p in plants])} g/km"
+    if plants[-1].electric:  # o's
+        plant += (f" ({series([p.kwh_per_km for p in plants], 3)} kWh/km from the battery x "
+                  f"{plants[-1].grid_gco2_per_kwh:.0f} gCO2/kWh, the model's grid intensity)")
     if b is not None:
         plant += f" ({_f(plant_saving_pct([o], [b], 'plant'), 1)} % saved)"
     errors = " / ".join("n/a" if not math.isfinite(e) else f"{e:+.1f} %" for e in (s.model_error_pct for s in runs))
@@ -288,9 +290,15 @@ def score_fleet(scenario: Any, speed: Mapping[str, Any], estimate: Mapping[str, 
     out = []
     for v in scenario.vehicles:
         until = (until_distance_m or {}).get(v.id, math.inf)
-        model = vehicle_result(v.id, *estimate[v.id], *speed[v.id], until_distance_m=until)
-        metered = vehicle_result(v.id, *meter[v.id], *speed[v.id], until_distance_m=until) if meter else None
-        out.append(plant_score(run_plant(scenario, v), model, *speed[v.id], route_grade(scenario, v), until,
+        speed_t_s, speed_mps = speed[v.id]
+        est_t_s, est_co2_g_s, est_fuel_lph = estimate[v.id]
+        model = vehicle_result(v.id, est_t_s, est_co2_g_s, est_fuel_lph, speed_t_s, speed_mps, until_distance_m=until)
+        metered = None
+        if meter:
+            meter_t_s, meter_co2_g_s, meter_fuel_lph = meter[v.id]
+            metered = vehicle_result(v.id, meter_t_s, meter_co2_g_s, meter_fuel_lph, speed_t_s, speed_mps,
+                                     until_distance_m=until)
+        out.append(plant_score(run_plant(scenario, v), model, speed_t_s, speed_mps, route_grade(scenario, v), until,
                                metered, route_payload(v)))
     return out
 
@@ -302,7 +310,7 @@ def run_plant(scenario: Any, vehicle: Any) -> PlantSpec | None:
     spec = vehicle.plant
     if spec is None or spec.fuel != "electric":
         return spec
-    node = next((n.params for n in scenario.nodes if n.name == "carbon_inference"), {})
+    node: Mapping[str, Any] = next((n.params for n in scenario.nodes if n.name == "carbon_inference"), {})
     value = vehicle.params.get("carbon_inference", {}).get("grid_gco2_per_kwh", node.get("grid_gco2_per_kwh"))
     try:
         grid = float(value)
@@ -337,7 +345,8 @@ def plant_saving_pct(optimised: Sequence[PlantScore], baseline: Sequence[PlantSc
 
     def per_km(scores: Sequence[PlantScore]) -> float:
         if by == "plant":
-            co2, km = sum(s.plant.co2_kg for s in scores), sum(s.plant.distance_km for s in scores)
+            plants = [s.plant for s in scores if s.plant is not None]  # all of them: pairs keep only those
+            co2, km = sum(p.co2_kg for p in plants), sum(p.distance_km for p in plants)
         else:
             co2, km = sum(s.model.co2_kg for s in scores), sum(s.model.distance_km for s in scores)
         return co2 / km if km > 1e-6 else math.nan
@@ -374,8 +383,9 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
                 continue
             lines.append(f"| {o.vehicle_id} | {_f(plant_saving_pct([o], [b], 'plant'), 1)} | "
                          f"{_f(saving_pct(b.model.co2_g_per_km, o.model.co2_g_per_km), 1)} |")
-        lines += [f"| **fleet (vehicles with a plant)** | **{_f(plant_saving_pct(*scores, 'plant'), 1)}** | "
-                  f"{_f(plant_saving_pct(*scores, 'model'), 1)} |", ""]
+        optimised, baseline = scores
+        by_plant, by_model = (_f(plant_saving_pct(optimised, baseline, by), 1) for by in ("plant", "model"))
+        lines += [f"| **fleet (vehicles with a plant)** | **{by_plant}** | {by_model} |", ""]
     notes = [f"- {s.vehicle_id} ({label} run): not scored: {s.not_scored}" if s.not_scored else
              f"- {s.vehicle_id} ({label} run): plant {s.status}"
              for label, run in zip(labels, scores, strict=True) for s in run
@@ -387,7 +397,8 @@ def plant_markdown(labels: Sequence[str], scores: Sequence[Sequence[PlantScore]]
               f"{s.plant.grid_gco2_per_kwh:.0f} gCO2/kWh, the grid intensity carbon_ai's model used "
               f"(the model's {_f(s.model.co2_g_per_km / s.plant.grid_gco2_per_kwh)} kWh/km)"
               for label, run in zip(labels, scores, strict=True) for s in run
-              if s.plant is not None and s.plant.electric and not s.not_scored]
+              if s.plant is not None and s.plant.electric and s.plant.grid_gco2_per_kwh is not None
+              and not s.not_scored]
     notes += sorted({f"- {s.vehicle_id}: the plant ({s.plant_label}) is a stand-in of another size; its saving "
                      "is a direction check, its absolute CO2 is not this vehicle's (no model-vs-plant error)"
                      for run in scores for s in run if s.direction_only})

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import random
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from carbon_ai_nodes.carbon.emission_model import physics_rates
 from carbon_ai_nodes.common.errors import ConfigError
@@ -33,6 +33,9 @@ from carbon_ai_nodes.common.frames import G_MPS2, wrap_angle
 from carbon_ai_nodes.common.geodesy import LocalFrame
 from carbon_ai_nodes.common.params import ParamSet, param
 from carbon_ai_nodes.common.user_files import read_csv
+
+if TYPE_CHECKING:
+    from carbon_ai_nodes.sim.plant_engine import PlantEngine
 
 FAULTS = ("nan_burst", "gnss_jump", "silence")
 SENSORS = ("gnss", "imu", "odom", "engine")
@@ -245,7 +248,7 @@ def wheel_power_w(profile: Any, speed_mps: float, accel_mps2: float, grade: floa
 
 
 def emission_rates(profile: Any, speed_mps: float, accel_mps2: float, grade: float,
-                   payload_kg: float, engine: Any = None) -> tuple[float, float, float]:
+                   payload_kg: float, engine: PlantEngine | None = None) -> tuple[float, float, float]:
     """CO2 (g/s), fuel (L/h), power (kW): the plant ``engine`` (sim/plant_engine.PlantEngine) if given, else the
     shared physics model."""
     if engine is not None:
@@ -266,7 +269,7 @@ class VehicleSim:
 
     def __init__(self, params: SimParams, profile: Any, *, route: Route | None = None,
                  trace: DriveTrace | None = None, origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 initial_payload_kg: float = 0.0, engine: Any = None) -> None:
+                 initial_payload_kg: float = 0.0, engine: PlantEngine | None = None) -> None:
         if (route is None) == (trace is None):
             raise ConfigError("sim: give exactly one of a route or a drive-cycle trace")
         self.p = params
@@ -318,6 +321,7 @@ class VehicleSim:
     def _route_targets(self) -> tuple[float, float, float]:
         """Cruise speed on this segment, distance to the next stop (m) and grade."""
         route = self.route
+        assert route is not None  # __init__ takes a route or a trace, and this is the route's path
         a, _, grade, length = route.segment(self._segment)
         cruise = a.speed_mps or self.p.cruise_speed_mps or route.cruise_speed_mps
         dist = length - self._s_on_segment_m
@@ -386,6 +390,7 @@ class VehicleSim:
     def _advance_route(self, ds: float) -> None:
         s = self.truth
         route = self.route
+        assert route is not None  # __init__ takes a route or a trace, and this is the route's path
         n = len(route.waypoints)
         while True:
             a, b, grade, length = route.segment(self._segment)

@@ -328,7 +328,7 @@ class DurableQueue:
                         oldest = db.execute("SELECT id, asset, payload FROM summaries ORDER BY id LIMIT 1").fetchone()
                         if oldest is None:
                             break
-                        self._drop_row(db, *oldest, reason="queue_full")
+                        self._drop_row(db, oldest, reason="queue_full")
                         dropped += 1
                     db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped_full'", (dropped,))
             if stored:
@@ -455,7 +455,7 @@ class DurableQueue:
         # one queued gap record per asset: an unsent older one is folded into the new one (its own number too)
         for row in db.execute("SELECT id, asset, payload FROM summaries WHERE asset = ? AND substr(payload, 1, 1) "
                               "= ?", (asset_id, bytes([VERSION_GAPS]))).fetchall():
-            self._drop_row(db, *row, reason=gap_names(pending.reasons).split("+")[0])
+            self._drop_row(db, row, reason=gap_names(pending.reasons).split("+")[0])
         pending = self._pending_gap(db, asset_id)
         assert pending is not None
         if self._meta(db, "stored_bytes") + GAP_ROW_BYTES > self.limits.max_bytes:
@@ -470,7 +470,9 @@ class DurableQueue:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'gap_records'")
         return record
 
-    def _drop_row(self, db: sqlite3.Connection, row_id: int, asset_id: str, payload: bytes, reason: str) -> None:
+    def _drop_row(self, db: sqlite3.Connection, row: tuple[int, str, bytes], reason: str) -> None:
+        """Delete one summaries row ``(id, asset, payload)``, leaving a gap record that names it."""
+        row_id, asset_id, payload = row
         db.execute("DELETE FROM summaries WHERE id = ?", (row_id,))
         self._add_gap(db, asset_id, Gap.of_row(decode_batch(asset_id, payload)[0], reason))
 
@@ -499,7 +501,7 @@ class DurableQueue:
         rows = db.execute("SELECT id, asset, payload FROM summaries WHERE created_s < ?",
                           (now_s - self.limits.ttl_s,)).fetchall()
         for row in rows:
-            self._drop_row(db, *row, reason="expired")
+            self._drop_row(db, row, reason="expired")
         if rows:
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'expired'", (len(rows),))
         return len(rows)

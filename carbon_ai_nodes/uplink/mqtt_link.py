@@ -38,10 +38,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from carbon_ai_nodes.common.errors import ConfigError, LinkError
 from carbon_ai_nodes.uplink.durable_queue import DurableQueue, QueueDamagedError
 from carbon_ai_nodes.uplink.summary_codec import encode_batch, mqtt_publish_bytes, status_topic, summary_topic
+
+if TYPE_CHECKING:  # paho is imported when the link first connects
+    from paho.mqtt.client import Client
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -94,7 +98,8 @@ def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SS
 def certificate_validity_problem(cert_file: str, now_s: float) -> str:
     """Why ``cert_file`` is not valid at ``now_s`` (Unix s), with the fix; "" if it is (or cannot be read)."""
     try:
-        decoded = ssl._ssl._test_decode_cert(cert_file)  # the stdlib's only certificate parser
+        # the stdlib's only certificate parser; private, so typeshed does not list it
+        decoded = ssl._ssl._test_decode_cert(cert_file)  # type: ignore[attr-defined]
         not_before_s = ssl.cert_time_to_seconds(decoded["notBefore"])
         not_after_s = ssl.cert_time_to_seconds(decoded["notAfter"])
     except (ssl.SSLError, OSError, KeyError, ValueError, AttributeError):
@@ -201,7 +206,7 @@ class MqttUplink:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         # network-thread state
-        self._client = None
+        self._client: Client | None = None
         self._connected = False
         self._connack_error = ""
         self._inflight: dict[int, list[int]] = {}
@@ -223,7 +228,7 @@ class MqttUplink:
         """New data was queued: look at the queue now instead of at the next tick."""
         self._wake.set()
 
-    def retune(self, **changes: float) -> None:
+    def retune(self, **changes: Any) -> None:
         """Change run-time tunables: bandwidth_limit_bytes_s, batch_linger_s, batch_max, max_inflight, backoff_*."""
         self.config = cfg = dataclasses.replace(self.config, **changes)
         self._bucket.rate = cfg.bandwidth_limit_bytes_s
@@ -277,14 +282,15 @@ class MqttUplink:
     def _step(self, queue: DurableQueue) -> None:
         """One turn of the network thread: connect or wait out the back-off, read the socket, send."""
         now = self._clock()
-        if self._client is None:
+        client = self._client
+        if client is None:
             if now < self._next_attempt_s:
                 self._set(state="backoff", next_attempt_in_s=round(self._next_attempt_s - now, 1))
                 self._wake.wait(min(self._next_attempt_s - now, 0.5))
                 self._wake.clear()
                 return
             try:
-                self._connect()
+                client = self._connect()
             except LinkError as exc:
                 self._next_attempt_s = self._clock() + self._backoff.next_delay_s()
                 with self._lock:
@@ -293,16 +299,16 @@ class MqttUplink:
                     self._stats.error_kind = getattr(exc, "kind", "unreachable")
                 return
             self._next_pump_s = 0.0
-        rc = self._client.loop(timeout=0.05)
+        rc = client.loop(timeout=0.05)
         if rc != 0 or not self._connected:
             self._drop_connection(self._log_error or f"connection lost (paho rc {int(rc)})")
             self._next_attempt_s = self._clock() + self._backoff.next_delay_s()
             return
         if self._wake.is_set() or now >= self._next_pump_s:
             self._wake.clear()
-            self._next_pump_s = self._pump(queue, now)
+            self._next_pump_s = self._pump(client, queue, now)
 
-    def _connect(self) -> None:
+    def _connect(self) -> Client:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -313,7 +319,7 @@ class MqttUplink:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"carbon_ai-{cfg.asset_id}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            **({} if v5 else {"clean_session": True}),
+            clean_session=None if v5 else True,  # MQTT 5 has clean_start instead
         )
         client.connect_timeout = cfg.connect_timeout_s
         client.max_inflight_messages_set(cfg.max_inflight + 2)  # we throttle; paho must never hold messages back
@@ -330,7 +336,7 @@ class MqttUplink:
         self._log_error = ""
         try:
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
-                           **({"clean_start": True} if v5 else {}))
+                           clean_start=True if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)  # 3.1.1: only the default
         except ssl.SSLCertVerificationError as exc:
             if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
                 raise _link_error("tls_verify", f"TLS: the broker certificate is not for host {cfg.host!r} "
@@ -365,6 +371,7 @@ class MqttUplink:
             self._stats.connects += 1
             self._stats.last_error = ""
             self._stats.error_kind = ""
+        return client
 
     def _tls_failure(self, reason: str) -> LinkError:
         """Name the cause of a failed TLS connection: certificate dates, a plain listener, or the client cert."""
@@ -412,12 +419,13 @@ class MqttUplink:
             self._set(last_error=self._log_error, error_kind="publish_refused")
             self._connected = False
             return
+        assert self._queue is not None  # opened before the network thread connects
         self._queue.ack(ids)  # only now may the rows leave the disk
         with self._lock:
             self._stats.summaries_acked += len(ids)
         self._wake.set()  # an in-flight slot is free: send the next batch now (catch-up speed)
 
-    def _pump(self, queue: DurableQueue, now: float) -> float:
+    def _pump(self, client: Client, queue: DurableQueue, now: float) -> float:
         """Send what the queue holds, within the in-flight, linger and bandwidth limits; returns when to look again."""
         cfg = self.config
         next_s = now + 0.5
@@ -434,7 +442,7 @@ class MqttUplink:
             if not self._bucket.take(size, now):
                 next_s = min(next_s, now + 0.05)
                 break
-            info = self._client.publish(self._topic, payload, qos=1)
+            info = client.publish(self._topic, payload, qos=1)
             if info.rc != 0:
                 break
             self._inflight[info.mid] = [row_id for row_id, _, _ in rows]

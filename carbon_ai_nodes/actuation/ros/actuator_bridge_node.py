@@ -34,7 +34,7 @@ from carbon_ai_nodes.actuation.safety_envelope import ActuatorBridgeParams, Comm
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.health import ERROR, OK, WARN
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 
 # Rejections that say nothing about the input's health (a late duplicate, another vehicle's message, a
 # skewed stamp): counted and ignored. The watchdog still catches an input that only ever sends such messages.
@@ -60,8 +60,12 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         self._mode_changes: Counter[str] = Counter()
         self._commands_published = 0
         self._no_publisher: set[str] = set()
-        self._clock = self.get_clock()
         self._cmd_msg = ActuatorCommand()
+
+    @property
+    def _env(self) -> SafetyEnvelope:
+        """The envelope configure built (the callbacks run only while configured)."""
+        return configured(self.envelope, "actuator_bridge envelope")
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self, params: ActuatorBridgeParams) -> None:
@@ -132,13 +136,13 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
     def _rejected(self, name: str, exc: InputRejectedError) -> None:
         self.reject(name, exc.reason, exc.detail)
         if exc.reason not in _IGNORED_REASONS and name in self._subs:
-            self.envelope.input_invalid(name, exc.reason)
+            self._env.input_invalid(name, exc.reason)
 
     def _accepted(self, name: str, now_s: float | None = None) -> None:
         now_s = self.now_s() if now_s is None else now_s
         self.accept(name, now_s)
         if name in self._subs:
-            self.envelope.input_ok(name, now_s)
+            self._env.input_ok(name, now_s)
 
     def _on_vehicle_state(self, msg: VehicleState) -> None:
         now_s = self._clock.now().nanoseconds * 1e-9  # read once: this runs at the state rate
@@ -206,12 +210,12 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             self._rejected("manual_override", exc)
             return
         self._accepted("manual_override")
-        self.envelope.set_override(active, setpoint, self.now_s())
+        self._env.set_override(active, setpoint, self.now_s())
         self._input_event()
 
     def _on_estop(self, msg: Bool) -> None:
         self._accepted("estop")
-        self.envelope.set_estop(bool(msg.data), self.now_s())
+        self._env.set_estop(bool(msg.data), self.now_s())
         if msg.data or self.params.publish_on_input:
             self._control()  # e-stop never waits for the next tick
 
@@ -242,7 +246,7 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
 
     def _update_target(self, now_s: float | None = None) -> None:
         p = self.params
-        env = self.envelope
+        env = self._env
         now_s = self.now_s() if now_s is None else now_s
         speed = self._route_speed_mps if self._route_speed_mps is not None else p.cruise_speed_limit_mps
         load = p.engine_load_limit_pct
@@ -269,12 +273,12 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
             if not self._fault:
                 self.get_logger().error(f"control target: {type(exc).__name__}: {exc}; holding the safe setpoint")
             self._fault = type(exc).__name__
-            self.envelope.set_internal_fault(f"{type(exc).__name__}: {exc}")
+            self._env.set_internal_fault(f"{type(exc).__name__}: {exc}")
             return
         if self._fault:
             self.get_logger().info(f"control target computes again (after {self._fault})")
             self._fault = ""
-            self.envelope.set_internal_fault("")
+            self._env.set_internal_fault("")
 
     def _input_event(self, now: Any = None, route: bool = False) -> None:
         """An input changed: new target (with ``route``, a new route speed first), command at once if wanted."""
@@ -344,7 +348,7 @@ class ActuatorBridge(CarbonNode[ActuatorBridgeParams]):
         """Upstream liveliness: a required input whose publishers all left is unhealthy at once."""
         for name in self.params.required_inputs:
             count = self.count_publishers(self._subs[name].topic_name)
-            self.envelope.input_publishers(name, count)
+            self._env.input_publishers(name, count)
             if count == 0 and name not in self._no_publisher:
                 self._no_publisher.add(name)
                 self.get_logger().warning(f"{name}: no publisher on {self._subs[name].topic_name}")

@@ -9,11 +9,13 @@ it serves ``<asset>/vehicle_state`` -> ``<asset>/carbon_estimate`` for each asse
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.service import Service
 from std_msgs.msg import Header
 
 from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
@@ -70,6 +72,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         self.max_batch_size = 0
         self.model_error = ""
         self._prepared: tuple[tuple, Selection] | None = None
+        self._srv: Service | None = None
         self.add_on_set_parameters_callback(self._check_model_change)
 
     # ------------------------------------------------------------------ lifecycle
@@ -90,7 +93,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             asset = Asset(name or profile.name, est, self.publisher(CarbonEstimate, f"{prefix}carbon_estimate",
                                                                     qos.command(depth=params.queue_depth)))
             self.assets.append(asset)
-            self.subscription(VehicleState, f"{prefix}{INPUT}", lambda m, a=asset: self._on_state(a, m),
+            self.subscription(VehicleState, f"{prefix}{INPUT}", functools.partial(self._on_state, asset),
                               qos.command(depth=params.queue_depth), input_name=f"{prefix}{INPUT}",
                               timeout_s=params.state_timeout_s)
         self._srv = self.create_service(SwapModel, "swap_model", self._on_swap)
@@ -99,7 +102,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             self.timer(params.batch_period_s, self._flush, name="batch")
 
     def cleanup(self) -> None:
-        if getattr(self, "_srv", None) is not None:
+        if self._srv is not None:
             self.destroy_service(self._srv)
             self._srv = None
         self.assets, self.pending, self.selection = [], [], None
@@ -127,7 +130,7 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         """
         names = {"model_path", "backend", "fp16", "engine_cache_dir"}
         values = {p.name: p.value for p in changes if p.name in names}
-        if not values or self.params is None:
+        if not values or not self.is_configured:
             return SetParametersResult(successful=True)
         try:
             new = self.params.replace(**values)
@@ -167,13 +170,14 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
 
     def _on_swap(self, request: SwapModel.Request, response: SwapModel.Response) -> SwapModel.Response:
         try:
-            if self.params is None:
+            if not self.is_configured:
                 raise ModelError("node is not configured")
             if not request.model_path:
                 raise ModelError("model_path is empty")
-            self._install(self._select(self.params, request.model_path))
+            selection = self._select(self.params, request.model_path)
+            self._install(selection)
             response.success = True
-            response.message = f"serving {self.selection.backend.model_id}"
+            response.message = f"serving {selection.backend.model_id}"
         except (ModelError, ConfigError) as exc:
             self.model_error = str(exc)
             self.get_logger().error(f"swap_model refused, old model keeps serving: {exc}")

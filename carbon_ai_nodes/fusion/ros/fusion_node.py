@@ -24,7 +24,7 @@ from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.fusion.ekf import MOTION_SOURCES, SOURCES, FusionFilter, FusionParams
 from carbon_ai_nodes.fusion.ros import conversions as conv
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 
 CLOCK_JUMP_S = 1.0  # the node clock stepping back more than this (bag loop, sim restart) resets the filter
 HOUSEKEEPING_PERIOD_S = 0.1  # input mode: how often staleness and clock jumps are checked without inputs
@@ -36,7 +36,6 @@ class Fusion(CarbonNode[FusionParams]):
     def __init__(self) -> None:
         super().__init__("fusion", FusionParams)
         self.filter: FusionFilter | None = None
-        self._clock = self.get_clock()
         self._last_now_s = -math.inf
         self._last_ok_s: dict[str, float] = {}
         self._last_verdict_ok: dict[str, bool] = {}
@@ -53,6 +52,11 @@ class Fusion(CarbonNode[FusionParams]):
         self._state_msg = VehicleState(sources=self._sources_msg)
         self._odom_msg = Odometry()
 
+    @property
+    def _filter(self) -> FusionFilter:
+        """The filter configure built (replaced on a clock jump; the callbacks run only while configured)."""
+        return configured(self.filter, "fusion filter")
+
     # ------------------------------------------------------------------------------------------- lifecycle
     def configure(self, params: FusionParams) -> None:
         self.filter = FusionFilter(params)
@@ -63,9 +67,9 @@ class Fusion(CarbonNode[FusionParams]):
         self._state_pub = self.publisher(VehicleState, "vehicle_state", qos.command())
         self._odom_pub = self.publisher(Odometry, "odometry/filtered", qos.command())
         inputs: list[tuple[str, Any, str, Callable[[Any, float], Any], Callable[[Any, float], Any]]] = [
-            ("gnss", NavSatFix, "gnss/fix", conv.gnss_fix, lambda m, t: self.filter.update_gnss(m, t)),
-            ("imu", Imu, "imu/data", conv.imu_sample, lambda m, t: self.filter.update_imu(m, t)),
-            ("odom", Odometry, "odom/wheel", conv.wheel_speed, lambda m, t: self.filter.update_odom(m, t)),
+            ("gnss", NavSatFix, "gnss/fix", conv.gnss_fix, lambda m, t: self._filter.update_gnss(m, t)),
+            ("imu", Imu, "imu/data", conv.imu_sample, lambda m, t: self._filter.update_imu(m, t)),
+            ("odom", Odometry, "odom/wheel", conv.wheel_speed, lambda m, t: self._filter.update_odom(m, t)),
             ("engine", EngineTelemetry, "engine/telemetry", conv.engine_sample, self._update_engine),
         ]
         for name, msg_type, topic, convert, update in inputs:
@@ -80,7 +84,7 @@ class Fusion(CarbonNode[FusionParams]):
         self._next_publish_s = self._last_publish_s = -math.inf
 
     def params_changed(self, old: FusionParams, new: FusionParams) -> None:
-        self.filter.set_params(new)
+        self._filter.set_params(new)
         self._cache_params(new)
         now = self.now_s()
         for name in SOURCES:
@@ -145,7 +149,7 @@ class Fusion(CarbonNode[FusionParams]):
         return callback
 
     def _update_engine(self, sample: Any, now_s: float) -> None:
-        for channel in self.filter.update_engine(sample, now_s):
+        for channel in self._filter.update_engine(sample, now_s):
             self.reject(f"engine.{channel}", "out_of_range")
 
     # ------------------------------------------------------------------------------------------- output
@@ -170,9 +174,9 @@ class Fusion(CarbonNode[FusionParams]):
 
     def _publish(self, now: Any, now_s: float) -> None:
         self.poll_watchdog(now_s)
-        if not self.filter.initialized:
+        if not self._filter.initialized:
             return  # nothing to say until a motion source has spoken
-        state = self.filter.state_at(now_s)
+        state = self._filter.state_at(now_s)
         stamp = now.to_msg()
         p = self.params
         self._fill_sources(now_s)

@@ -14,10 +14,11 @@ import sys
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from rclpy.client import Client
 
 from carbon_ai_nodes.graph.supervisor import LifecycleManagerParams, Request, Supervisor
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 
 _TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                 "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
@@ -29,7 +30,12 @@ class LifecycleManager(CarbonNode[LifecycleManagerParams]):
     def __init__(self) -> None:
         super().__init__("lifecycle_manager", LifecycleManagerParams)
         self.supervisor: Supervisor | None = None
-        self._change_state_clients: dict[str, object] = {}
+        self._change_state_clients: dict[str, Client] = {}
+
+    @property
+    def _sup(self) -> Supervisor:
+        """The supervisor configure built (the callbacks run only while configured)."""
+        return configured(self.supervisor, "lifecycle_manager supervisor")
 
     def configure(self, params: LifecycleManagerParams) -> None:
         self.supervisor = Supervisor(params.node_names, params.heartbeat_timeout_s, params.transition_timeout_s,
@@ -48,10 +54,10 @@ class LifecycleManager(CarbonNode[LifecycleManagerParams]):
         now = self.now_s()
         for status in msg.status:
             state = next((kv.value for kv in status.values if kv.key == "lifecycle_state"), "")
-            self.supervisor.heartbeat(status.hardware_id, now, state)
+            self._sup.heartbeat(status.hardware_id, now, state)
 
     def _step(self) -> None:
-        sup = self.supervisor
+        sup = self._sup
         for request in sup.step(self.now_s()):
             self._call(request)
         for event in sup.events:
@@ -61,13 +67,13 @@ class LifecycleManager(CarbonNode[LifecycleManagerParams]):
     def _call(self, request: Request) -> None:
         client = self._change_state_clients[request.node]
         if not client.service_is_ready():
-            self.supervisor.transition_done(request.node, request.transition, False)
+            self._sup.transition_done(request.node, request.transition, False)
             return
         future = client.call_async(ChangeState.Request(transition=Transition(id=_TRANSITIONS[request.transition])))
 
         def done(f, r=request) -> None:
             ok = f.exception() is None and f.result().success
-            self.supervisor.transition_done(r.node, r.transition, ok, now_s=self.now_s())
+            self._sup.transition_done(r.node, r.transition, ok, now_s=self.now_s())
 
         future.add_done_callback(done)
 

@@ -106,7 +106,8 @@ class McapRecorder:
                           durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
     def _subscribe(self, topic: str, type_name: str) -> None:
-        if self._writer is None:  # counting only
+        writer = self._writer
+        if writer is None:  # counting only
             self.counts[topic] = 0
             self._channels[topic] = -1
 
@@ -123,13 +124,13 @@ class McapRecorder:
             if type_name not in self._schemas:
                 text = concatenated_definition(type_name, self._read_msg)
                 with self._lock:
-                    self._schemas[type_name] = self._writer.register_schema(
+                    self._schemas[type_name] = writer.register_schema(
                         name=type_name, encoding="ros2msg", data=text.encode())
         except (ConfigError, ImportError, AttributeError, ValueError) as exc:
             self._skip(topic, str(exc))
             return
         with self._lock:
-            self._channels[topic] = self._writer.register_channel(
+            self._channels[topic] = writer.register_channel(
                 topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name])
         self.counts[topic] = 0
         channel = self._channels[topic]
@@ -139,7 +140,7 @@ class McapRecorder:
             with self._lock:
                 if self._closed:
                     return
-                self._writer.add_message(channel_id=channel, log_time=now, data=bytes(data), publish_time=now,
+                writer.add_message(channel_id=channel, log_time=now, data=bytes(data), publish_time=now,
                                          sequence=self.counts[topic])
                 self.counts[topic] += 1
 
@@ -165,7 +166,7 @@ class McapRecorder:
             if self._closed:
                 return
             self._closed = True
-            if self._writer is not None:
+            if self._writer is not None and self._file is not None:  # opened together
                 self._writer.finish()
                 self._file.close()
         self.node.destroy_node()

@@ -12,7 +12,7 @@ from carbon_ai_msgs.msg import GridIntensity
 from carbon_ai_nodes.planning.grid_forecast import GridForecast, GridPublisherParams
 from carbon_ai_nodes.planning.ros.grid_conversions import grid_intensity
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 
 
 class GridPublisher(CarbonNode[GridPublisherParams]):
@@ -34,11 +34,12 @@ class GridPublisher(CarbonNode[GridPublisherParams]):
 
     def _publish(self) -> None:
         p = self.params
+        source = configured(self.forecast, "grid_publisher forecast")
         offset_s = (self.now_s() - self._start_s) * p.time_scale
         count = max(1, int(math.floor(p.horizon_s / p.step_s)))
-        forecast = self.forecast.window(offset_s, p.step_s, count, p.loop)
+        forecast = source.window(offset_s, p.step_s, count, p.loop)
         self._pub.publish(grid_intensity(
-            self.get_clock().now().to_msg(), p.region, self.forecast.at(offset_s, p.loop),
+            self.get_clock().now().to_msg(), p.region, source.at(offset_s, p.loop),
             self.now_s(), p.step_s / p.time_scale, forecast,
         ))
 

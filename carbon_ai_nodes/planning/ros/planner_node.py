@@ -46,13 +46,15 @@ from carbon_ai_msgs.msg import (
 from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
-from carbon_ai_nodes.planning.load_schedule import ScheduleProblem, load_jobs_file, solve_schedule
+from carbon_ai_nodes.planning.load_schedule import Asset, Job, ScheduleProblem, load_jobs_file, solve_schedule
 from carbon_ai_nodes.planning.ros import route_conversions as conv
 from carbon_ai_nodes.planning.routing_model import (
     REPLAN_SOLVER_SHARE,
+    Co2PerMetre,
     PlannerParams,
     RoutePlanResult,
     RoutingProblem,
+    RoutingSolver,
     arc_costs,
     co2_depends_on_grid,
     default_co2_model,
@@ -60,7 +62,7 @@ from carbon_ai_nodes.planning.routing_model import (
     replan_routes,
 )
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 
 
 class Planner(CarbonNode[PlannerParams]):
@@ -69,8 +71,8 @@ class Planner(CarbonNode[PlannerParams]):
 
     def __init__(self) -> None:
         super().__init__("planner", PlannerParams)
-        self.solver = None
-        self.co2_model = None
+        self.solver: RoutingSolver | None = None
+        self.co2_model: Co2PerMetre | None = None
         self.problem: RoutingProblem | None = None
         # The current plan's problem as requested, before congestion: clearing a report restores from it.
         self.base_problem: RoutingProblem | None = None
@@ -82,7 +84,7 @@ class Planner(CarbonNode[PlannerParams]):
         self.grid_replans = 0
         self.plan: RoutePlanResult | None = None
         self.baseline_routes: list[list[int]] = []
-        self.jobs = None
+        self.jobs: tuple[list[Asset], list[Job]] | None = None
         self._last_forecast: tuple | None = None
         self.co2_correction = math.nan
         self.last_state_s = math.nan
@@ -140,7 +142,7 @@ class Planner(CarbonNode[PlannerParams]):
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.frame_id)
 
     def _on_plan_route(self, request: PlanRoute.Request, response: PlanRoute.Response) -> PlanRoute.Response:
-        if not self.is_active or self.params is None:
+        if not self.is_active or not self.is_configured:
             response.success = False
             response.message = "planner is not active"
             return response
@@ -189,12 +191,16 @@ class Planner(CarbonNode[PlannerParams]):
         """Plan ``problem``. A replan warm-starts from the current plan and its baseline and gets what is left
         of ``replan_deadline_s`` since ``t0`` (time.monotonic(), s) for the solvers; a fresh plan gets
         ``fresh_limit_s`` (s). Raises SolverError."""
-        costs = arc_costs(problem, self.co2_model, self.grid_gco2_per_kwh)
+        solver = configured(self.solver, "planner routing solver")
+        costs = arc_costs(problem, configured(self.co2_model, "planner CO2 model"), self.grid_gco2_per_kwh)
         if not replan:
-            return plan_routes(problem, self.solver, costs, time_limit_s=max(fresh_limit_s, 0.01))
+            return plan_routes(problem, solver, costs, time_limit_s=max(fresh_limit_s, 0.01))
+        current, old = self.plan, self.problem
+        if current is None or old is None:  # _is_replan said there is a current plan
+            raise SolverError("no current plan to replan from")
         limit = self.params.replan_deadline_s * REPLAN_SOLVER_SHARE - (time.monotonic() - t0)
-        return replan_routes(problem, self.solver, costs, current_routes=self.plan.customer_routes(),
-                             baseline_routes=self.baseline_routes, old_ids=[s.stop_id for s in self.problem.stops],
+        return replan_routes(problem, solver, costs, current_routes=current.customer_routes(),
+                             baseline_routes=self.baseline_routes, old_ids=[s.stop_id for s in old.stops],
                              time_limit_s=max(limit, 0.01))
 
     def _adopt(self, plan: RoutePlanResult, base: RoutingProblem, problem: RoutingProblem,
@@ -266,6 +272,7 @@ class Planner(CarbonNode[PlannerParams]):
         if plan.status == "infeasible":
             self.reject(cause, "infeasible", plan.message or "no plan meets the time windows")
             return False
+        assert self.base_problem is not None  # _adopt set it with the current plan a replan starts from
         self._adopt(plan, self.base_problem, problem, base_routes, True, t0)
         return True
 
@@ -278,7 +285,8 @@ class Planner(CarbonNode[PlannerParams]):
         problem = self.problem
         if problem is None or self.plan is None or problem.objective != "co2":
             return  # kept for the next plan; distance and time plans do not depend on it
-        if not any(co2_depends_on_grid(self.co2_model, v.profile, v.cruise_speed_mps) for v in problem.vehicles):
+        co2_model = configured(self.co2_model, "planner CO2 model")
+        if not any(co2_depends_on_grid(co2_model, v.profile, v.cruise_speed_mps) for v in problem.vehicles):
             return  # no electric vehicle: every arc costs the same as before (silent: forecasts come often)
         self.get_logger().info(f"grid intensity now {gco2_per_kwh:.0f} gCO2/kWh; replanning within "
                                f"{self.params.replan_deadline_s:.2f} s")
@@ -353,7 +361,7 @@ def _resolve(path: str) -> str:
     raise ConfigError(f"planner.vehicle_profiles: {path} not found (relative to {os.getcwd()} or the package share)")
 
 
-def _co2_model(paths: tuple[str, ...]):
+def _co2_model(paths: tuple[str, ...]) -> Co2PerMetre:
     try:
         return default_co2_model([_resolve(p) for p in paths])
     except ConfigError as exc:

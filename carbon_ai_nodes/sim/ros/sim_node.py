@@ -15,7 +15,7 @@ from sensor_msgs.msg import Imu, NavSatFix
 from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, EngineTelemetry
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 from carbon_ai_nodes.sim.ros import conversions as conv
 from carbon_ai_nodes.sim.vehicle_sim import DriveTrace, Route, SimParams, VehicleSim
 
@@ -86,7 +86,8 @@ class Sim(CarbonNode[SimParams]):
 
     def _on_command(self, msg: ActuatorCommand) -> None:
         speed, load, estop = conv.command_values(msg)
-        if self.core.command(self.core.truth.t_s, speed, load, estop):
+        core = configured(self.core, "sim core")
+        if core.command(core.truth.t_s, speed, load, estop):
             self.accept("actuator_command")
         else:
             self.reject("actuator_command", "non-finite or negative limit")
@@ -96,7 +97,7 @@ class Sim(CarbonNode[SimParams]):
         # simulated time follows the clock, but a stalled process catches up in bounded steps
         dt = min(max(now - self._last_wall_s, 1e-4), 0.2)
         self._last_wall_s = now
-        core, p = self.core, self.params
+        core, p = configured(self.core, "sim core"), self.params
         s = core.step(dt)
         r = core.readings(dt)
         faulting = tuple(f for f in p.faults if core.fault_active(f))

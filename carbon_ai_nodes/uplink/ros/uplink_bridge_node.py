@@ -26,7 +26,7 @@ from carbon_ai_msgs.msg import CarbonEstimate, CarbonSummary, VehicleState
 from carbon_ai_nodes.common.errors import ConfigError, InputRejectedError
 from carbon_ai_nodes.common.health import ERROR, OK, WARN
 from carbon_ai_nodes.ros import qos
-from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
+from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
 from carbon_ai_nodes.uplink.durable_queue import DurableQueue, QueueDamagedError, QueueLimits, QueueStats
 from carbon_ai_nodes.uplink.mqtt_link import LinkConfig, LinkStats, MqttUplink
 from carbon_ai_nodes.uplink.ros.conversions import carbon_summary, estimate_sample, state_sample
@@ -56,6 +56,16 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         self._queue_path = ""
         self._limits: QueueLimits | None = None
 
+    @property
+    def _live_queue(self) -> DurableQueue:
+        """The queue configure opened (the callbacks run only while configured)."""
+        return configured(self.queue, "uplink_bridge queue")
+
+    @property
+    def _live_window(self) -> SummaryWindow:
+        """The summary window configure built."""
+        return configured(self.window, "uplink_bridge summary window")
+
     def configure(self, params: UplinkBridgeParams) -> None:
         asset = params.asset_id or self.get_namespace().strip("/").replace("/", "_")
         if not ASSET_ID_RE.match(asset):
@@ -68,7 +78,7 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         self._queue_path, self._limits = path, limits
         self._open_queue()
         # A restart continues after the last window it produced, so no window is summarised twice.
-        not_before_s = self.queue.get_marker(f"window_end/{asset}", -math.inf)
+        not_before_s = self._live_queue.get_marker(f"window_end/{asset}", -math.inf)
         self.window = SummaryWindow(params.window_s, params.max_hold_s, params.grace_s, not_before_s=not_before_s)
         self._restore_checkpoint()
         if params.mqtt_host:
@@ -96,7 +106,7 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         self.timer(params.status_period_s, self._tick, name="tick")
         self.timer(params.checkpoint_period_s, self._checkpoint, name="checkpoint")
         self.get_logger().info(
-            f"asset {asset}: queue {path} (next sequence {self.queue.next_sequence(asset)}), uplink "
+            f"asset {asset}: queue {path} (next sequence {self._live_queue.next_sequence(asset)}), uplink "
             + (f"{'mqtts' if params.tls_ca_file else 'mqtt'}://{params.mqtt_host}:{params.mqtt_port}"
                if params.mqtt_host else "disabled (mqtt_host empty)"))
 
@@ -133,27 +143,27 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         self.get_logger().error(f"uplink queue {self._queue_path} failed ({cause}): reopening it")
         if self.link is not None:
             self.link.stop()
-        self.queue.close()
+        self._live_queue.close()
         self._open_queue()
         if self.link is not None and self.is_active:
             self.link.start()
 
     def _restore_checkpoint(self) -> None:
         """Continue the windows in progress at the last checkpoint; after a crash, report the span since it."""
-        text = self.queue.get_text(f"checkpoint/{self.asset_id}")
+        text = self._live_queue.get_text(f"checkpoint/{self.asset_id}")
         if text is None:
             return
         try:
             saved = json.loads(text)
-            restored = self.window.restore(saved["window"])
+            restored = self._live_window.restore(saved["window"])
             saved_at_s, clean = float(saved["saved_at_s"]), bool(saved["clean"])
         except (ValueError, KeyError, TypeError):
             restored, saved_at_s, clean = False, math.nan, False
         if clean and restored:
             return
         now_s = self.now_s()
-        start_s = saved_at_s if math.isfinite(saved_at_s) else self.window.not_before_s
-        gap = self.queue.report_gap(self.asset_id, "bridge_crash", start_s if math.isfinite(start_s) else now_s,
+        start_s = saved_at_s if math.isfinite(saved_at_s) else self._live_window.not_before_s
+        gap = self._live_queue.report_gap(self.asset_id, "bridge_crash", start_s if math.isfinite(start_s) else now_s,
                                     now_s)
         self.get_logger().error(
             f"the bridge was not stopped cleanly: estimates from {start_s:.1f} to {now_s:.1f} (Unix s) are not "
@@ -185,10 +195,10 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
         return False
 
     def _on_estimate(self, msg: CarbonEstimate) -> None:
-        self._on_input("carbon_estimate", msg, estimate_sample, self.window.add_estimate)
+        self._on_input("carbon_estimate", msg, estimate_sample, self._live_window.add_estimate)
 
     def _on_state(self, msg: VehicleState) -> None:
-        self._on_input("vehicle_state", msg, state_sample, self.window.add_state)
+        self._on_input("vehicle_state", msg, state_sample, self._live_window.add_state)
 
     def _on_input(self, name: str, msg: Any, to_sample: Callable[[Any], Any], add: Callable[[Any], Any]) -> None:
         if self._foreign(name, msg.asset_id):
@@ -210,7 +220,7 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
             self._log_link_change(stats)
             if stats.error_kind == "queue":
                 self._recover_queue(QueueDamagedError(stats.last_error))
-        self._produce(self.window.flush(self.now_s()))
+        self._produce(self._live_window.flush(self.now_s()))
 
     def _log_link_change(self, s: LinkStats) -> None:
         """Log the link's state once per change: connected (INFO), unreachable (WARN), refused or TLS (ERROR)."""
@@ -236,19 +246,19 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
             )
             markers = {f"window_end/{self.asset_id}": w.end_s}
             try:
-                result = self.queue.produce(draft, markers=markers)
+                result = self._live_queue.produce(draft, markers=markers)
             except QueueDamagedError as exc:
                 self._recover_queue(exc)
-                result = self.queue.produce(draft, markers=markers)
+                result = self._live_queue.produce(draft, markers=markers)
             self.produced += 1
             if not result.stored:
                 self.get_logger().warning(
                     f"queue full (refuse_newest): summary {result.summary.sequence} not stored for upload; a gap "
                     "record will name it once there is room", throttle_duration_sec=60.0)
             if result.gap is not None:
-                g = result.gap
+                g, policy = result.gap, self._live_queue.limits.full_policy
                 self.get_logger().warning(
-                    f"queue limit ({self.queue.limits.full_policy}, ttl): rows {g.lost_first}..{g.lost_last} lost "
+                    f"queue limit ({policy}, ttl): rows {g.lost_first}..{g.lost_last} lost "
                     f"({result.dropped_oldest} dropped now), reported upstream as gap record {g.sequence}",
                     throttle_duration_sec=60.0)
             self._pub.publish(carbon_summary(result.summary, self.get_clock().now().to_msg()))
