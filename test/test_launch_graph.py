@@ -36,6 +36,8 @@ def run_launch_test(scenario: str, tmp_path, launch_args: str = "", **env_extra:
     result = subprocess.run([LAUNCH_TEST, str(REPO / "test" / "launch_scenario_graph.py")], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=800)
     output = result.stdout + result.stderr
+    (tmp_path / f"launch_test{'_' + launch_args.split()[0].replace(':=', '_') if launch_args else ''}.log").write_text(
+        output)  # the whole output, kept with the test's files (the assertion shows only its end)
     assert result.returncode == 0, output[-6000:]
     return output
 

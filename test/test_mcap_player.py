@@ -51,3 +51,41 @@ def test_a_file_it_cannot_play_is_refused_in_one_line(tmp_path):
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and reason in lines[0] and str(path) in lines[0], result.stderr
+
+
+class _StubNode:
+    """What play() uses of a node: publishers (counted) and the clock."""
+
+    def __init__(self) -> None:
+        self.publishers: list[tuple[str, list]] = []
+
+    def create_publisher(self, _cls, topic: str, _qos):
+        sent: list = []
+        self.publishers.append((topic, sent))
+        return type("Pub", (), {"publish": lambda _self, msg: sent.append(msg)})()
+
+    def get_clock(self):
+        import time
+
+        return type("Clock", (), {"now": lambda _self: type("T", (), {"nanoseconds": time.time_ns()})()})()
+
+
+def test_one_publisher_per_topic_however_many_messages_and_a_stop_ends_the_loop():
+    # A recorded file holds thousands of messages on a few topics: one publisher each (one per message once took
+    # minutes on a loaded machine before the first message went out), and a set stop ends even a looping play.
+    import threading
+
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import NavSatFix
+
+    from carbon_ai_nodes.graph.ros.mcap_player import play
+
+    data = serialize_message(NavSatFix())
+    messages = [(i * 1000, f"/truck{i % 2 + 1}/gnss/fix", "sensor_msgs/msg/NavSatFix", data) for i in range(3000)]
+    node = _StubNode()
+    assert play(node, messages, prefix="/site", once=True) == 3000
+    assert sorted(t for t, _ in node.publishers) == ["/site/truck1/gnss/fix", "/site/truck2/gnss/fix"]
+    assert [len(sent) for _, sent in node.publishers] == [1500, 1500]
+    stop = threading.Event()
+    stop.set()
+    assert play(_StubNode(), messages, once=False, stop=stop) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,25 +29,31 @@ def recorded_messages(path: Path, topic_suffixes: Iterable[str]) -> list[tuple[i
                 if s is not None and c.topic.endswith(suffixes)]
 
 
-def play(node: Any, messages: Sequence[tuple[int, str, str, bytes]], prefix: str = "", once: bool = False) -> int:
-    """Publish ``messages`` at their recorded pace, restamped to now, looping unless ``once``; messages sent."""
+def play(node: Any, messages: Sequence[tuple[int, str, str, bytes]], prefix: str = "", once: bool = False,
+         stop: threading.Event | None = None) -> int:
+    """Publish ``messages`` at their recorded pace, restamped to now, looping unless ``once`` or until ``stop`` is
+    set; returns the number of messages sent."""
     from rclpy.serialization import deserialize_message
     from rclpy.time import Time
 
     from carbon_ai_nodes.graph.ros.mcap_recorder import message_class
     from carbon_ai_nodes.ros import qos
 
-    classes = {type_name: message_class(type_name) for _, _, type_name, _ in messages}
+    channels = {topic: type_name for _, topic, type_name, _ in messages}
+    classes = {type_name: message_class(type_name) for type_name in set(channels.values())}
+    # One publisher per topic (a comprehension over the messages made one per message: 15,000 publishers took
+    # minutes to create on a loaded machine, and the graph saw no sensor data meanwhile)
     publishers = {topic: node.create_publisher(classes[type_name], prefix.rstrip("/") + topic, qos.sensor())
-                  for _, topic, type_name, _ in messages}
+                  for topic, type_name in channels.items()}
+    stop = stop or threading.Event()
     sent = 0
     while True:
         start_ns, first_ns = time.monotonic_ns(), messages[0][0]
         offset_ns = node.get_clock().now().nanoseconds - first_ns  # recorded log time -> this clock
         for log_ns, topic, type_name, data in messages:
             delay_s = (log_ns - first_ns - (time.monotonic_ns() - start_ns)) / 1e9
-            if delay_s > 0:
-                time.sleep(delay_s)  # pacing: a sensor publishes on its own clock
+            if stop.wait(max(delay_s, 0.0)):  # pacing: a sensor publishes on its own clock
+                return sent
             msg = deserialize_message(data, classes[type_name])
             if hasattr(msg, "header"):
                 stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds + offset_ns
@@ -76,15 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not messages:
         print(f"mcap_player: {args.path} has no topic ending in {', '.join(args.topics)}", file=sys.stderr)
         return 2
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init()
+    # SIGINT/SIGTERM (ros2 launch's shutdown) end the loop between messages: with rclpy's own handlers the pacing
+    # loop, which never spins, kept publishing until launch escalated to SIGKILL.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("mcap_player")
     node.get_logger().info(f"playing {len(messages)} messages on {len({m[1] for m in messages})} topics "
                            f"from {args.path}{'' if args.once else ' (looping)'}")
     try:
-        play(node, messages, args.namespace_prefix, args.once)
+        play(node, messages, args.namespace_prefix, args.once, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
