@@ -70,12 +70,14 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
                 assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])
                 # the line-haul file scaled to the mining truck: an absolute figure and a model-vs-plant error
                 assert not s["direction_only"] and math.isfinite(s["model_error_pct"])
-                # the same stretch, to the 1 s samples the plant drives (a short run covers only metres): apart
-                # by at most what resampling can shift, a second's travel at the top speed at either end
+                # the same stretch, to the resolution of the 1 s means the plant drives: the trace is cut at the
+                # sample where the compared distance is reached and a last partial second has no mean, so it may
+                # differ by one sample's travel either way (seen under `stress --cpu 2`, trucks at 3-4 m/s by the
+                # end: 10.9 and 6.2 m of trace for 8.0 m compared); the plant drives that trace
                 trace = DriveTrace.from_csv(str(out / f"plant_trace_{label}_{s['vehicle_id']}.csv"))
-                assert s["by_plant"]["distance_km"] == pytest.approx(
-                    s["by_model"]["distance_km"], rel=0.05, abs=max(0.002, 2 * max(trace.speed_mps) / 1000))
-                assert sum(trace.speed_mps) == pytest.approx(s["by_model"]["distance_km"] * 1000, rel=0.05, abs=2.0)
+                model_m, one_sample_m = s["by_model"]["distance_km"] * 1000, max(trace.speed_mps) * 1.0
+                assert abs(sum(trace.speed_mps) - model_m) <= 0.05 * model_m + one_sample_m + 0.5
+                assert s["by_plant"]["distance_km"] * 1000 == pytest.approx(sum(trace.speed_mps), rel=0.05, abs=1.0)
             else:
                 assert s["status"] == "not installed" and "plant: not installed" in md
     for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png"):
