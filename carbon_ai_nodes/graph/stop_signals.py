@@ -11,6 +11,7 @@ repeated SIGTERM cannot cut the stop short. Commands create rclpy contexts witho
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -27,8 +28,14 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None  # the first signal's number
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A child between fork and exec (a node being started with a preexec_fn, a forked FASTSim run) still
+            # has this handler and, before it leaves our process group, gets the group's signal: raising here
+            # printed "Exception ignored in _after_fork" with a traceback. The child is stopped by its parent.
+            return
         if self.received is None:
             self.received = signum
             raise KeyboardInterrupt(signal.Signals(signum).name)
