@@ -452,14 +452,6 @@ def cycle_totals(time_s: np.ndarray, co2_g_s: np.ndarray, fuel_lph: np.ndarray, 
     return CycleResult(float(np.sum(co2_g_s * dt)), float(np.sum(fuel_lph * dt) / 3600.0), distance_m, co2_g_s)
 
 
-def run_cycle(profile: VehicleProfile, cycle: DriveCycle, *, cold_start: bool = False, payload_kg: float = 0.0,
-              start_offset_s: float = 0.0, constants: EmissionConstants = DEFAULT_CONSTANTS) -> CycleResult:
-    """Physics totals of a drive cycle; ``cold_start`` starts the engine cold at ``t = -start_offset_s``."""
-    cool = coolant_after_start_c(cycle.time_s + start_offset_s, k=constants) if cold_start else math.nan
-    r = cycle_rates(profile, cycle.speed_mps, cycle.accel_mps2, cycle.grade, payload_kg,
-                    coolant_temp_c=cool, constants=constants)
-    return cycle_totals(cycle.time_s, r.co2_g_s, r.fuel_lph, cycle.distance_m)
-
 
 FTP_BAG1_S = 505.0  # EPA FTP-75: bag 1 = first 505 s of UDDS (cold), bag 2 = the rest, bag 3 = first 505 s hot
 

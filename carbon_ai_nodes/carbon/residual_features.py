@@ -116,10 +116,3 @@ class FeatureRanges:
     def outside_mask(self, x: np.ndarray) -> np.ndarray:
         """Bool [N]: rows with any feature outside its range (or NaN)."""
         return ~np.all((x >= np.asarray(self.low)) & (x <= np.asarray(self.high)), axis=1)
-
-
-def apply_correction(physics_co2_g_s: float, correction: float) -> float:
-    """The corrected CO2 rate: physics x (1 + clipped correction); NaN correction keeps physics."""
-    if not math.isfinite(correction):
-        return physics_co2_g_s
-    return physics_co2_g_s * (1.0 + min(max(correction, -MAX_CORRECTION), MAX_CORRECTION))

@@ -41,9 +41,3 @@ def to_time(seconds: float) -> Time:
     sec = int(seconds)
     nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
     return Time(sec=sec, nanosec=nanosec)
-
-
-def to_duration(seconds: float) -> Duration:
-    """A Duration message from float seconds (>= 0; NaN/inf/negative give zero)."""
-    t = to_time(seconds)
-    return Duration(sec=t.sec, nanosec=t.nanosec)

@@ -117,11 +117,6 @@ def vehicle_state(state: FusedState, stamp: Time, asset_id: str, frame_id: str,
 _UINT32_MAX = 2**32 - 1
 
 
-def source_health(name: str, enabled: bool, stale: bool, healthy: bool, age_s: float, accepted: int,
-                  rejected: int) -> SourceHealth:
-    """One SourceHealth entry (counts saturate at uint32)."""
-    return fill_source_health(SourceHealth(name=name), enabled, stale, healthy, age_s, accepted, rejected)
-
 
 def fill_source_health(entry: SourceHealth, enabled: bool, stale: bool, healthy: bool, age_s: float,
                        accepted: int, rejected: int) -> SourceHealth:
