@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from carbon_ai_nodes import __version__
 from carbon_ai_nodes.common.errors import CarbonAIError
-from carbon_ai_nodes.graph.stop_signals import StopSignals
+from carbon_ai_nodes.graph.stop_signals import StopSignals, dump_stacks_on_sigusr1
 
 # Subcommand name -> module under carbon_ai_nodes.commands, in the order --help lists them.
 SUBCOMMANDS = {
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``carbon-ai``; returns the exit status (2 = usage error, 1 = failure)."""
     args = build_parser().parse_args(argv)
+    dump_stacks_on_sigusr1()  # `kill -USR1` shows where a command that does not stop is
     try:
         with StopSignals():  # SIGTERM and SIGHUP stop a command as Ctrl-C does
             return int(args.run(args) or 0)

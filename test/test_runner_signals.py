@@ -74,11 +74,20 @@ def test_a_stop_signal_stops_the_graph_with_no_process_left_and_no_traceback(com
         args = ["demo", "--vehicles", "1", "--duration", "600", "--out", str(tmp_path / "demo")]
     proc, out = start_command(args, tmp_path, marker, int(os.environ["ROS_DOMAIN_ID"]))
     try:
-        # the command and at least ``nodes`` node processes are running; run: the graph is up and both trucks'
-        # fusion nodes publish (a CI run under `stress --cpu 2` signalled at "graph up" saw no truck1 state)
+        # the command and at least ``nodes`` node processes are running; run: the graph is up, both trucks'
+        # fusion nodes publish (a CI run under `stress --cpu 2` signalled at "graph up" saw no truck1 state) and the
+        # run's own counter subscribes to their states and has had 20 more of each since (a CI run signalled 1 s
+        # after "graph up" had a summary without them: the counter had not discovered them yet)
+        counted_from: dict[str, int] = {}
+
+        def counted(v: str) -> bool:
+            if v not in counted_from and probe.node.count_subscribers(f"/{v}/vehicle_state") >= 2:  # we + the run
+                counted_from[v] = len(states[v])
+            return v in counted_from and len(states[v]) >= counted_from[v] + 20
+
         def running() -> bool:
-            up = command != "run" or (all(len(s) >= 3 for s in states.values())
-                                      and "graph up" in (tmp_path / "console.txt").read_text())
+            up = command != "run" or ("graph up" in (tmp_path / "console.txt").read_text()
+                                      and all([counted(v) for v in states]))
             return (up and len(marked_processes(marker)) > nodes) or proc.poll() is not None
 
         wait = probe.spin_until if command == "run" else wait_until  # (run: spins the probe meanwhile)

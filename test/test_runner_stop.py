@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -33,4 +34,8 @@ def test_a_node_hung_at_stop_is_killed_and_named(tmp_path):
     assert runner.killed == ["/truck1/fusion"]
     # isolated_ros_env names the profile as this Fast DDS reads it: no deprecation warning counted as a fault
     assert not [m for f in runner.watch.faults.values() for m in f.warnings if "deprecated" in m]
-    assert runner.stop_faults(statuses) == {"/truck1/fusion": "did not stop within 1 s of SIGTERM: killed"}
+    log = runner.stop_faults(statuses)["/truck1/fusion"].split("(its threads' stacks: ")[1].rstrip(")")
+    assert runner.stop_faults(statuses) == {
+        "/truck1/fusion": f"did not stop within 1 s of SIGTERM: killed (its threads' stacks: {log})"}
+    # the log ends with what the kernel says of its signals (a stopped process cannot print its stacks)
+    assert "[carbon-ai] did not stop: SigQ:" in Path(log).read_text()

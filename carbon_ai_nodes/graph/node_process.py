@@ -4,6 +4,7 @@ launch nodes this way. Nothing here mocks ROS, and nothing here imports rclpy (a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
@@ -196,11 +197,26 @@ class NodeProcess:
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 self.proc.kill()
                 self.proc.wait()
                 self.killed = True
         self._out.close()
         return self.proc.returncode
+
+    def _dump_stacks(self, wait_s: float = 1.0) -> None:
+        """Before the SIGKILL of a process that did not stop: its signal masks (from /proc) and its threads'
+        stacks (SIGUSR1, see stop_signals.dump_stacks_on_sigusr1) go to the end of its log, to find out why."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            status = ""
+        masks = " ".join(line.replace("\t", "") for line in status.splitlines() if line.startswith("Sig"))
+        self._out.write(f"\n[carbon-ai] did not stop: {masks}; its threads' stacks follow\n".encode())
+        self._out.flush()
+        self.proc.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=wait_s)  # (the dump takes milliseconds; a process that ends meanwhile is fine)
 
     def __enter__(self) -> NodeProcess:
         return self

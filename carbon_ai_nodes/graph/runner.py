@@ -146,6 +146,7 @@ class GraphRunner:
         self.events: list[str] = []
         self.failed: dict[str, str] = {}  # label -> why it is no longer running (refused, restart limit)
         self.killed: list[str] = []  # labels that did not end within stop_timeout_s of SIGTERM at stop
+        self._killed_logs: dict[str, Path] = {}  # their logs, which end with their threads' stacks
         self.stop_timeout_s = STOP_TIMEOUT_S
         self.watch = RunWatch(() if self.managed or compose else [n.label for n in self.launches])
 
@@ -256,6 +257,7 @@ class GraphRunner:
         status = proc.stop(timeout_s=self.stop_timeout_s)
         if proc.killed:
             self.killed.append(label)
+            self._killed_logs[label] = proc.log_path
         for line in self.watch.feed(label, proc.new_lines()):
             self.log(line)
         return status
@@ -263,7 +265,8 @@ class GraphRunner:
     def stop_faults(self, statuses: Mapping[str, int]) -> dict[str, str]:
         """Why each process that did not end cleanly at stop (``statuses`` from :meth:`stop`) did not: killed
         after ``stop_timeout_s``, or its exit status. Clean: 0, or -15 (SIGTERM before its handler was set)."""
-        return {label: (f"did not stop within {self.stop_timeout_s:.0f} s of SIGTERM: killed"
+        return {label: (f"did not stop within {self.stop_timeout_s:.0f} s of SIGTERM: killed "
+                        f"(its threads' stacks: {self._killed_logs[label]})"
                         if label in self.killed else f"exited with status {status}")
                 for label, status in statuses.items() if status not in (0, -15)}
 

@@ -41,6 +41,7 @@ from carbon_ai_nodes.common.errors import ConfigError, ParameterError
 from carbon_ai_nodes.common.health import HealthMonitor
 from carbon_ai_nodes.common.params import ParamSet, param
 from carbon_ai_nodes.graph.run_watch import AUTOSTARTED
+from carbon_ai_nodes.graph.stop_signals import dump_stacks_on_sigusr1, sets_event
 from carbon_ai_nodes.ros import parameters as ros_params
 from carbon_ai_nodes.ros import qos, realtime
 from carbon_ai_nodes.ros.intra_process import BusSubscription, IntraProcessBus, is_stamped
@@ -495,7 +496,8 @@ def host_nodes(build: Callable[[], dict[str, CarbonNode]], groups: Callable[[lis
         return 2
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, sets_event(stop))
+    dump_stacks_on_sigusr1()  # the runner asks a node that does not stop for its stacks before SIGKILL
     nodes: dict[str, CarbonNode] = {}
     executors: list[Executor] = []
     threads: list[threading.Thread] = []

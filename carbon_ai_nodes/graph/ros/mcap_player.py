@@ -89,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
+    from carbon_ai_nodes.graph.stop_signals import sets_event
+
     # SIGINT/SIGTERM (ros2 launch's shutdown) end the loop between messages: with rclpy's own handlers the pacing
     # loop, which never spins, kept publishing until launch escalated to SIGKILL.
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, sets_event(stop))  # (main thread waits on stop)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("mcap_player")
     node.get_logger().info(f"playing {len(messages)} messages on {len({m[1] for m in messages})} topics "
