@@ -487,6 +487,21 @@ class VehicleCalibration:
             return self._reject("no_fuel")
         return "+".join(learned)
 
+    def diagnostics(self) -> dict[str, str]:
+        """Key/value strings for /diagnostics: each parameter and its sigma, the prediction error against the
+        fuel meter over the last minute, confidence, and the counters (samples, resets, rejects by reason)."""
+        out = {}
+        for name, (value, sigma) in self.parameters().items():
+            out[name] = f"{value:.6g}"
+            out[f"{name}.sigma"] = f"{sigma:.3g}"
+        out["error_60s_pct"] = f"{self.error_60s.error_pct:.1f}"
+        out["samples"] = str(self.samples)
+        out["updates"] = f"vehicle {self.vehicle.updates}, engine {self.engine.updates}, idle {self.idle.updates}"
+        out["payload_resets"] = str(self.payload_resets)
+        out["relearns"] = str(self.relearns)
+        out.update({f"rejected.{reason}": str(n) for reason, n in self.rejected.items() if n})
+        return out
+
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
         """The estimate as a JSON-able mapping (schema + version, the profile it belongs to, each filter)."""
@@ -531,3 +546,15 @@ class VehicleCalibration:
         except (KeyError, TypeError, ValueError) as exc:
             return None, f"{path}: corrupt calibration ({type(exc).__name__}: {exc}); starting from the profile"
         return cal, ""
+
+
+def calibration_path(path: str, asset: str = "") -> str:
+    """The calibration file of one vehicle: ``path`` itself, or in fleet mode (``asset`` set) ``<stem>.<asset>
+    <suffix>`` beside it (each vehicle learns its own model); '' = no persistence."""
+    if not path:
+        return ""
+    if not asset:
+        return path
+    p = Path(path)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in asset.strip("/"))
+    return str(p.with_name(f"{p.stem}.{safe}{p.suffix or '.json'}"))
