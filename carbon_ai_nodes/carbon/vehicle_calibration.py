@@ -15,7 +15,9 @@ Two small Kalman filters with a random-walk process noise (forgetting), both lin
 - **engine** ``x_e = [fuel_at_zero_kw, fuel_per_brake_kw]``: a Willans line, fuel power (kW, LHV) from brake
   power, learned from the measured fuel rate (``fuel_rate_lph``, J1939 SPN 183). Without a load channel the
   vehicle model's predicted brake power stands in (the engine line then absorbs the vehicle's errors).
-- **idle** fuel power (kW), a scalar, learned at standstill.
+- **idle** fuel power (kW), a scalar, learned at standstill, and **overrun** fuel power (kW) per speed band
+  (``OVERRUN_BANDS_MPS``), learned while the wheels drive the engine (fuel cut, or idling in gear, as the
+  engine's controller decides).
 
 Physics bounds are projected after every update: mass and every force term >= 0 (mass within 0.3x-3x of the
 profile), the marginal brake efficiency ``1/fuel_per_brake_kw`` never above the engine's peak brake
@@ -23,7 +25,9 @@ efficiency (:func:`emission_model.peak_brake_efficiency`, the grounded-carbon ce
 stays under ``peak * eta_dt``. Samples are gated (standstill, gear changes seen as rpm jumps, motoring or
 braking, non-finite or out-of-range values, stuck channels, innovations beyond ``outlier_sigma``) and counted
 by reason; a payload change larger than ``payload_reset_fraction`` of the mass moves the mass by the change and
-re-opens its uncertainty. No update ever leaves a NaN: a non-finite result restores the last good state.
+re-opens its uncertainty. An innovation's influence is bounded (clipped to ``clip_sigma``; a robust Kalman
+update), so one sample the model cannot explain (a transient) never throws the estimate to a bound. No
+update ever leaves a NaN: a non-finite result restores the last good state.
 
 Priors come from the generic physics model (:mod:`emission_model`) of the vehicle's profile, so an
 uncalibrated estimator predicts what the generic model predicts.
@@ -55,6 +59,8 @@ from carbon_ai_nodes.common.vehicle_state_rules import ENGINE_RANGES, MAX_ACCEL_
 
 SCHEMA = "carbon_ai.vehicle_calibration"
 SCHEMA_VERSION = 1
+OVERRUN_STATES = ("overrun_fuel_kw.0-2mps", "overrun_fuel_kw.2-5mps", "overrun_fuel_kw.5-10mps",
+                  "overrun_fuel_kw.10-15mps", "overrun_fuel_kw.15+mps")
 VEHICLE_STATES = ("mass_kg", "a_n", "c_n_per_mps2", "accessory_kw")
 ENGINE_STATES = ("fuel_at_zero_kw", "fuel_per_brake_kw")
 REJECT_REASONS = ("non_finite", "out_of_range", "out_of_order", "standstill", "gear_change", "motoring",
@@ -62,6 +68,9 @@ REJECT_REASONS = ("non_finite", "out_of_range", "out_of_order", "standstill", "g
 _STUCK_SAMPLES = 20  # an exactly repeated reading this many times while the vehicle moves: a frozen channel
 _WARMUP_SAMPLES = 30  # the innovation gate starts after this many accepted updates of a filter
 _RELEARN_AFTER = 30  # this many outliers in a row: the vehicle changed, re-open the uncertainty
+# overrun fuel is learned per band: [0.1, 2), [2, 5), [5, 10), [10, 15), >= 15 m/s (2 m/s: the generic model's
+# lowest fuel-cut speed, emission_model.EmissionConstants.fuel_cut_min_speed_mps)
+OVERRUN_BANDS_MPS = (2.0, 5.0, 10.0, 15.0)
 _RANGED = ("payload_kg", "engine_speed_rpm", "engine_load_pct", "fuel_rate_lph")  # J1939 ranges (vehicle_state_rules)
 
 
@@ -93,12 +102,15 @@ class CalibrationConfig:
     payload_reset_fraction: float = 0.05
     process_rel_per_sqrt_s: float = 2e-4
     outlier_sigma: float = 5.0
+    clip_sigma: float = 3.0
+    payload_change_rel_sigma: float = 0.2  # how well a payload change read on the payload channel is known
     prior_rel_sigma: tuple[float, ...] = (0.3, 0.5, 0.5, 0.5)  # mass, a_n, c_n, accessory
     engine_prior_rel_sigma: tuple[float, float] = (0.5, 0.3)  # fuel at zero power, fuel per brake kW
 
     def __post_init__(self) -> None:
         for name in ("min_speed_mps", "max_rpm_rate_rpm_s", "min_load_pct", "max_abs_accel_mps2", "max_abs_grade",
-                     "payload_reset_fraction", "process_rel_per_sqrt_s", "outlier_sigma"):
+                     "payload_reset_fraction", "process_rel_per_sqrt_s", "outlier_sigma", "clip_sigma",
+                     "payload_change_rel_sigma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"calibration.{name}={value}: must be a finite number > 0")
@@ -149,11 +161,14 @@ class _Kalman:
         """Innovation and its variance for measurement ``y = h.x`` with noise variance ``r``."""
         return y - float(h @ self.x), float(h @ self.p @ h) + r
 
-    def update(self, h: np.ndarray, y: float, r: float) -> bool:
-        """One measurement; False (state untouched) if the result is not finite."""
+    def update(self, h: np.ndarray, y: float, r: float, clip_sigma: float = math.inf) -> bool:
+        """One measurement, its innovation clipped to ``clip_sigma`` standard deviations; False (state untouched)
+        if the result is not finite."""
         nu, s = self.innovation(h, y, r)
         if not (math.isfinite(nu) and math.isfinite(s) and s > 0):
             return False
+        limit = clip_sigma * math.sqrt(s)
+        nu = min(max(nu, -limit), limit)
         k = self.p @ h / s
         x = np.clip(self.x + k * nu, self.low, self.high)
         i_kh = np.eye(len(x)) - np.outer(k, h)
@@ -270,6 +285,10 @@ class VehicleCalibration:
                               np.array([profile.rated_power_kw, 20.0]))
         self.idle = _Kalman(np.array([idle_kw]), np.array([max(idle_kw, 0.5)]), np.array([0.0]),
                             np.array([0.2 * profile.rated_power_kw]))
+        overrun0 = np.array([0.0 if profile.fuel_cut and lo >= DEFAULT_CONSTANTS.fuel_cut_min_speed_mps else idle_kw
+                             for lo in (0.1, *OVERRUN_BANDS_MPS)])
+        self.overrun = _Kalman(overrun0, np.full(len(overrun0), max(idle_kw, 0.5)), np.zeros(len(overrun0)),
+                               np.full(len(overrun0), 0.2 * profile.rated_power_kw))
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.payload_resets = 0
         self.relearns = 0
@@ -293,7 +312,7 @@ class VehicleCalibration:
         """Every estimated parameter: name -> (value, one standard deviation), in the units of its name."""
         out = {}
         for filt, names in ((self.vehicle, VEHICLE_STATES), (self.engine, ENGINE_STATES),
-                            (self.idle, ("idle_fuel_kw",))):
+                            (self.idle, ("idle_fuel_kw",)), (self.overrun, OVERRUN_STATES)):
             for name, value, sigma in zip(names, filt.x, filt.sigma(), strict=True):
                 out[name] = (float(value), float(sigma))
         return out
@@ -330,17 +349,15 @@ class VehicleCalibration:
         if v < 0.1:
             fuel_kw = float(self.idle.x[0])
             var_kw = float(self.idle.p[0, 0])
-        elif wheel_kw <= 0.0 and v >= DEFAULT_CONSTANTS.fuel_cut_min_speed_mps and p.fuel_cut:
-            fuel_kw, var_kw = 0.0, 0.0
+        elif wheel_kw <= 0.0:
+            band = _band(v)
+            fuel_kw, var_kw = float(self.overrun.x[band]), float(self.overrun.p[band, band])
         else:
-            hp = h.copy()
-            if wheel_kw <= 0.0:
-                hp[:3] = 0.0  # the engine carries only its accessories
-            brake_kw = min(float(hp @ x) + (known if wheel_kw > 0 else 0.0), p.rated_power_kw)
+            brake_kw = min(float(h @ x) + known, p.rated_power_kw)
             e = self.engine.x
             fuel_kw = max(float(e[0] + e[1] * brake_kw), float(self.idle.x[0]))
             he = np.array([1.0, brake_kw])
-            var_kw = float(e[1] ** 2 * (hp @ self.vehicle.p @ hp) + he @ self.engine.p @ he)
+            var_kw = float(e[1] ** 2 * (h @ self.vehicle.p @ h) + he @ self.engine.p @ he)
         fuel_lph = fuel_kw * lph_per_kw
         co2_per_lph = FUEL_CO2_G_PER_L[p.fuel] / 3600.0
         return CalibratedRates(fuel_lph * co2_per_lph, fuel_lph, wheel_kw,
@@ -394,12 +411,14 @@ class VehicleCalibration:
             self._reject("outlier")
             return False
         filt.outliers_in_row = 0
-        if not filt.update(h, y, r):
+        if not filt.update(h, y, r, self.config.clip_sigma):
             self._reject("numerical")
             return False
         return True
 
     def _payload_change(self, payload_kg: float) -> None:
+        """A payload change beyond the threshold: the mass moves by it, the rolling force in proportion, and both
+        uncertainties grow by ``payload_change_rel_sigma`` of the change (correlations with them dropped)."""
         if not math.isfinite(payload_kg):
             return
         if not math.isfinite(self._last_payload_kg):
@@ -412,10 +431,12 @@ class VehicleCalibration:
         old = v.x[0]
         v.x[0] = min(max(old + delta, v.low[0]), v.high[0])
         v.x[1] = min(max(v.x[1] * v.x[0] / old, v.low[1]), v.high[1])  # rolling resistance follows the weight
-        for i in (0, 1):
+        rel = self.config.payload_change_rel_sigma
+        for i, extra in ((0, rel * abs(delta)), (1, rel * abs(v.x[1] * delta / v.x[0]))):
+            var = v.p[i, i] + extra * extra
             v.p[i, :] = 0.0
             v.p[:, i] = 0.0
-            v.p[i, i] = v.sigma0[i] ** 2
+            v.p[i, i] = min(var, v.sigma0[i] ** 2)
         self._last_payload_kg = payload_kg
         self.payload_resets += 1
 
@@ -435,7 +456,7 @@ class VehicleCalibration:
             return self._reject("out_of_range")
         dt = min(s.time_s - self._last_time_s, 10.0) if math.isfinite(self._last_time_s) else 0.0
         self._last_time_s = s.time_s
-        for filt in (self.vehicle, self.engine, self.idle):
+        for filt in (self.vehicle, self.engine, self.idle, self.overrun):
             filt.grow(dt, cfg.process_rel_per_sqrt_s)
         self._payload_change(s.payload_kg)
         v = max(s.speed_mps, 0.0)
@@ -466,14 +487,16 @@ class VehicleCalibration:
         if math.isfinite(load) and self._stuck("_load_repeat", load):
             load = math.nan
             self._reject("load_stuck")
-        if math.isfinite(load):
-            if load < cfg.min_load_pct:
+        brake_kw = load / 100.0 * p.rated_power_kw if math.isfinite(load) else float(h @ self.vehicle.x) + known
+        if brake_kw < cfg.min_load_pct / 100.0 * p.rated_power_kw:
+            # the wheels drive the engine (or the brakes work): only the overrun fuel is learned
+            if not math.isfinite(fuel_kw):
                 return self._reject("motoring")
-            brake_kw = load / 100.0 * p.rated_power_kw
-        else:
-            brake_kw = float(h @ self.vehicle.x) + known
-            if brake_kw < cfg.min_load_pct / 100.0 * p.rated_power_kw:
-                return self._reject("motoring")
+            band = _band(v)
+            hb = np.zeros(len(self.overrun.x))
+            hb[band] = 1.0
+            r_o = (0.05 * max(fuel_kw, float(self.idle.x[0]), 0.5)) ** 2
+            return "overrun" if self._gated_update(self.overrun, hb, fuel_kw, r_o) else ""
         learned = []
         if math.isfinite(load) and load < 99.5:  # at full load the engine's limit, not the vehicle, sets power
             r_v = (0.01 * p.rated_power_kw + 0.03 * brake_kw) ** 2
@@ -496,7 +519,8 @@ class VehicleCalibration:
             out[f"{name}.sigma"] = f"{sigma:.3g}"
         out["error_60s_pct"] = f"{self.error_60s.error_pct:.1f}"
         out["samples"] = str(self.samples)
-        out["updates"] = f"vehicle {self.vehicle.updates}, engine {self.engine.updates}, idle {self.idle.updates}"
+        out["updates"] = (f"vehicle {self.vehicle.updates}, engine {self.engine.updates}, idle {self.idle.updates}, "
+                          f"overrun {self.overrun.updates}")
         out["payload_resets"] = str(self.payload_resets)
         out["relearns"] = str(self.relearns)
         out.update({f"rejected.{reason}": str(n) for reason, n in self.rejected.items() if n})
@@ -507,6 +531,7 @@ class VehicleCalibration:
         """The estimate as a JSON-able mapping (schema + version, the profile it belongs to, each filter)."""
         return {"schema": SCHEMA, "version": SCHEMA_VERSION, "profile": self.profile.name,
                 "vehicle": self.vehicle.to_json(), "engine": self.engine.to_json(), "idle": self.idle.to_json(),
+                "overrun": self.overrun.to_json(),
                 "last_payload_kg": None if math.isnan(self._last_payload_kg) else self._last_payload_kg,
                 "payload_resets": self.payload_resets, "rejected": dict(self.rejected)}
 
@@ -538,7 +563,7 @@ class VehicleCalibration:
                           "starting from the profile")
         try:
             cal = cls(profile, config)
-            for name in ("vehicle", "engine", "idle"):
+            for name in ("vehicle", "engine", "idle", "overrun"):
                 getattr(cal, name).from_json(data[name])
             last = data.get("last_payload_kg")
             cal._last_payload_kg = float(last) if last is not None else math.nan
@@ -546,6 +571,11 @@ class VehicleCalibration:
         except (KeyError, TypeError, ValueError) as exc:
             return None, f"{path}: corrupt calibration ({type(exc).__name__}: {exc}); starting from the profile"
         return cal, ""
+
+
+def _band(speed_mps: float) -> int:
+    """Index of the overrun speed band of ``speed_mps``."""
+    return sum(speed_mps >= edge for edge in OVERRUN_BANDS_MPS)
 
 
 def calibration_path(path: str, asset: str = "") -> str:
