@@ -363,6 +363,16 @@ class VehicleCalibration:
         return CalibratedRates(fuel_lph * co2_per_lph, fuel_lph, wheel_kw,
                                math.sqrt(max(var_kw, 0.0)) * lph_per_kw * co2_per_lph)
 
+    def vehicle_profile(self) -> VehicleProfile:
+        """The profile with the calibrated mass (less the payload last reported), rolling and aero terms and
+        accessory load, for planners that need the vehicle's dynamics (coast-down decelerations); fuel still comes
+        from :meth:`predict`."""
+        payload = self._last_payload_kg if math.isfinite(self._last_payload_kg) else 0.0
+        mass, a_n, c_n, acc_kw = (float(x) for x in self.vehicle.x)
+        empty = max(mass - payload, self.vehicle.low[0])
+        return dataclasses.replace(self.profile, mass_kg=empty, a_n=max(a_n * empty / mass, 1e-3),
+                                   c_n_per_mps2=c_n, accessory_power_kw=acc_kw)
+
     def predict_fuel_rate_lph(self, speed_mps: float, accel_mps2: float, grade: float,
                               payload_kg: float = math.nan) -> float:
         """Calibrated fuel rate (L/h) of one state."""
