@@ -12,15 +12,16 @@ Two small Kalman filters with a random-walk process noise (forgetting), both lin
   the flat its regressor is zero and its variance does not shrink. ``b`` (drivetrain drag) and ``eta_dt``
   come from the profile (``m/eta_dt`` is what the data carry: a wrong ``eta_dt`` biases the mass by the same
   ratio, never the CO2 prediction).
-- **engine** ``x_e = [fuel_at_zero_kw, fuel_per_brake_kw]``: a Willans line, fuel power (kW, LHV) from brake
-  power, learned from the measured fuel rate (``fuel_rate_lph``, J1939 SPN 183). Without a load channel the
-  vehicle model's predicted brake power stands in (the engine line then absorbs the vehicle's errors).
+- **engine** ``x_e = [fuel_at_zero_kw, fuel_per_brake_kw, fuel_curvature]``: a Willans line with a
+  curvature, fuel power (kW, LHV) ``F0 + k P_b + q P_b^2 / P_rated`` from brake power ``P_b``, learned
+  from the measured fuel rate (``fuel_rate_lph``, J1939 SPN 183). Without a load channel the vehicle model's
+  predicted brake power stands in (the engine line then absorbs the vehicle's errors).
 - **idle** fuel power (kW), a scalar, learned at standstill, and **overrun** fuel power (kW) per speed band
   (``OVERRUN_BANDS_MPS``), learned while the wheels drive the engine (fuel cut, or idling in gear, as the
   engine's controller decides).
 
 Physics bounds are projected after every update: mass and every force term >= 0 (mass within 0.3x-3x of the
-profile), the marginal brake efficiency ``1/fuel_per_brake_kw`` never above the engine's peak brake
+profile), the marginal brake efficiency ``1 / (dF/dP_b)`` at every load never above the engine's peak brake
 efficiency (:func:`emission_model.peak_brake_efficiency`, the grounded-carbon ceiling), so tank-to-wheel
 stays under ``peak * eta_dt``. Samples are gated (standstill, gear changes seen as rpm jumps, motoring or
 braking, non-finite or out-of-range values, stuck channels, innovations beyond ``outlier_sigma``) and counted
@@ -62,7 +63,7 @@ SCHEMA_VERSION = 1
 OVERRUN_STATES = ("overrun_fuel_kw.0-2mps", "overrun_fuel_kw.2-5mps", "overrun_fuel_kw.5-10mps",
                   "overrun_fuel_kw.10-15mps", "overrun_fuel_kw.15+mps")
 VEHICLE_STATES = ("mass_kg", "a_n", "c_n_per_mps2", "accessory_kw")
-ENGINE_STATES = ("fuel_at_zero_kw", "fuel_per_brake_kw")
+ENGINE_STATES = ("fuel_at_zero_kw", "fuel_per_brake_kw", "fuel_curvature")
 REJECT_REASONS = ("non_finite", "out_of_range", "out_of_order", "standstill", "gear_change", "motoring",
                   "no_fuel", "fuel_stuck", "load_stuck", "outlier", "numerical")
 _STUCK_SAMPLES = 20  # an exactly repeated reading this many times while the vehicle moves: a frozen channel
@@ -105,7 +106,7 @@ class CalibrationConfig:
     clip_sigma: float = 3.0
     payload_change_rel_sigma: float = 0.2  # how well a payload change read on the payload channel is known
     prior_rel_sigma: tuple[float, ...] = (0.3, 0.5, 0.5, 0.5)  # mass, a_n, c_n, accessory
-    engine_prior_rel_sigma: tuple[float, float] = (0.5, 0.3)  # fuel at zero power, fuel per brake kW
+    engine_prior_rel_sigma: tuple[float, float, float] = (0.5, 0.3, 0.15)  # zero-power fuel, slope, curvature
 
     def __post_init__(self) -> None:
         for name in ("min_speed_mps", "max_rpm_rate_rpm_s", "min_load_pct", "max_abs_accel_mps2", "max_abs_grade",
@@ -280,9 +281,10 @@ class VehicleCalibration:
                                          0.5 * profile.rated_power_kw]))
         idle_kw, zero_kw, slope = _generic_engine_line(profile)
         self.peak_efficiency = peak_brake_efficiency(profile, DEFAULT_CONSTANTS)
-        s_e = np.array(cfg.engine_prior_rel_sigma) * np.array([max(zero_kw, 1.0), slope])
-        self.engine = _Kalman(np.array([zero_kw, slope]), s_e, np.array([0.0, 1.0 / self.peak_efficiency]),
-                              np.array([profile.rated_power_kw, 20.0]))
+        s_e = np.array(cfg.engine_prior_rel_sigma) * np.array([max(zero_kw, 1.0), slope, slope])
+        self.engine = _Kalman(np.array([zero_kw, slope, 0.0]), s_e,
+                              np.array([0.0, 1.0 / self.peak_efficiency, -slope]),
+                              np.array([profile.rated_power_kw, 20.0, slope]))
         self.idle = _Kalman(np.array([idle_kw]), np.array([max(idle_kw, 0.5)]), np.array([0.0]),
                             np.array([0.2 * profile.rated_power_kw]))
         overrun0 = np.array([0.0 if profile.fuel_cut and lo >= DEFAULT_CONSTANTS.fuel_cut_min_speed_mps else idle_kw
@@ -355,9 +357,10 @@ class VehicleCalibration:
         else:
             brake_kw = min(float(h @ x) + known, p.rated_power_kw)
             e = self.engine.x
-            fuel_kw = max(float(e[0] + e[1] * brake_kw), float(self.idle.x[0]))
-            he = np.array([1.0, brake_kw])
-            var_kw = float(e[1] ** 2 * (h @ self.vehicle.p @ h) + he @ self.engine.p @ he)
+            he = self._engine_regressors(brake_kw)
+            fuel_kw = max(float(he @ e), float(self.idle.x[0]))
+            marginal = e[1] + 2.0 * e[2] * max(brake_kw, 0.0) / p.rated_power_kw
+            var_kw = float(marginal ** 2 * (h @ self.vehicle.p @ h) + he @ self.engine.p @ he)
         fuel_lph = fuel_kw * lph_per_kw
         co2_per_lph = FUEL_CO2_G_PER_L[p.fuel] / 3600.0
         return CalibratedRates(fuel_lph * co2_per_lph, fuel_lph, wheel_kw,
@@ -398,6 +401,16 @@ class VehicleCalibration:
         return s_m / m <= threshold and self.reference_rel_sigma() <= threshold
 
     # ------------------------------------------------------------------ learning
+    def _engine_regressors(self, brake_kw: float) -> np.ndarray:
+        """Fuel-power regressor over x_e at ``brake_kw`` (kW)."""
+        return np.array([1.0, brake_kw, brake_kw * brake_kw / self.profile.rated_power_kw])
+
+    def _project_engine(self) -> None:
+        """Hold the marginal brake efficiency at every load in [0, rated] under the engine's peak: the slope at
+        full load, ``k + 2 q``, is at least ``1 / peak`` too (``k`` alone is held by its bound)."""
+        e = self.engine.x
+        e[2] = max(e[2], (1.0 / self.peak_efficiency - e[1]) / 2.0)
+
     def _reject(self, reason: str) -> str:
         self.rejected[reason] += 1
         return ""
@@ -514,7 +527,8 @@ class VehicleCalibration:
                 learned.append("vehicle")
         if math.isfinite(fuel_kw):
             r_e = (0.005 * p.rated_power_kw / self.peak_efficiency + 0.03 * fuel_kw) ** 2
-            if self._gated_update(self.engine, np.array([1.0, brake_kw]), fuel_kw, r_e):
+            if self._gated_update(self.engine, self._engine_regressors(brake_kw), fuel_kw, r_e):
+                self._project_engine()
                 learned.append("engine")
         elif not learned:
             return self._reject("no_fuel")
