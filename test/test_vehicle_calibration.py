@@ -252,3 +252,18 @@ def test_config_and_profile_are_checked():
                               rated_power_kw=100, displacement_l=0)
     with pytest.raises(ValueError, match="not a combustion road vehicle"):
         VehicleCalibration(electric)
+
+
+def test_fleet_calibration_files_and_diagnostics():
+    from carbon_ai_nodes.carbon.vehicle_calibration import calibration_path
+
+    assert calibration_path("", "truck1") == ""
+    assert calibration_path("/var/cal/fleet.json") == "/var/cal/fleet.json"
+    assert calibration_path("/var/cal/fleet.json", "/site/truck 1") == "/var/cal/fleet.site_truck_1.json"
+    truck, cal = Truck(), VehicleCalibration(PROFILE, payload_kg=PAYLOAD_KG)
+    feed(cal, truck, drive(300))
+    diag = cal.diagnostics()
+    assert float(diag["mass_kg"]) == pytest.approx(cal.mass_kg, rel=1e-5)
+    assert float(diag["mass_kg.sigma"]) > 0 and diag["samples"] == "300"
+    assert abs(float(diag["error_60s_pct"])) < 5.0  # the calibrated model against the meter, last minute
+    assert all(not k.startswith("rejected.") or int(v) > 0 for k, v in diag.items())

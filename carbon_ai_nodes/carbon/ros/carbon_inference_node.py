@@ -228,14 +228,14 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         asset.last_stamp_s = s.stamp_s
         asset.measured_lph = msg.fuel_rate_lph
         self.accept(name, now_s)
-        if asset.calibration is not None:
-            self._calibrate(asset, s, msg)
         if self.params.batch_period_s > 0:
             # The message itself is not kept: a publisher (composed, on the intra-process bus) refills it.
             self.pending.append((asset, s, header_copy(msg.header), arrival_ns))
+            self._calibrate(asset, s, msg)
             return
         e = asset.estimator.estimate(s, validated=True)
         self._publish(asset, e, msg.header, arrival_ns)
+        self._calibrate(asset, s, msg)  # after the estimate is out: learning adds nothing to its latency
 
     # ------------------------------------------------------------------ calibration
     def _setup_calibration(self, asset: Asset, profile: VehicleProfile, prefix: str,
