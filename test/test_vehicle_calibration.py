@@ -146,6 +146,13 @@ def test_payload_change_resets_the_mass():
     assert abs(cal.mass_kg / loaded.mass_kg - 1) <= 0.05
 
 
+def test_first_payload_reading_sets_the_prior_mass():
+    cal = VehicleCalibration(PROFILE)  # started before any payload reading (the node does)
+    assert cal.mass_kg == PROFILE.mass_kg
+    cal.update(CalibrationSample(0.0, 0.0, 0.0, 0.0, PAYLOAD_KG, fuel_rate_lph=3.0))
+    assert cal.mass_kg == PROFILE.mass_kg + PAYLOAD_KG and cal.payload_resets == 1
+
+
 def test_dead_fuel_channel_holds_the_engine_and_counts():
     truck, cal = Truck(), VehicleCalibration(PROFILE, payload_kg=PAYLOAD_KG)
     feed(cal, truck, drive(600))
@@ -248,6 +255,8 @@ def test_a_bad_file_is_ignored_with_a_warning(tmp_path, content, words):
 def test_config_and_profile_are_checked():
     with pytest.raises(ValueError, match="payload_reset_fraction=-1"):
         CalibrationConfig(payload_reset_fraction=-1)
+    with pytest.raises(ValueError, match="must be 4 finite numbers"):
+        CalibrationConfig(prior_rel_sigma=(0.3, 0.5))
     electric = VehicleProfile(name="ev", mass_kg=1600, a_n=150, b_n_per_mps=0, c_n_per_mps2=0.4, fuel="electric",
                               rated_power_kw=100, displacement_l=0)
     with pytest.raises(ValueError, match="not a combustion road vehicle"):

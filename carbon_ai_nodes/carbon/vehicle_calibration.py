@@ -1,7 +1,7 @@
 """Self-calibrating vehicle model (pure; numpy only): one vehicle learns its mass, road load and engine from
 its own telemetry.
 
-Two small Kalman filters with a random-walk process noise (forgetting), both linear in their states:
+Small Kalman filters with a random-walk process noise (forgetting), each linear in its states:
 
 - **vehicle** ``x_v = [mass_kg, a_n, c_n_per_mps2, accessory_kw]`` from the engine's brake power
   (``engine_load_pct`` x rated power, J1939 SPN 92 as the simulator reports it)::
@@ -115,6 +115,10 @@ class CalibrationConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"calibration.{name}={value}: must be a finite number > 0")
+        for name, n in (("prior_rel_sigma", 4), ("engine_prior_rel_sigma", 3)):
+            value = getattr(self, name)
+            if len(value) != n or not all(math.isfinite(x) and x > 0 for x in value):
+                raise ValueError(f"calibration.{name}={value}: must be {n} finite numbers > 0")
 
 
 @dataclasses.dataclass
@@ -441,13 +445,17 @@ class VehicleCalibration:
 
     def _payload_change(self, payload_kg: float) -> None:
         """A payload change beyond the threshold: the mass moves by it, the rolling force in proportion, and both
-        uncertainties grow by ``payload_change_rel_sigma`` of the change (correlations with them dropped)."""
+        uncertainties grow by ``payload_change_rel_sigma`` of the change (correlations with them dropped). The
+        first reading of an estimator that has learned no mass yet counts as a change from empty."""
         if not math.isfinite(payload_kg):
             return
-        if not math.isfinite(self._last_payload_kg):
-            self._last_payload_kg = payload_kg
-            return
-        delta = payload_kg - self._last_payload_kg
+        last = self._last_payload_kg
+        if not math.isfinite(last):
+            if self.vehicle.updates:
+                self._last_payload_kg = payload_kg
+                return
+            last = 0.0
+        delta = payload_kg - last
         if abs(delta) <= self.config.payload_reset_fraction * self.mass_kg:
             return
         v = self.vehicle
