@@ -17,7 +17,12 @@ Error over a 60 s window = |predicted CO2 - plant CO2| / plant CO2 over that win
 window; minute 10 = 540-600 s). Mass error: the estimate against the plant's true mass (empty + true payload)
 at the end of the first loaded climb (trucks) and at 600 s.
 
-Usage: python bench/bench_calibration.py [--plot calibration.png] [--minutes 11]
+With ``--eco`` it then plans each scenario route (eco_speed) twice, with the generic model and with the
+vehicle's calibration as it stands after the run, drives one lap with each set of caps and one without in the
+simulator core (RouteFollower, as the actuator bridge follows them) and re-drives the three speed traces in the
+same unlike-the-profile plant: the saving by the plant of each plan, beside what each model predicted.
+
+Usage: python bench/bench_calibration.py [--plot calibration.png] [--minutes 11] [--eco]
 Needs FASTSim (requirements/validation.txt) and ../shared/data/cycles/udds.csv.
 """
 
@@ -70,7 +75,9 @@ def haul_cycle(n_s: int, payload_kg: float, start_loaded: bool) -> Drive:
              (30, 0.0, 0.0, False)]
     plan = loaded + empty if start_loaded else empty + loaded
     v, g = 0.0, 0.0
-    speed, grade, payload = [], [], []
+    speed: list[float] = []
+    grade: list[float] = []
+    payload: list[float] = []
     seg = 0
     while len(speed) < n_s:
         dur, target, g_target, is_loaded = plan[seg % len(plan)]
@@ -146,8 +153,8 @@ def run_plant(spec: PlantSpec, d: Drive, true_payload: np.ndarray) -> PlantRun:
         parts["b"].append((np.asarray(fc["pwr_prop_watts"], float) + np.asarray(fc["pwr_aux_watts"], float))[keep]
                           / 1000.0)
         parts["f"].append(np.asarray(fc["pwr_fuel_watts"], float)[keep] / 1000.0)
-    return PlantRun(*(np.concatenate(parts[k])[:n] for k in ("v", "g", "b", "f")),
-                    true_mass_kg=spec.mass_kg + true_payload)
+    speed, grade, brake, fuel = (np.concatenate(parts[k])[:n] for k in ("v", "g", "b", "f"))
+    return PlantRun(speed, grade, brake, fuel, true_mass_kg=(spec.mass_kg or 0.0) + true_payload)
 
 
 @dataclasses.dataclass
@@ -162,6 +169,7 @@ class Result:
     mass_sigma_kg: np.ndarray
     true_mass_kg: np.ndarray
     climb_end_s: int | None
+    calibration: VehicleCalibration
 
     def window_error_pct(self, series: np.ndarray, minute: int) -> float:
         w = slice((minute - 1) * WINDOW_S, minute * WINDOW_S)
@@ -201,7 +209,7 @@ def calibrate(name: str, profile: VehicleProfile, d: Drive, plant: PlantRun) -> 
     climb_end = int(climbs[np.flatnonzero(np.diff(climbs) > 1)[0]] if np.any(np.diff(climbs) > 1)
                     else climbs[-1]) if len(climbs) else None
     return Result(name, plant.fuel_kw / lhv_kw_per_lph * co2_per_lph, generic, np.array(predicted),
-                  np.array(mass), np.array(sigma), plant.true_mass_kg, climb_end)
+                  np.array(mass), np.array(sigma), plant.true_mass_kg, climb_end, cal)
 
 
 def vehicles(minutes: int):
@@ -219,13 +227,15 @@ def vehicles(minutes: int):
             else:
                 d = van_cycle(n, veh.initial_payload_kg)
                 true_payload = d.payload_kg + VAN_EXTRA_PAYLOAD_KG
-            yield f"{scenario}/{veh.id}", profile, d, plant_for(dict(veh.profile), veh.plant), true_payload
+            yield f"{scenario}/{veh.id}", profile, d, plant_for(dict(veh.profile), veh.plant), true_payload, veh
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plot", default="", help="write a PNG: mass convergence and generic vs calibrated error")
     ap.add_argument("--minutes", type=int, default=11, help="duty-cycle length (>= 10: minute 10 is reported)")
+    ap.add_argument("--eco", action="store_true", help="also score eco_speed's caps (generic vs calibrated model) "
+                                                       "by the plant over one lap of each scenario route")
     args = ap.parse_args(argv)
     from carbon_ai_nodes.sim.plant import fastsim_available
 
@@ -233,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"needs FASTSim (pip install -r requirements/validation.txt) and {UDDS}", file=sys.stderr)
         return 2
     results = []
-    for name, profile, d, spec, true_payload in vehicles(max(args.minutes, 10)):
+    eco_runs = []
+    for name, profile, d, spec, true_payload, veh in vehicles(max(args.minutes, 10)):
         print(f"  {name}: FASTSim {spec.label} ...", file=sys.stderr, flush=True)
         plant = run_plant(spec, d, true_payload)
         print(f"  {name}: calibrating {len(d.speed_mps)} s ...", file=sys.stderr, flush=True)
         results.append(calibrate(name, profile, d, plant))
+        if args.eco and veh.route:
+            print(f"  {name}: eco laps (generic and calibrated caps) in the plant ...", file=sys.stderr, flush=True)
+            eco_runs.append((name, eco_laps(profile, veh, spec, results[-1].calibration)))
     print(f"CO2-rate error against the plant (FASTSim), |sum predicted - sum plant| / sum plant over 60 s windows; "
           f"plant: engine map of the FASTSim file, empty mass x{EMPTY_MASS_FACTOR}, payload heavier than reported, "
           f"Crr x{RR_FACTOR}, CdA x{DRAG_FACTOR}")
@@ -249,10 +263,72 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.window_error_pct(r.calibrated_co2, 1):8.1f}% {r.window_error_pct(r.generic_co2, 10):10.1f}% "
               f"{r.window_error_pct(r.calibrated_co2, 10):9.1f}%"
               f" {climb:>14} {r.mass_error_pct(599):+12.1f} %")
+    if eco_runs:
+        print("eco_speed over one lap of the scenario route, CO2 saving against the same lap without caps "
+              "(by the plant above; predicted by the model that planned)")
+        for name, rows in eco_runs:
+            for model, plant_pct, predicted_pct in rows:
+                print(f"{name:<30} {model:<11} caps: by the plant {plant_pct}, predicted {predicted_pct:.1f} %")
     if args.plot:
         plot(args.plot, results)
         print(f"wrote {args.plot}")
     return 0
+
+
+def eco_laps(profile: VehicleProfile, veh, spec: PlantSpec,
+             cal: VehicleCalibration) -> list[tuple[str, str, float]]:
+    """(model, saving by the plant, predicted saving) of eco caps planned with the generic and the calibrated
+    model, each lap driven in the simulator core with the caps and scored by ``spec`` against an uncapped lap."""
+    from carbon_ai_nodes.actuation.actuation_targets import RouteFollower, RouteTrack
+    from carbon_ai_nodes.common.errors import PlantError
+    from carbon_ai_nodes.planning.eco_speed import eco_profile
+    from carbon_ai_nodes.sim.plant import grade_along_route, payload_along_route, score
+    from carbon_ai_nodes.sim.vehicle_sim import Route, SimParams, VehicleSim
+
+    route = Route.from_list(veh.route, veh.cruise_speed_mps)
+    dwell_s = 8.0
+
+    def rates(v: float, a: float, g: float, p: float) -> tuple[float, float]:
+        r = cal.predict(v, a, g, p)
+        return r.co2_g_s, r.fuel_lph
+
+    plans = {"generic": eco_profile(profile, route, initial_payload_kg=veh.initial_payload_kg, dwell_s=dwell_s),
+             "calibrated": eco_profile(cal.vehicle_profile(), route, initial_payload_kg=veh.initial_payload_kg,
+                                       dwell_s=dwell_s, rates=rates)}
+
+    def lap(caps: np.ndarray | None) -> Trace:
+        sim = VehicleSim(SimParams(scenario_file="x", stop_dwell_s=dwell_s), profile, route=route,
+                         initial_payload_kg=veh.initial_payload_kg)
+        pts = plans["generic"].points
+        follower = RouteFollower(RouteTrack("eco", pts.east_m, pts.north_m,
+                                            np.where(caps > 0, caps, math.nan))) if caps is not None else None
+        t, speed = [0.0], [0.0]
+        while sim.truth.distance_m < pts.s_m[-1] and sim.truth.t_s < 3600.0:
+            s = sim.truth
+            limit = follower.speed_limit_mps(s.east_m, s.north_m, veh.cruise_speed_mps, 50.0) if follower else 30.0
+            sim.command(s.t_s, limit, 100.0, False)
+            sim.step(0.05)
+            t.append(s.t_s)
+            speed.append(s.speed_mps)
+        payload = payload_along_route(route, veh.initial_payload_kg)
+        true_payload = (lambda d: payload(d) * TRUCK_PAYLOAD_FACTOR) if profile.mass_kg > 50000 \
+            else (lambda d: payload(d) + VAN_EXTRA_PAYLOAD_KG)
+        return Trace.from_samples(t, speed, grade_along_route(route), payload_of_distance=true_payload)
+
+    rows = []
+    try:
+        base = score(spec, lap(None))
+    except PlantError as exc:
+        return [(model, f"no figure ({str(exc).splitlines()[0][:90]})", p.predicted_saving_pct)
+                for model, p in plans.items()]
+    for model, p in plans.items():
+        try:
+            eco = score(spec, lap(p.speed_cap_mps))
+            figure = f"{(1.0 - eco.co2_g_per_km / base.co2_g_per_km) * 100.0:.1f} %"
+        except PlantError as exc:
+            figure = f"no figure ({str(exc).splitlines()[0][:90]})"
+        rows.append((model, figure, p.predicted_saving_pct))
+    return rows
 
 
 def plot(path: str, results: list[Result]) -> None:
@@ -271,7 +347,7 @@ def plot(path: str, results: list[Result]) -> None:
         row[0].plot(t, r.true_mass_kg / 1000, "k--", label="plant (true)")
         row[0].set_ylabel("mass (t)")
         row[0].set_title(r.name, fontsize=9)
-        minutes = np.arange(1, len(r.mass_kg) // WINDOW_S + 1)
+        minutes = list(range(1, len(r.mass_kg) // WINDOW_S + 1))
         row[1].plot(minutes, [r.window_error_pct(r.generic_co2, m) for m in minutes], "o-", label="generic")
         row[1].plot(minutes, [r.window_error_pct(r.calibrated_co2, m) for m in minutes], "s-", label="calibrated")
         row[1].axhline(5.0, color="k", lw=0.8, ls=":")
