@@ -33,6 +33,7 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def eco_laps(profile: VehicleProfile, veh, spec: PlantSpec,
+def eco_laps(profile: VehicleProfile, veh: Any, spec: PlantSpec,
              cal: VehicleCalibration) -> list[tuple[str, str, float]]:
     """(model, saving by the plant, predicted saving) of eco caps planned with the generic and the calibrated
     model, each lap driven in the simulator core with the caps and scored by ``spec`` against an uncapped lap."""
@@ -315,18 +316,22 @@ def eco_laps(profile: VehicleProfile, veh, spec: PlantSpec,
             else (lambda d: payload(d) + VAN_EXTRA_PAYLOAD_KG)
         return Trace.from_samples(t, speed, grade_along_route(route), payload_of_distance=true_payload)
 
+    def no_figure(exc: PlantError) -> str:
+        text = str(exc).splitlines()[0]
+        return "no figure (FASTSim 3.1.0 grade lookup fault, sim/plant.py)" if "grade lookup fault" in text \
+            else f"no figure ({text[:100]})"
+
     rows = []
     try:
         base = score(spec, lap(None))
     except PlantError as exc:
-        return [(model, f"no figure ({str(exc).splitlines()[0][:90]})", p.predicted_saving_pct)
-                for model, p in plans.items()]
+        return [(model, no_figure(exc), p.predicted_saving_pct) for model, p in plans.items()]
     for model, p in plans.items():
         try:
             eco = score(spec, lap(p.speed_cap_mps))
             figure = f"{(1.0 - eco.co2_g_per_km / base.co2_g_per_km) * 100.0:.1f} %"
         except PlantError as exc:
-            figure = f"no figure ({str(exc).splitlines()[0][:90]})"
+            figure = no_figure(exc)
         rows.append((model, figure, p.predicted_saving_pct))
     return rows
 
