@@ -68,6 +68,21 @@ class CarbonInferenceParams(ParamSet):
     queue_depth: int = param(
         50, "Depth of the vehicle_state and carbon_estimate queues (reliable: bursts and model loads lose nothing)",
         min=1, max=10000, read_only=True)
+    calibration: bool = param(
+        True, "Learn each combustion road vehicle's own mass, road load and fuel map from its telemetry and "
+              "publish calibrated_estimate beside carbon_estimate", read_only=True)
+    calibration_file: str = param(
+        "", "JSON file the calibration is reloaded from at start and saved to; empty = no persistence; "
+            "fleet mode: <stem>.<asset><suffix> per asset", read_only=True)
+    calibration_save_period_s: float = param(
+        60.0, "Save the calibration this often (and at shutdown); 0 = only at shutdown", unit="s", min=0.0,
+        max=86400.0, read_only=True)
+    calibration_confidence: float = param(
+        0.05, "Calibrated model is_confident when the mass and reference CO2 predictions are known to this "
+              "relative standard deviation", gt=0.0, max=1.0)
+    calibration_payload_reset_fraction: float = param(
+        0.05, "A payload change above this fraction of the estimated mass re-opens the mass estimate",
+        gt=0.0, max=1.0, read_only=True)
 
 
 @dataclasses.dataclass(slots=True)  # slots: built and read once per message on the hot path

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +55,14 @@ class EcoSpeedParams(ParamSet):
     republish_period_s: float = param(2.0, "Send the (unchanged) plan again this often, for consumers that were "
                                       "not active when it was first sent (0 = only on changes)", unit="s",
                                       min=0.0, max=3600.0)
+    calibration_file: str = param(
+        "", "The vehicle's calibration saved by carbon_inference (its calibration_file); once confident, the caps "
+            "are planned with the calibrated model; empty = the generic model")
+    calibration_confidence: float = param(
+        0.05, "Relative 1-sigma the calibration must reach before it replaces the generic model", gt=0.0, max=1.0)
+    calibration_check_period_s: float = param(
+        60.0, "While planning with the generic model, re-read calibration_file this often (0 = only at start)",
+        unit="s", min=0.0, max=86400.0, read_only=True)
 
     def check(self) -> None:
         """The route comes from a scenario."""
@@ -107,6 +115,7 @@ class EcoProfile:
     eco: LoopResult
     baseline: LoopResult
     co2_g_per_m: np.ndarray  # predicted CO2 per metre on the stretch arriving at each point (for colouring)
+    model: str = "generic"  # which emission model planned it: "generic" (the profile) or "calibrated"
 
     @property
     def predicted_saving_pct(self) -> float:
@@ -234,13 +243,52 @@ def _forward_coast(profile: Any, pts: RoutePoints, approach: np.ndarray, cruise:
     return env
 
 
-def simulate_loop(profile: Any, pts: RoutePoints, cap_mps: np.ndarray, *, max_accel_mps2: float,
-                  max_decel_mps2: float, dwell_s: float) -> tuple[LoopResult, np.ndarray]:
-    """Drive the loop under ``cap_mps`` (m/s) with the emission model: accelerate at up to ``max_accel_mps2``
-    within the engine's rated power, brake at ``max_decel_mps2`` to respect the next caps, idle ``dwell_s`` at
-    each stop. Returns the loop totals and the CO2 per metre (g/m) of the stretch arriving at each point."""
+# (speed m/s, accel m/s^2, grade, payload kg) -> (CO2 g/s, fuel L/h): the emission model a plan is costed with
+RatesFn = Callable[[float, float, float, float], tuple[float, float]]
+
+
+def generic_rates(profile: Any) -> RatesFn:
+    """The generic physics model of ``profile`` as a :data:`RatesFn`."""
     from carbon_ai_nodes.carbon.emission_model import physics_rates
 
+    def rates(v: float, a: float, grade: float, payload_kg: float) -> tuple[float, float]:
+        r = physics_rates(profile, v, a, grade, payload_kg)
+        return r.co2_g_s, r.fuel_lph
+
+    return rates
+
+
+def calibrated_model(profile: Any, calibration_file: str, threshold: float) -> tuple[Any, RatesFn | None, str]:
+    """The model to plan with: ``(profile for the dynamics, rates, why)``. A calibration (carbon_inference's
+    ``calibration_file``) that is confident to ``threshold`` gives its calibrated profile and rates; otherwise
+    ``(profile, None, reason)`` and the generic model plans."""
+    from carbon_ai_nodes.carbon.vehicle_calibration import VehicleCalibration
+
+    if not calibration_file:
+        return profile, None, "no calibration_file"
+    if profile.kind != "road" or profile.is_electric:
+        return profile, None, "not a combustion road vehicle"
+    cal, warning = VehicleCalibration.load(calibration_file, profile)
+    if cal is None:
+        return profile, None, warning
+    if not cal.is_confident(threshold):
+        return profile, None, (f"calibration not confident yet (mass {cal.mass_kg:.0f} kg, reference CO2 sigma "
+                               f"{cal.reference_rel_sigma() * 100:.1f} % > {threshold * 100:.1f} %)")
+
+    def rates(v: float, a: float, grade: float, payload_kg: float) -> tuple[float, float]:
+        r = cal.predict(v, a, grade, payload_kg)
+        return r.co2_g_s, r.fuel_lph
+
+    return cal.vehicle_profile(), rates, ""
+
+
+def simulate_loop(profile: Any, pts: RoutePoints, cap_mps: np.ndarray, *, max_accel_mps2: float,
+                  max_decel_mps2: float, dwell_s: float, rates: RatesFn | None = None) -> tuple[LoopResult, np.ndarray]:
+    """Drive the loop under ``cap_mps`` (m/s) with the emission model (``rates``; default the generic model of
+    ``profile``): accelerate at up to ``max_accel_mps2`` within the engine's rated power, brake at
+    ``max_decel_mps2`` to respect the next caps, idle ``dwell_s`` at each stop. Returns the loop totals and the
+    CO2 per metre (g/m) of the stretch arriving at each point."""
+    rates = rates or generic_rates(profile)
     n = len(pts.s_m)
     # forward pass limited by acceleration and power, backward pass limited by braking
     v = np.zeros(n)
@@ -269,15 +317,15 @@ def simulate_loop(profile: Any, pts: RoutePoints, cap_mps: np.ndarray, *, max_ac
         if vm < 1e-3:
             continue
         dt = d / vm
-        r = physics_rates(profile, vm, (w - u) / dt, pts.grade[i - 1], pts.payload_kg[i - 1])
-        co2_g += r.co2_g_s * dt
-        fuel_l += r.fuel_lph * dt / 3600.0
+        co2_g_s, fuel_lph = rates(vm, (w - u) / dt, pts.grade[i - 1], pts.payload_kg[i - 1])
+        co2_g += co2_g_s * dt
+        fuel_l += fuel_lph * dt / 3600.0
         time_s += dt
-        per_m[i] = r.co2_g_s * dt / d
+        per_m[i] = co2_g_s * dt / d
     stops = int(np.count_nonzero(pts.is_stop[:-1]))
-    idle = physics_rates(profile, 0.0, 0.0, 0.0, 0.0)
-    co2_g += idle.co2_g_s * dwell_s * stops
-    fuel_l += idle.fuel_lph * dwell_s * stops / 3600.0
+    idle_co2_g_s, idle_fuel_lph = rates(0.0, 0.0, 0.0, float(pts.payload_kg[0]))
+    co2_g += idle_co2_g_s * dwell_s * stops
+    fuel_l += idle_fuel_lph * dwell_s * stops / 3600.0
     time_s += dwell_s * stops
     return LoopResult(co2_g, fuel_l, time_s, float(pts.s_m[-1])), per_m
 
@@ -285,24 +333,29 @@ def simulate_loop(profile: Any, pts: RoutePoints, cap_mps: np.ndarray, *, max_ac
 def eco_profile(profile: Any, route: Any, *, initial_payload_kg: float = 0.0, spacing_m: float = 5.0,
                 extra_decel_mps2: float = 0.1, floor_candidates_mps: Sequence[float] = (4.0, 6.0, 8.0, 10.0, 11.0),
                 max_time_increase_pct: float = 15.0, max_accel_mps2: float = 1.0, max_decel_mps2: float = 1.5,
-                dwell_s: float = 0.0) -> EcoProfile:
+                dwell_s: float = 0.0, rates: RatesFn | None = None) -> EcoProfile:
     """The eco speed caps of ``route`` for a vehicle ``profile`` (VehicleProfile), with the floor speed and glide
     deceleration (``extra_decel_mps2`` and two steeper ones: a steeper glide is shorter, so it costs less time)
     that minimise the predicted loop CO2 while the loop time grows by at most ``max_time_increase_pct`` (%).
 
-    Falls back to the plain cruise caps (no saving claimed) when no candidate meets the time bound.
+    Falls back to the plain cruise caps (no saving claimed) when no candidate meets the time bound. ``rates``
+    (e.g. the calibrated model of :func:`calibrated_model`) costs the loops instead of the generic model.
     """
     pts = resample_route(route, initial_payload_kg, spacing_m)
     base_cap = pts.cruise_mps.copy()
     base_cap[pts.is_stop] = 0.0
-    kw = {"max_accel_mps2": max_accel_mps2, "max_decel_mps2": max_decel_mps2, "dwell_s": dwell_s}
-    baseline, base_per_m = simulate_loop(profile, pts, base_cap, **kw)
+
+    def loop(cap: np.ndarray) -> tuple[LoopResult, np.ndarray]:
+        return simulate_loop(profile, pts, cap, max_accel_mps2=max_accel_mps2, max_decel_mps2=max_decel_mps2,
+                             dwell_s=dwell_s, rates=rates)
+
+    baseline, base_per_m = loop(base_cap)
     best = (baseline, base_cap, math.inf, base_per_m)
     for floor, extra in itertools.product(floor_candidates_mps, (extra_decel_mps2, 2 * extra_decel_mps2,
                                                                  3 * extra_decel_mps2)):
         cap = coasting_envelope(profile, pts, floor, extra)
-        result, per_m = simulate_loop(profile, pts, cap, **kw)
+        result, per_m = loop(cap)
         if result.time_s <= baseline.time_s * (1.0 + max_time_increase_pct / 100.0) \
                 and result.co2_g_per_km < best[0].co2_g_per_km:
             best = (result, cap, floor, per_m)
-    return EcoProfile(pts, best[1], best[2], best[0], baseline, best[3])
+    return EcoProfile(pts, best[1], best[2], best[0], baseline, best[3], "generic" if rates is None else "calibrated")

@@ -5,6 +5,11 @@ Subscribes ``vehicle_state`` (reliable), publishes ``carbon_estimate`` (reliable
 loaded and verified first, a bad one is refused and the old one keeps serving. In fleet mode (``assets``)
 it serves ``<asset>/vehicle_state`` -> ``<asset>/carbon_estimate`` for each asset, and with
 ``batch_period_s > 0`` runs the states gathered in that window as one batch.
+
+Each combustion road vehicle also learns its own model (carbon/vehicle_calibration.py) from every accepted
+state and publishes ``calibrated_estimate`` (CalibratedEstimate) beside ``carbon_estimate``; with
+``calibration_file`` set the calibration is reloaded at start (a bad file: a warning, a fresh start) and saved
+every ``calibration_save_period_s`` and at shutdown.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.service import Service
 from std_msgs.msg import Header
 
-from carbon_ai_msgs.msg import CarbonEstimate, VehicleState
+from carbon_ai_msgs.msg import CalibratedEstimate, CarbonEstimate, VehicleState
 from carbon_ai_msgs.srv import SwapModel
 from carbon_ai_nodes.carbon.carbon_estimator import (
     CarbonEstimator,
@@ -27,11 +32,19 @@ from carbon_ai_nodes.carbon.carbon_estimator import (
     StateInput,
     validate_state,
 )
+from carbon_ai_nodes.carbon.emission_model import FUEL_CO2_G_PER_L, physics_rates
 from carbon_ai_nodes.carbon.model_file import SHIPPED_MODEL
 from carbon_ai_nodes.carbon.residual_backend import Selection, select_backend
 from carbon_ai_nodes.carbon.ros.conversions import carbon_estimate, header_copy, new_carbon_estimate, state_input
+from carbon_ai_nodes.carbon.vehicle_calibration import (
+    CalibrationConfig,
+    CalibrationSample,
+    RollingError,
+    VehicleCalibration,
+    calibration_path,
+)
 from carbon_ai_nodes.common.errors import ConfigError, InputRejectedError, ModelError
-from carbon_ai_nodes.common.vehicle_profile import load_profile
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile, load_profile
 from carbon_ai_nodes.ros import qos
 from carbon_ai_nodes.ros.node_base import CarbonNode, run_node
 
@@ -56,6 +69,10 @@ class Asset:
         self.measured_lph = math.nan  # the fuel meter's reading in the last accepted state
         self.fuel_error = MeasuredFuelError()
         self.out = new_carbon_estimate()  # refilled per estimate; publish serialises it synchronously
+        self.calibration: VehicleCalibration | None = None  # None: not a combustion road vehicle, or switched off
+        self.calibration_file = ""
+        self.calibration_pub = None
+        self.generic_error = RollingError(60.0)  # the generic physics model against the fuel meter, last minute
 
 
 class CarbonInference(CarbonNode[CarbonInferenceParams]):
@@ -93,15 +110,19 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             asset = Asset(name or profile.name, est, self.publisher(CarbonEstimate, f"{prefix}carbon_estimate",
                                                                     qos.command(depth=params.queue_depth)))
             self.assets.append(asset)
+            self._setup_calibration(asset, profile, prefix, params)
             self.subscription(VehicleState, f"{prefix}{INPUT}", functools.partial(self._on_state, asset),
                               qos.command(depth=params.queue_depth), input_name=f"{prefix}{INPUT}",
                               timeout_s=params.state_timeout_s)
+        if params.calibration_file and params.calibration_save_period_s > 0:
+            self.timer(params.calibration_save_period_s, self._save_calibrations, name="calibration_save")
         self._srv = self.create_service(SwapModel, "swap_model", self._on_swap)
         self.timer(min(0.5, params.state_timeout_s / 2), self.poll_watchdog, name="watchdog")
         if params.batch_period_s > 0:
             self.timer(params.batch_period_s, self._flush, name="batch")
 
     def cleanup(self) -> None:
+        self._save_calibrations()
         if self._srv is not None:
             self.destroy_service(self._srv)
             self._srv = None
@@ -210,9 +231,67 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         if self.params.batch_period_s > 0:
             # The message itself is not kept: a publisher (composed, on the intra-process bus) refills it.
             self.pending.append((asset, s, header_copy(msg.header), arrival_ns))
+            self._calibrate(asset, s, msg)
             return
         e = asset.estimator.estimate(s, validated=True)
         self._publish(asset, e, msg.header, arrival_ns)
+        self._calibrate(asset, s, msg)  # after the estimate is out: learning adds nothing to its latency
+
+    # ------------------------------------------------------------------ calibration
+    def _setup_calibration(self, asset: Asset, profile: VehicleProfile, prefix: str,
+                           params: CarbonInferenceParams) -> None:
+        if not params.calibration:
+            return
+        if profile.kind != "road" or profile.is_electric:
+            self.get_logger().info(f"{asset.name}: no calibration ({profile.kind}, {profile.fuel}: the calibrated "
+                                   "model covers combustion road vehicles)")
+            return
+        config = CalibrationConfig(payload_reset_fraction=params.calibration_payload_reset_fraction)
+        path = calibration_path(params.calibration_file, asset.name if params.assets else "")
+        loaded, warning = VehicleCalibration.load(path, profile, config) if path else (None, "")
+        if warning:
+            self.get_logger().warning(warning)
+        elif loaded is not None:
+            self.get_logger().info(f"{asset.name}: calibration reloaded from {path} (mass {loaded.mass_kg:.0f} kg)")
+        asset.calibration = loaded or VehicleCalibration(profile, config)
+        asset.calibration_file = path
+        asset.calibration_pub = self.publisher(CalibratedEstimate, f"{prefix}calibrated_estimate",
+                                               qos.command(depth=params.queue_depth))
+
+    def _calibrate(self, asset: Asset, s: StateInput, msg: VehicleState) -> None:
+        """Predict with the calibrated model, then learn from the state; publish both beside the generic one."""
+        cal = asset.calibration
+        if cal is None:
+            return
+        p = cal.profile
+        pred = cal.predict(s.speed_mps, s.accel_mps2, s.grade, s.payload_kg)
+        cal.update(CalibrationSample(s.stamp_s, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
+                                     s.engine_speed_rpm, s.engine_load_pct, msg.fuel_rate_lph))
+        generic = physics_rates(p, s.speed_mps, s.accel_mps2, s.grade, s.payload_kg,
+                                engine_speed_rpm=s.engine_speed_rpm, coolant_temp_c=s.coolant_temp_c)
+        asset.generic_error.add(s.stamp_s, generic.fuel_lph, msg.fuel_rate_lph)
+        params = cal.parameters()
+        mass, mass_sigma = params["mass_kg"]
+        measured = msg.fuel_rate_lph * FUEL_CO2_G_PER_L[p.fuel] / 3600.0 if math.isfinite(msg.fuel_rate_lph) \
+            else math.nan
+        out = CalibratedEstimate(header=header_copy(msg.header), asset_id=s.asset_id, co2_rate_g_s=pred.co2_g_s,
+                                 fuel_rate_lph=pred.fuel_lph, uncertainty_g_s=pred.sigma_co2_g_s,
+                                 generic_co2_rate_g_s=generic.co2_g_s, measured_co2_rate_g_s=measured,
+                                 is_confident=cal.is_confident(self.params.calibration_confidence),
+                                 mass_kg=mass, mass_sigma_kg=mass_sigma, parameter_names=list(params),
+                                 parameter_values=[v for v, _ in params.values()],
+                                 parameter_sigmas=[sd for _, sd in params.values()])
+        if asset.calibration_pub is not None:
+            asset.calibration_pub.publish(out)
+
+    def _save_calibrations(self) -> None:
+        for a in self.assets:
+            if a.calibration is None or not a.calibration_file:
+                continue
+            try:
+                a.calibration.save(a.calibration_file)
+            except OSError as exc:
+                self.get_logger().error(f"{a.name}: calibration not saved to {a.calibration_file}: {exc}")
 
     def _flush(self) -> None:
         if not self.pending:
@@ -250,6 +329,11 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             out[f"{prefix}fuel_model_vs_measured_pct"] = f"{a.fuel_error.error_pct:.1f}"
             out[f"{prefix}fuel_measured_l"] = f"{a.fuel_error.measured_l:.4f}"
             out[f"{prefix}fuel_model_l"] = f"{a.fuel_error.model_l:.4f}"
+            if a.calibration is not None:
+                out.update({f"{prefix}calibration.{k}": v for k, v in a.calibration.diagnostics().items()})
+                out[f"{prefix}calibration.generic_error_60s_pct"] = f"{a.generic_error.error_pct:.1f}"
+                out[f"{prefix}calibration.confident"] = str(a.calibration.is_confident(
+                    self.params.calibration_confidence))
         return out
 
 
