@@ -21,6 +21,7 @@ on for its full 600 s after SIGTERM). :class:`StopSignals` sees such a swallowed
 from __future__ import annotations
 
 import faulthandler
+import io
 import os
 import signal
 import sys
@@ -101,7 +102,10 @@ def sets_event(event: threading.Event) -> Callable[[int, FrameType | None], None
 def dump_stacks_on_sigusr1() -> None:
     """SIGUSR1 prints every thread's Python stack to stderr, even with the main thread stuck in C code (a node
     that does not stop: the runner asks for it before SIGKILL, so the stacks end up in the node's log)."""
-    faulthandler.register(DUMP_STACKS_SIGNAL, all_threads=True)
+    try:
+        faulthandler.register(DUMP_STACKS_SIGNAL, all_threads=True)
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # stderr is no file (captured, closed): nowhere
+        pass
 
 
 def init_rclpy() -> None:
