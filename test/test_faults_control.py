@@ -44,7 +44,9 @@ from carbon_ai_nodes.carbon.residual_backend import load_backend
 from carbon_ai_nodes.carbon.ros.conversions import state_input
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.vehicle_profile import load_profile
-from carbon_ai_nodes.fusion.ekf import SOURCES, FusionFilter, FusionParams, WheelSpeed
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import SOURCES, FusionParams
+from carbon_ai_nodes.fusion.measurements import WheelSpeed
 from carbon_ai_nodes.fusion.ros import conversions as fusion_conv
 from carbon_ai_nodes.graph.node_process import NodeProcess
 from carbon_ai_nodes.planning.ros import route_conversions as planning_conv
