@@ -71,7 +71,6 @@ class _Entry(NamedTuple):
     before: _Snapshot
 
 
-
 class FusionFilter:
     """The EKF and its bookkeeping. Feed it with ``update_*``; read it with :meth:`state_at`.
 
