@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the syn
 from fusion_synth import DATUM, measurements, trajectory
 
 from carbon_ai_nodes.common.errors import InputRejectedError
-from carbon_ai_nodes.fusion.ekf import FusionFilter, FusionParams
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import FusionParams
 
 TARGET_P50_US, TARGET_P99_US, NOMINAL_BASELINE_US = 50.0, 200.0, 22.0
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from carbon_ai_nodes.common.frames import G_MPS2
 from carbon_ai_nodes.common.geodesy import LocalFrame
-from carbon_ai_nodes.fusion.ekf import GnssFix, ImuSample, WheelSpeed
+from carbon_ai_nodes.fusion.measurements import GnssFix, ImuSample, WheelSpeed
 
 DATUM = LocalFrame(48.137, 11.575, 520.0)
 

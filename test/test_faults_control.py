@@ -44,7 +44,9 @@ from carbon_ai_nodes.carbon.residual_backend import load_backend
 from carbon_ai_nodes.carbon.ros.conversions import state_input
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.vehicle_profile import load_profile
-from carbon_ai_nodes.fusion.ekf import SOURCES, FusionFilter, FusionParams, WheelSpeed
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import SOURCES, FusionParams
+from carbon_ai_nodes.fusion.measurements import WheelSpeed
 from carbon_ai_nodes.fusion.ros import conversions as fusion_conv
 from carbon_ai_nodes.graph.node_process import NodeProcess
 from carbon_ai_nodes.planning.ros import route_conversions as planning_conv
@@ -484,52 +486,67 @@ def _gaps(rig: Rig, since: float) -> list[float]:
     return [b - a for a, b in zip(rx, rx[1:], strict=False)]
 
 
+@pytest.fixture
+def bridge_over_dds(probe):
+    """``bridge_over_dds(namespace)`` -> (rig, node): an actuator_bridge process (BASE_PARAMS) with the test rig
+    on its topics, already commanding AUTO; the process is stopped at teardown."""
+    nodes = []
+
+    def start(namespace: str) -> tuple[Rig, NodeProcess]:
+        rig = Rig(probe, namespace)
+        nodes.append(NodeProcess("actuator_bridge", namespace=namespace, params=BASE_PARAMS))
+        rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
+        return rig, nodes[-1]
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
 @pytest.mark.slow
-def test_bridge_over_dds_keeps_commanding_through_bad_schedules_stamps_and_oversize_plans(probe):
-    rig = Rig(probe, "/fc1")
+def test_bridge_over_dds_keeps_commanding_through_bad_schedules_stamps_and_oversize_plans(probe, bridge_over_dds):
     big_plan, big_schedule = _plan(20_000), _schedule(60.0, Time(), np.ones(200_000))  # built before: they take time
-    with NodeProcess("actuator_bridge", namespace="/fc1", params=BASE_PARAMS) as node:
-        rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
-        assert probe.wait_for_subscribers(rig.schedule_pub)
+    rig, node = bridge_over_dds("/fc1")
+    assert probe.wait_for_subscribers(rig.schedule_pub)
 
-        # Defect 1: denormal slots. Before: no command at all until another schedule came (2.77 s), mode AUTO.
-        for n, (slot_s, start) in enumerate(((5e-324, probe.node.get_clock().now().to_msg()), (1e-300, Time())), 1):
-            sent = time.monotonic()
-            rig.schedule_pub.publish(_schedule(slot_s, start, [120.0] * 3))
-            assert probe.spin_until(
-                lambda n=n: int(rig.diag_values().get("rejected.load_schedule.out_of_range", 0)) >= n, 10), \
-                rig.diag_values()
-            probe.spin_for(1.0)  # the stream must go on: a second of ticks after the refusal
-            assert len([t for t, _ in rig.commands if t >= sent]) >= CONTROL_HZ * 0.5
-            assert rig.commands[-1][1].mode == ActuatorCommand.MODE_AUTO  # load_schedule is not required here
-            assert rig.commands[-1][1].power_setpoint_kw == 0.0
-        worst_gap_s = max(_gaps(rig, sent))
-
-        # Defect 7: a 20,000-stop plan (2.5 MB; 229 ms without commands before), a 200,000-slot schedule.
+    # Defect 1: denormal slots. Before: no command at all until another schedule came (2.77 s), mode AUTO.
+    for n, (slot_s, start) in enumerate(((5e-324, probe.node.get_clock().now().to_msg()), (1e-300, Time())), 1):
         sent = time.monotonic()
-        rig.plan_pub.publish(big_plan)
-        rig.schedule_pub.publish(big_schedule)
-        assert probe.spin_until(lambda: int(rig.diag_values().get("rejected.route_plan.oversize", 0)) >= 1
-                                and int(rig.diag_values().get("rejected.load_schedule.oversize", 0)) >= 1, 15), \
+        rig.schedule_pub.publish(_schedule(slot_s, start, [120.0] * 3))
+        assert probe.spin_until(
+            lambda n=n: int(rig.diag_values().get("rejected.load_schedule.out_of_range", 0)) >= n, 10), \
             rig.diag_values()
-        plan_gap_s = max(_gaps(rig, sent))
+        probe.spin_for(1.0)  # the stream must go on: a second of ticks after the refusal
+        assert len([t for t, _ in rig.commands if t >= sent]) >= CONTROL_HZ * 0.5
+        assert rig.commands[-1][1].mode == ActuatorCommand.MODE_AUTO  # load_schedule is not required here
+        assert rig.commands[-1][1].power_setpoint_kw == 0.0
+    worst_gap_s = max(_gaps(rig, sent))
 
-        # Defect 6: negative stamps. Before: taken for "unstamped" and AUTO held for 2 s of them.
-        # (Serialising the big messages can stall this probe's own input stream: AUTO first.)
-        assert probe.spin_until(lambda: rig.commands[-1][1].mode == ActuatorCommand.MODE_AUTO, 15)
-        publish_state = rig.state_pub.publish
-        rig.state_pub.publish = lambda msg: publish_state(_with_stamp(msg, Time(sec=-5)))
-        bad = time.monotonic()
-        fallback = rig.wait_mode(ActuatorCommand.MODE_SAFE_FALLBACK, bad, timeout_s=10)
-        reason = next(m.reason for rx, m in rig.commands if rx == fallback)
-        assert "vehicle_state invalid (bad_stamp)" in reason, reason
-        assert probe.spin_until(lambda: int(rig.diag_values().get("rejected.vehicle_state.bad_stamp", 0)) >= 3, 10)
-        rig.state_pub.publish = publish_state
-        rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
-        assert all(_in_envelope(m, DEFAULTS) for _, m in rig.commands)
-        print(f"\nworst command gap: {1e3 * worst_gap_s:.0f} ms after denormal schedules, "
-              f"{1e3 * plan_gap_s:.0f} ms after the oversize plans (control period {1e3 / CONTROL_HZ:.0f} ms)")
-        assert node.stop() == 0
+    # Defect 7: a 20,000-stop plan (2.5 MB; 229 ms without commands before), a 200,000-slot schedule.
+    sent = time.monotonic()
+    rig.plan_pub.publish(big_plan)
+    rig.schedule_pub.publish(big_schedule)
+    assert probe.spin_until(lambda: int(rig.diag_values().get("rejected.route_plan.oversize", 0)) >= 1
+                            and int(rig.diag_values().get("rejected.load_schedule.oversize", 0)) >= 1, 15), \
+        rig.diag_values()
+    plan_gap_s = max(_gaps(rig, sent))
+
+    # Defect 6: negative stamps. Before: taken for "unstamped" and AUTO held for 2 s of them.
+    # (Serialising the big messages can stall this probe's own input stream: AUTO first.)
+    assert probe.spin_until(lambda: rig.commands[-1][1].mode == ActuatorCommand.MODE_AUTO, 15)
+    publish_state = rig.state_pub.publish
+    rig.state_pub.publish = lambda msg: publish_state(_with_stamp(msg, Time(sec=-5)))
+    bad = time.monotonic()
+    fallback = rig.wait_mode(ActuatorCommand.MODE_SAFE_FALLBACK, bad, timeout_s=10)
+    reason = next(m.reason for rx, m in rig.commands if rx == fallback)
+    assert "vehicle_state invalid (bad_stamp)" in reason, reason
+    assert probe.spin_until(lambda: int(rig.diag_values().get("rejected.vehicle_state.bad_stamp", 0)) >= 3, 10)
+    rig.state_pub.publish = publish_state
+    rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
+    assert all(_in_envelope(m, DEFAULTS) for _, m in rig.commands)
+    print(f"\nworst command gap: {1e3 * worst_gap_s:.0f} ms after denormal schedules, "
+          f"{1e3 * plan_gap_s:.0f} ms after the oversize plans (control period {1e3 / CONTROL_HZ:.0f} ms)")
+    assert node.stop() == 0
     assert "Traceback" not in node.output
 
 
@@ -547,51 +564,49 @@ DEADLINE_S = 0.25  # five control periods: the machine is shared; the nominal pe
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(events=st.lists(bridge_event(), min_size=60, max_size=60))
-def test_fuzzed_inputs_over_dds_never_stop_or_break_the_command_stream(probe, events):
+def test_fuzzed_inputs_over_dds_never_stop_or_break_the_command_stream(probe, bridge_over_dds, events):
     """A running actuator_bridge under 3 s of fuzzed input (60 drawn messages sent 5 times over, each with a
     fresh stamp of its kind) on top of healthy streams: a command at least every DEADLINE_S, never NaN, always in
     the envelope and within the slew limits (by stamp)."""
     events = events * 5
     ns = "/fc2"
-    rig = Rig(probe, ns)
     override_pub = probe.publisher(ManualOverride, f"{ns}/manual_override", qos.command())
-    with NodeProcess("actuator_bridge", namespace=ns, params=BASE_PARAMS) as node:
-        rig.wait_mode(ActuatorCommand.MODE_AUTO, time.monotonic())
-        start = time.monotonic()
-        previous: dict[str, Time] = {}
-        for i, (kind, payload) in enumerate(events):
-            now_s = probe.node.get_clock().now().nanoseconds * 1e-9
-            if kind in ("state", "estimate", "override"):
-                msg, spec = payload
-                msg.header.stamp = _stamp(spec, now_s, previous.get(kind))
-                previous[kind] = msg.header.stamp
-                {"state": rig.state_pub, "estimate": rig.estimate_pub, "override": override_pub}[kind].publish(msg)
-            elif kind == "plan":
-                rig.plan_pub.publish(payload)
-            elif kind == "schedule":
-                slot_s, start_kind, raw_sec, power = payload
-                start_t = {"now": _time(now_s), "zero": Time(), "raw": Time(sec=raw_sec)}[start_kind]
-                rig.schedule_pub.publish(_schedule(slot_s, start_t, power))
-            probe.spin_until(lambda i=i: time.monotonic() >= start + (i + 1) * FUZZ_S / len(events), 1.0)
-        end = time.monotonic()
-        probe.spin_for(0.3)  # the commands of the last tick in flight
-        cmds = [(rx, m) for rx, m in rig.commands if start <= rx <= end]
-        gaps = _gaps(rig, start)
-        assert len(cmds) >= CONTROL_HZ * (end - start) * 0.8, len(cmds)
-        assert max(gaps) <= DEADLINE_S, max(gaps)
-        assert all(_in_envelope(m, DEFAULTS) for _, m in cmds)
-        p = DEFAULTS.replace(**{k: v for k, v in BASE_PARAMS.items() if k.endswith("_per_s")})
-        for (_, a), (_, b) in zip(cmds, cmds[1:], strict=False):
-            dt = (b.header.stamp.sec - a.header.stamp.sec) + (b.header.stamp.nanosec - a.header.stamp.nanosec) * 1e-9
-            if b.mode == ActuatorCommand.MODE_ESTOP:
-                continue
-            for field, slew in (("speed_limit_mps", p.speed_slew_mps_per_s),  # float32 fields: 1e-3 slack
-                                ("engine_load_limit_pct", p.load_slew_pct_per_s),
-                                ("power_setpoint_kw", p.power_slew_kw_per_s)):
-                assert abs(getattr(b, field) - getattr(a, field)) <= slew * max(dt, 0.0) + 1e-3, (field, a, b)
-        print(f"\nfuzz over DDS: {len(events)} messages, {len(cmds)} commands in {end - start:.1f} s, "
-              f"worst gap {1e3 * max(gaps):.0f} ms, modes {sorted({m.mode for _, m in cmds})}")
-        assert node.stop() == 0
+    rig, node = bridge_over_dds(ns)
+    start = time.monotonic()
+    previous: dict[str, Time] = {}
+    for i, (kind, payload) in enumerate(events):
+        now_s = probe.node.get_clock().now().nanoseconds * 1e-9
+        if kind in ("state", "estimate", "override"):
+            msg, spec = payload
+            msg.header.stamp = _stamp(spec, now_s, previous.get(kind))
+            previous[kind] = msg.header.stamp
+            {"state": rig.state_pub, "estimate": rig.estimate_pub, "override": override_pub}[kind].publish(msg)
+        elif kind == "plan":
+            rig.plan_pub.publish(payload)
+        elif kind == "schedule":
+            slot_s, start_kind, raw_sec, power = payload
+            start_t = {"now": _time(now_s), "zero": Time(), "raw": Time(sec=raw_sec)}[start_kind]
+            rig.schedule_pub.publish(_schedule(slot_s, start_t, power))
+        probe.spin_until(lambda i=i: time.monotonic() >= start + (i + 1) * FUZZ_S / len(events), 1.0)
+    end = time.monotonic()
+    probe.spin_for(0.3)  # the commands of the last tick in flight
+    cmds = [(rx, m) for rx, m in rig.commands if start <= rx <= end]
+    gaps = _gaps(rig, start)
+    assert len(cmds) >= CONTROL_HZ * (end - start) * 0.8, len(cmds)
+    assert max(gaps) <= DEADLINE_S, max(gaps)
+    assert all(_in_envelope(m, DEFAULTS) for _, m in cmds)
+    p = DEFAULTS.replace(**{k: v for k, v in BASE_PARAMS.items() if k.endswith("_per_s")})
+    for (_, a), (_, b) in zip(cmds, cmds[1:], strict=False):
+        dt = (b.header.stamp.sec - a.header.stamp.sec) + (b.header.stamp.nanosec - a.header.stamp.nanosec) * 1e-9
+        if b.mode == ActuatorCommand.MODE_ESTOP:
+            continue
+        for field, slew in (("speed_limit_mps", p.speed_slew_mps_per_s),  # float32 fields: 1e-3 slack
+                            ("engine_load_limit_pct", p.load_slew_pct_per_s),
+                            ("power_setpoint_kw", p.power_slew_kw_per_s)):
+            assert abs(getattr(b, field) - getattr(a, field)) <= slew * max(dt, 0.0) + 1e-3, (field, a, b)
+    print(f"\nfuzz over DDS: {len(events)} messages, {len(cmds)} commands in {end - start:.1f} s, "
+          f"worst gap {1e3 * max(gaps):.0f} ms, modes {sorted({m.mode for _, m in cmds})}")
+    assert node.stop() == 0
     assert "Traceback" not in node.output
 
 

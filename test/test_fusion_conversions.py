@@ -9,7 +9,9 @@ import pytest
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
-from carbon_ai_nodes.fusion.ekf import FusionFilter, FusionParams, GnssFix, WheelSpeed
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import FusionParams
+from carbon_ai_nodes.fusion.measurements import GnssFix, WheelSpeed
 from carbon_ai_nodes.fusion.ros import conversions as conv
 
 

@@ -11,15 +11,9 @@ from fusion_synth import DATUM, Truth, measurements, trajectory
 
 from carbon_ai_nodes.common.errors import InputRejectedError, ParameterError
 from carbon_ai_nodes.common.geodesy import LocalFrame
-from carbon_ai_nodes.fusion.ekf import (
-    EngineSample,
-    FusionFilter,
-    FusionParams,
-    GnssFix,
-    ImuSample,
-    WheelSpeed,
-    covariance3,
-)
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import FusionParams
+from carbon_ai_nodes.fusion.measurements import EngineSample, GnssFix, ImuSample, WheelSpeed, covariance3
 
 T0 = 1000.0  # stamp of the synthetic drive's first sample
 PARAMS = FusionParams(datum_latitude=DATUM.lat_deg, datum_longitude=DATUM.lon_deg, datum_altitude_m=DATUM.alt_m)

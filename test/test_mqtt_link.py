@@ -78,45 +78,81 @@ def link_for(broker, path, **kw):
     return MqttUplink(cfg, lambda: DurableQueue(path))
 
 
-@pytest.mark.parametrize(("protocol", "expected"), [("auto", "5"), ("3.1.1", "3.1.1")])
-def test_queued_summaries_arrive_once_and_leave_the_queue_on_puback(tmp_path, protocol, expected):
-    q = fill(tmp_path / "q.db", 35)
-    with MosquittoBroker(tmp_path / "broker") as broker:
-        sub = Subscriber(broker, tmp_path / "out.jsonl")
-        link = link_for(broker, tmp_path / "q.db", protocol=protocol)
-        link.start()
-        try:
-            assert wait_for(lambda: len(sub.sequences()) == 35), sub.sequences()
-            assert wait_for(lambda: q.stats().depth == 0)
-            stats = link.stats()
-            assert stats.state == "connected" and stats.protocol == expected
-            assert stats.summaries_acked == 35 and stats.messages_sent == 4  # batches of 10
-            assert 35 * 14 < stats.bytes_sent < 35 * 40
-            assert wait_for(lambda: sub.status[-1:] == [b"online"])
-        finally:
-            link.stop()
-        assert wait_for(lambda: sub.status[-1:] == [b"offline"])  # goodbye on a clean stop
-        assert sub.sequences() == list(range(1, 36)) and sub.receiver.duplicates == 0
-        sub.close()
-
-
+# Request a broker fixture before `start_link` and `subscriber`: teardown runs in reverse, so links stop and
+# subscribers close while their broker is still up.
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def test_mutual_tls_delivers(tmp_path, pki):
-    fill(tmp_path / "q.db", 5)
-    with MosquittoBroker(tmp_path / "broker", pki=pki, require_cert=True) as broker:
-        sub = Subscriber(broker, tmp_path / "out.jsonl", pki=pki, cert=True)
-        link = link_for(broker, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
-                        tls_key_file=pki["client_key"])
+@pytest.fixture
+def broker(tmp_path):
+    """A plain mosquitto of this test's own."""
+    with MosquittoBroker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def tls_broker(tmp_path, pki):
+    """A mosquitto on TLS that requires a client certificate signed by ``pki["ca"]``."""
+    with MosquittoBroker(tmp_path / "broker", pki=pki, require_cert=True) as running:
+        yield running
+
+
+@pytest.fixture
+def start_link():
+    """``start_link(link)`` starts an uplink and returns it; every link started is stopped at teardown (stop is
+    idempotent, so a test may stop one itself to look at what follows)."""
+    started = []
+
+    def start(link):
+        started.append(link)
         link.start()
-        try:
-            assert wait_for(lambda: len(sub.sequences()) == 5), (link.stats(), broker.log())
-        finally:
-            link.stop()
-            sub.close()
+        return link
+
+    yield start
+    for link in started:
+        link.stop()
+
+
+@pytest.fixture
+def subscriber(tmp_path):
+    """``subscriber(broker, **kw)``: a :class:`Subscriber` writing tmp_path/out.jsonl, closed at teardown."""
+    made = []
+
+    def make(broker, **kw):
+        made.append(Subscriber(broker, tmp_path / "out.jsonl", **kw))
+        return made[-1]
+
+    yield make
+    for sub in made:
+        sub.close()
+
+
+@pytest.mark.parametrize(("protocol", "expected"), [("auto", "5"), ("3.1.1", "3.1.1")])
+def test_queued_summaries_arrive_once_and_leave_the_queue_on_puback(tmp_path, broker, start_link, subscriber,
+                                                                    protocol, expected):
+    q = fill(tmp_path / "q.db", 35)
+    sub = subscriber(broker)
+    link = start_link(link_for(broker, tmp_path / "q.db", protocol=protocol))
+    assert wait_for(lambda: len(sub.sequences()) == 35), sub.sequences()
+    assert wait_for(lambda: q.stats().depth == 0)
+    stats = link.stats()
+    assert stats.state == "connected" and stats.protocol == expected
+    assert stats.summaries_acked == 35 and stats.messages_sent == 4  # batches of 10
+    assert 35 * 14 < stats.bytes_sent < 35 * 40
+    assert wait_for(lambda: sub.status[-1:] == [b"online"])
+    link.stop()
+    assert wait_for(lambda: sub.status[-1:] == [b"offline"])  # goodbye on a clean stop
+    assert sub.sequences() == list(range(1, 36)) and sub.receiver.duplicates == 0
+
+
+def test_mutual_tls_delivers(tmp_path, pki, tls_broker, start_link, subscriber):
+    fill(tmp_path / "q.db", 5)
+    sub = subscriber(tls_broker, pki=pki, cert=True)
+    link = start_link(link_for(tls_broker, tmp_path / "q.db", tls_ca_file=pki["ca"],
+                               tls_cert_file=pki["client_cert"], tls_key_file=pki["client_key"]))
+    assert wait_for(lambda: len(sub.sequences()) == 5), (link.stats(), tls_broker.log())
 
 
 @pytest.mark.parametrize(("case", "kind", "words"), [
@@ -124,7 +160,8 @@ def test_mutual_tls_delivers(tmp_path, pki):
     ("rogue_client_cert", "tls_client_cert", "tls"),
     ("no_client_cert", "tls_client_cert", "tls"),
 ])
-def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki, case, kind, words):
+def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki, tls_broker, start_link, case,
+                                                                    kind, words):
     q = fill(tmp_path / "q.db", 5)
     tls = {
         "wrong_ca": dict(tls_ca_file=pki["rogue_ca"], tls_cert_file=pki["client_cert"],
@@ -133,14 +170,10 @@ def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki
                                   tls_key_file=pki["rogue_client_key"]),
         "no_client_cert": dict(tls_ca_file=pki["ca"]),
     }[case]
-    with MosquittoBroker(tmp_path / "broker", pki=pki, require_cert=True) as broker:
-        link = link_for(broker, tmp_path / "q.db", **tls)
-        link.start()
-        try:
-            assert wait_for(lambda: link.stats().connect_failures >= 2)
-            stats = link.stats()
-        finally:
-            link.stop()
+    link = start_link(link_for(tls_broker, tmp_path / "q.db", **tls))
+    assert wait_for(lambda: link.stats().connect_failures >= 2)
+    stats = link.stats()
+    link.stop()
     assert stats.state != "connected" and stats.summaries_acked == 0
     assert stats.error_kind == kind, stats
     assert words in stats.last_error.lower(), stats.last_error
@@ -153,7 +186,7 @@ def test_refused_certificates_give_a_clear_error_and_keep_the_data(tmp_path, pki
     ("plain_broker", "tls_plain_broker", ["plain mqtt listener", "8883", "clear tls_ca_file"]),
     ("wrong_ca", "tls_verify", ["not tls_ca_file=", "use the ca that signed"]),
 ])
-def test_tls_failures_name_the_cause_and_the_fix_in_one_line(tmp_path, pki, case, kind, words):
+def test_tls_failures_name_the_cause_and_the_fix_in_one_line(request, tmp_path, pki, start_link, case, kind, words):
     """Before: "EOF occurred in violation of protocol" and "Connection reset by peer" (WARN unreachable)."""
     q = fill(tmp_path / "q.db", 3)
     pki_dir = Path(pki["ca"]).parent
@@ -165,71 +198,55 @@ def test_tls_failures_name_the_cause_and_the_fix_in_one_line(tmp_path, pki, case
         tls.update(tls_cert_file=cert, tls_key_file=key)
     elif case == "wrong_ca":
         tls = {"tls_ca_file": pki["rogue_ca"]}
-    with MosquittoBroker(tmp_path / "broker", **({} if case == "plain_broker" else
-                                                 {"pki": pki, "require_cert": True})) as broker:
-        link = link_for(broker, tmp_path / "q.db", **tls)
-        link.start()
-        try:
-            assert wait_for(lambda: link.stats().connect_failures >= 1)
-            stats = link.stats()
-        finally:
-            link.stop()
+    running = request.getfixturevalue("broker" if case == "plain_broker" else "tls_broker")
+    link = start_link(link_for(running, tmp_path / "q.db", **tls))
+    assert wait_for(lambda: link.stats().connect_failures >= 1)
+    stats = link.stats()
+    link.stop()
     assert stats.error_kind == kind, stats
     assert "\n" not in stats.last_error and all(w in stats.last_error.lower() for w in words), stats.last_error
     assert q.stats().depth == 3
 
 
-def test_a_corrupt_queue_stops_the_sender_instead_of_a_reconnect_storm(tmp_path):
+def test_a_corrupt_queue_stops_the_sender_instead_of_a_reconnect_storm(tmp_path, broker, start_link):
     """Defect 3: the connection was accepted (back-off reset), the first read of the queue failed, the link
     reconnected at once: 67 reconnects in 50 s. Now the sender stops and says why; its owner repairs the queue."""
     from test_faults_uplink import corrupt_table
 
     fill(tmp_path / "q.db", 5).close()
     corrupt_table(tmp_path / "q.db")
-    with MosquittoBroker(tmp_path / "broker") as broker:
-        link = MqttUplink(LinkConfig(host="127.0.0.1", port=broker.port, asset_id="truck1", batch_linger_s=0.0,
-                                     backoff_min_s=0.1, backoff_max_s=0.2),
-                          lambda: DurableQueue(tmp_path / "q.db", sender=True))
-        link.start()
-        try:
-            assert wait_for(lambda: link.stats().error_kind == "queue", 20), link.stats()
-            time.sleep(2.0)  # what would happen next: at 0.1-0.2 s back-off, ten or more reconnects
-            stats = link.stats()
-        finally:
-            link.stop()
+    cfg = LinkConfig(host="127.0.0.1", port=broker.port, asset_id="truck1", batch_linger_s=0.0,
+                     backoff_min_s=0.1, backoff_max_s=0.2)
+    link = start_link(MqttUplink(cfg, lambda: DurableQueue(tmp_path / "q.db", sender=True)))
+    assert wait_for(lambda: link.stats().error_kind == "queue", 20), link.stats()
+    time.sleep(2.0)  # what would happen next: at 0.1-0.2 s back-off, ten or more reconnects
+    stats = link.stats()
+    link.stop()
     assert stats.connects == 1 and stats.state == "stopped", stats
     assert "malformed" in stats.last_error, stats.last_error
 
 
-def test_a_tls_broker_that_is_down_is_unreachable_not_a_certificate_problem(tmp_path, pki):
+def test_a_tls_broker_that_is_down_is_unreachable_not_a_certificate_problem(tmp_path, pki, start_link):
     fill(tmp_path / "q.db", 1)
-    broker = MosquittoBroker(tmp_path / "broker", pki=pki)  # configured, never started: nothing listens
-    link = link_for(broker, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
-                    tls_key_file=pki["client_key"])
-    link.start()
-    try:
-        assert wait_for(lambda: link.stats().connect_failures >= 1)
-        stats = link.stats()
-    finally:
-        link.stop()
+    down = MosquittoBroker(tmp_path / "broker", pki=pki)  # configured, never started: nothing listens
+    link = start_link(link_for(down, tmp_path / "q.db", tls_ca_file=pki["ca"], tls_cert_file=pki["client_cert"],
+                               tls_key_file=pki["client_key"]))
+    assert wait_for(lambda: link.stats().connect_failures >= 1)
+    stats = link.stats()
+    link.stop()
     assert stats.error_kind == "unreachable" and "cannot reach" in stats.last_error, stats
 
 
-def test_bandwidth_cap_paces_the_catch_up(tmp_path):
+def test_bandwidth_cap_paces_the_catch_up(tmp_path, broker, start_link, subscriber):
     fill(tmp_path / "q.db", 300)
-    with MosquittoBroker(tmp_path / "broker") as broker:
-        sub = Subscriber(broker, tmp_path / "out.jsonl")
-        link = link_for(broker, tmp_path / "q.db", bandwidth_limit_bytes_s=2000.0)
-        link.retune(batch_max=1)
-        start = time.monotonic()
-        link.start()
-        try:
-            assert wait_for(lambda: len(sub.sequences()) == 300, timeout_s=60)
-            elapsed = time.monotonic() - start
-            sent = link.stats().bytes_sent
-        finally:
-            link.stop()
-            sub.close()
+    sub = subscriber(broker)
+    link = link_for(broker, tmp_path / "q.db", bandwidth_limit_bytes_s=2000.0)
+    link.retune(batch_max=1)
+    started_s = time.monotonic()
+    start_link(link)
+    assert wait_for(lambda: len(sub.sequences()) == 300, timeout_s=60)
+    elapsed = time.monotonic() - started_s
+    sent = link.stats().bytes_sent
     assert sent > 4096 + 3 * 2000  # the test is meaningful only well beyond the burst
     assert elapsed >= 0.9 * (sent - 4096) / 2000.0, (elapsed, sent)
 
@@ -253,36 +270,35 @@ def test_token_bucket_allows_the_burst_then_the_rate():
     assert TokenBucket(0.0, 0.0, 0.0).take(10**9, 0.0)  # 0 = no cap
 
 
-def test_receiver_ignores_and_counts_hostile_messages(tmp_path):
-    with MosquittoBroker(tmp_path / "broker") as broker:
-        out = tmp_path / "out.jsonl"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
-             str(broker.port), "--out", str(out), "--count", "3", "--timeout", "60"],
-            stderr=subprocess.PIPE, text=True)
-        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
-        try:
-            good = [Summary("truck1", i, 1e9 + 10 * i, 1e9 + 10 * i + 10, 0.1, 0.0, 0.0, 0.0, 0.0, 1, 1)
-                    for i in (1, 2, 3)]
-            # wait until the receiver's subscription exists: a retained-free probe message is not possible,
-            # so resend the first good batch until it shows up in the file
-            assert wait_for(lambda: (pub.publish("cai/v1/truck1/s", encode_batch(good[:1]), qos=1),
-                                     out.exists() and out.read_text().count("\n") >= 1)[1])
-            hostile = [
-                ("cai/v1/truck1/s", b""), ("cai/v1/truck1/s", b"\x00" * 5000), ("cai/v1/truck1/s", b"\x01\xff"),
-                ("cai/v1/truck1/s", b'{"sequence": 99}'), ("cai/v1/bad$id/s", encode_batch(good[1:2])),
-                ("cai/v1/" + "x" * 300 + "/s", encode_batch(good[1:2])),
-                ("cai/v1/truck1/s", encode_batch(good[:1])),  # a duplicate
-            ]
-            for topic, payload in hostile:
-                pub.publish(topic, payload, qos=1).wait_for_publish(10)
-            pub.publish("cai/v1/truck1/s", encode_batch(good[1:]), qos=1).wait_for_publish(10)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            pub.loop_stop()
-            proc.kill()
+def test_receiver_ignores_and_counts_hostile_messages(tmp_path, broker):
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+         str(broker.port), "--out", str(out), "--count", "3", "--timeout", "60"],
+        stderr=subprocess.PIPE, text=True)
+    pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        good = [Summary("truck1", i, 1e9 + 10 * i, 1e9 + 10 * i + 10, 0.1, 0.0, 0.0, 0.0, 0.0, 1, 1)
+                for i in (1, 2, 3)]
+        # wait until the receiver's subscription exists: a retained-free probe message is not possible,
+        # so resend the first good batch until it shows up in the file
+        assert wait_for(lambda: (pub.publish("cai/v1/truck1/s", encode_batch(good[:1]), qos=1),
+                                 out.exists() and out.read_text().count("\n") >= 1)[1])
+        hostile = [
+            ("cai/v1/truck1/s", b""), ("cai/v1/truck1/s", b"\x00" * 5000), ("cai/v1/truck1/s", b"\x01\xff"),
+            ("cai/v1/truck1/s", b'{"sequence": 99}'), ("cai/v1/bad$id/s", encode_batch(good[1:2])),
+            ("cai/v1/" + "x" * 300 + "/s", encode_batch(good[1:2])),
+            ("cai/v1/truck1/s", encode_batch(good[:1])),  # a duplicate
+        ]
+        for topic, payload in hostile:
+            pub.publish(topic, payload, qos=1).wait_for_publish(10)
+        pub.publish("cai/v1/truck1/s", encode_batch(good[1:]), qos=1).wait_for_publish(10)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        pub.loop_stop()
+        proc.kill()
     assert proc.returncode == 0, err
     lines = out.read_text().splitlines()
     assert len(lines) == 3 and '"sequence":3' in lines[-1]

@@ -33,7 +33,7 @@ from typing import ClassVar
 from carbon_ai_nodes.common.params import ParamSet, param
 
 # The VehicleState.sources names that measure motion are the ones fusion writes (engine does not measure motion).
-from carbon_ai_nodes.fusion.ekf import MOTION_SOURCES
+from carbon_ai_nodes.fusion.fusion_params import MOTION_SOURCES
 
 INPUT_NAMES = ("vehicle_state", "carbon_estimate", "route_plan", "load_schedule")
 

@@ -21,9 +21,9 @@ from carbon_ai_nodes.carbon.emission_model import (
 )
 from carbon_ai_nodes.carbon.residual_backend import ResidualBackend
 from carbon_ai_nodes.carbon.residual_features import (
-    MAX_CORRECTION,
     N_FEATURES,
     FeatureRanges,
+    correction_factor,
     feature_row,
 )
 from carbon_ai_nodes.common.errors import InputRejectedError
@@ -220,7 +220,7 @@ class CarbonEstimator:
             else:
                 c = run_one(row)
                 if math.isfinite(c):
-                    factor = 1.0 + min(max(c, -MAX_CORRECTION), MAX_CORRECTION)
+                    factor = correction_factor(c)
                     sigma = MODEL_RELATIVE_SIGMA
         co2 = r.co2_g_s * factor
         return Estimate(s.asset_id, s.stamp_s, co2, r.fuel_lph * factor, r.power_kw, r.co2_g_s, abs(co2) * sigma,
@@ -254,7 +254,7 @@ class CarbonEstimator:
         is_physics = backend.name == "physics"
         for s, r, c, ok in zip(states, phys, corr, use_model, strict=False):
             if ok and math.isfinite(c):
-                factor = 1.0 + min(max(c, -MAX_CORRECTION), MAX_CORRECTION)
+                factor = correction_factor(c)
                 sigma = MODEL_RELATIVE_SIGMA
             else:
                 factor, sigma = 1.0, PHYSICS_RELATIVE_SIGMA
@@ -298,7 +298,7 @@ class CarbonEstimator:
         factor = np.ones(len(x))
         if use.any():
             c = np.asarray(backend.run(x[use]), float).reshape(-1)
-            factor[use] = 1.0 + np.clip(np.nan_to_num(c, nan=0.0), -MAX_CORRECTION, MAX_CORRECTION)
+            factor[use] = correction_factor(np.nan_to_num(c, nan=0.0))
         return ArrayEstimate(r.co2_g_s * factor, r.fuel_lph * factor, r.power_kw, r.co2_g_s, ood & burning)
 
 

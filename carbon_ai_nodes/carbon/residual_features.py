@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -116,3 +117,17 @@ class FeatureRanges:
     def outside_mask(self, x: np.ndarray) -> np.ndarray:
         """Bool [N]: rows with any feature outside its range (or NaN)."""
         return ~np.all((x >= np.asarray(self.low)) & (x <= np.asarray(self.high)), axis=1)
+
+
+@overload
+def correction_factor(correction: float) -> float: ...
+@overload
+def correction_factor(correction: np.ndarray) -> np.ndarray: ...
+def correction_factor(correction: float | np.ndarray) -> float | np.ndarray:
+    """The factor on the physics rates: 1 + the residual's correction clipped to +-MAX_CORRECTION.
+
+    A float for a float (the per-message path: builtins, no numpy call), an array for an array. NaN is the
+    caller's to handle (it passes through)."""
+    if isinstance(correction, np.ndarray):
+        return 1.0 + np.clip(correction, -MAX_CORRECTION, MAX_CORRECTION)
+    return 1.0 + min(max(correction, -MAX_CORRECTION), MAX_CORRECTION)

@@ -1,1 +1,2 @@
-"""Vehicle-state fusion: the extended Kalman filter (pure) and, in ``ros/``, its node and message conversions."""
+"""Vehicle-state fusion: the extended Kalman filter (pure: ekf.py, state.py, measurements.py, fusion_params.py) and,
+in ``ros/``, its node and message conversions."""

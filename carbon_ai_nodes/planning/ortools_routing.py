@@ -87,6 +87,147 @@ def _set_partitioning_applies(p: RoutingProblem) -> bool:
                     == (v0.start_stop_id, v0.end_stop_id, v0.capacity_kg, v0.fixed_cost) for v in p.vehicles))
 
 
+@dataclasses.dataclass
+class _Model:
+    """An OR-Tools routing model of one problem and what the solve's later steps read from it."""
+
+    problem: RoutingProblem
+    manager: Any  # pywrapcp.RoutingIndexManager (OR-Tools ships no type information)
+    routing: Any  # pywrapcp.RoutingModel
+    size: int  # nodes: the stops, plus the open end node when a route may end anywhere
+    starts: list[int]  # start node per vehicle
+    ends: list[int]  # end node per vehicle
+    node_of: list[int]  # routing variable index -> node
+    # Set with the arc costs: the distance matrix in integer units, and the integer units per unit of the
+    # objective (m, s or g), which also scale fixed and drop costs.
+    dist_int: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    unit: int = 1
+    has_windows: bool = False
+    _callbacks: dict[bytes, int] = dataclasses.field(default_factory=dict)
+
+    def pad(self, matrix: np.ndarray) -> np.ndarray:
+        """An n x n stop matrix grown to the model's nodes (the open end costs nothing to reach or leave)."""
+        n = self.problem.n
+        out = np.zeros((self.size, self.size), dtype=np.int64)
+        out[:n, :n] = matrix
+        return out
+
+    def register(self, matrix: np.ndarray) -> int:
+        """The transit callback of ``matrix``, registered once per distinct matrix: vehicles with the same
+        profile/speed share callbacks, so OR-Tools groups them in one cost class."""
+        key = matrix.tobytes()
+        if key not in self._callbacks:
+            # Matrices stay in C++: a Python callback per arc evaluation would cut the search rate ~10x.
+            self._callbacks[key] = self.routing.RegisterTransitMatrix(matrix.tolist())
+        return self._callbacks[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Deadline:
+    """The wall-clock limit of one solve: ``limit_s`` from ``t0_s`` (time.monotonic())."""
+
+    t0_s: float
+    limit_s: float
+
+    def left_s(self) -> float:
+        """Seconds left (negative once past)."""
+        return self.limit_s - (time.monotonic() - self.t0_s)
+
+    def apply(self, params: Any) -> float:
+        """Set the search parameters' time limit to what is left (at least 10 ms); returns what is left (s)."""
+        remaining = self.left_s()
+        params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
+        return remaining
+
+
+def _add_load_dimensions(m: _Model, costs: ArcCosts) -> None:
+    """Capacity: the load served so far for one-way demand, the load on board when pickups and deliveries
+    mix or the objective is CO2, whose load-dependent part is the path energy ``load x co2_per_kg``."""
+    p, routing, nv = m.problem, m.routing, len(m.problem.vehicles)
+    demands = [int(round(s.demand_kg * LOAD_SCALE)) for s in p.stops] + [0] * (m.size - p.n)
+    caps = [int(math.floor(v.capacity_kg * LOAD_SCALE + 1e-9)) for v in p.vehicles]
+    if not any(demands):
+        return
+    one_way = all(d >= 0 for d in demands) or all(d <= 0 for d in demands)
+    if one_way:
+        # Single-direction demand: the classic capacity dimension (cumul = load served so far)
+        # propagates best; the on-board load is needed only for the CO2 energy term below.
+        served = [abs(d) for d in demands]
+        cb = routing.RegisterUnaryTransitVector(served)
+        routing.AddDimensionWithVehicleCapacity(cb, 0, caps, True, "served")
+    if p.objective == "co2" or not one_way:
+        cb = routing.RegisterUnaryTransitVector(demands)
+        routing.AddDimensionWithVehicleCapacity(cb, 0, caps, False, "load")
+        if p.objective == "co2":
+            # energy = sum over arcs of (load cumul at the arc's start) x (transit of "co2_slope")
+            slope = [m.pad(np.rint(costs.co2_per_kg_g[k] * CO2_SCALE / LOAD_SCALE)
+                           .astype(np.int64)) for k in range(nv)]
+            slope_cbs = [m.register(matrix) for matrix in slope]
+            routing.AddDimensionWithVehicleTransits(slope_cbs, 0, int(2**62), True, "co2_slope")
+            for k in range(nv):
+                routing.SetPathEnergyCostOfVehicle("load", "co2_slope", 1, k)
+
+
+def _add_time_dimension(m: _Model, time_cbs: list[int]) -> None:
+    """The ``time`` dimension with the stops' windows (depots' on the vehicles' starts and ends), when there
+    are windows or the objective is time; sets ``m.has_windows``."""
+    p, routing, nv = m.problem, m.routing, len(m.problem.vehicles)
+    m.has_windows = any(s.window_open_s > 0 or math.isfinite(s.window_close_s) for s in p.stops)
+    if not (m.has_windows or p.objective == "time"):
+        return
+    horizon = int(max([s.window_close_s for s in p.stops if math.isfinite(s.window_close_s)]
+                      + [BIG_TIME_S]) * TIME_SCALE) + 1
+    routing.AddDimensionWithVehicleTransits(time_cbs, horizon, horizon, False, "time")
+    tdim = routing.GetDimensionOrDie("time")
+    for i, s in enumerate(p.stops):
+        lo = int(s.window_open_s * TIME_SCALE)
+        hi = int(s.window_close_s * TIME_SCALE) if math.isfinite(s.window_close_s) else horizon
+        if s.is_depot:
+            for k in range(nv):
+                if m.starts[k] == i:
+                    tdim.CumulVar(routing.Start(k)).SetRange(lo, hi)
+                if m.ends[k] == i:
+                    tdim.CumulVar(routing.End(k)).SetRange(lo, hi)
+        else:
+            tdim.CumulVar(m.manager.NodeToIndex(i)).SetRange(lo, hi)
+    for k in range(nv):
+        routing.AddVariableMinimizedByFinalizer(tdim.CumulVar(routing.End(k)))
+        routing.AddVariableMaximizedByFinalizer(tdim.CumulVar(routing.Start(k)))
+
+
+def _add_optional_visits(m: _Model) -> None:
+    """Depots no vehicle starts or ends at may be skipped at no cost; customers, when dropping is allowed,
+    at the drop penalty."""
+    p, routing = m.problem, m.routing
+    used_depots = set(m.starts) | set(m.ends)
+    for i, s in enumerate(p.stops):
+        if i in used_depots:
+            continue
+        if s.is_depot:
+            routing.AddDisjunction([m.manager.NodeToIndex(i)], 0)
+        elif p.allow_dropping:
+            routing.AddDisjunction([m.manager.NodeToIndex(i)], int(round(p.drop_penalty * m.unit)))
+
+
+def _stop_when_stalled(routing: Any, stall_cpu_s: float) -> None:
+    """End the search once the best cost has not improved for ``stall_cpu_s`` of this process's CPU time:
+    on a loaded machine a wall-clock share would end the search before it reaches a local optimum."""
+    solver = routing.solver()
+    best: float | None = None
+    best_at_s = time.process_time()
+
+    def on_solution() -> None:
+        nonlocal best, best_at_s
+        value = routing.CostVar().Value()  # the cost variable exists only once the model is closed
+        now = time.process_time()
+        if best is None or value < best:
+            best, best_at_s = value, now
+        elif now - best_at_s > stall_cpu_s:
+            solver.FinishCurrentSearch()
+
+    routing.AddAtSolutionCallback(on_solution)
+
+
 class OrToolsRoutingSolver:
     """The default solver. ``search`` is ``tuned`` (default) or ``plain``; ``exact_integer_costs`` keeps
     instance distances unscaled (VRPLIB costs are integers, so objective == instance cost)."""
@@ -307,12 +448,27 @@ class OrToolsRoutingSolver:
                     stall_cpu_s: float | None = None, iterated: bool = False,
                     route_pool: dict[tuple[int, ...], int] | None = None,
                     start_routes: Sequence[Sequence[int]] | None = None, cold: bool = False) -> SolveOutcome:
+        """One OR-Tools solve within ``time_limit_s`` (s, counted from the call): build the model, set the
+        search parameters, run the search (warm-started from ``initial_routes``, or the iterated search
+        starting from ``start_routes``), and read the plan out of the assignment."""
         t0 = time.monotonic()
-        from ortools.constraint_solver import pywrapcp, routing_enums_pb2
-
         if not (math.isfinite(time_limit_s) and time_limit_s > 0):
             raise SolverError(f"time_limit_s={time_limit_s!r}: must be finite and > 0")
-        p = problem
+        m = self._build_model(problem, costs)
+        params = self._search_parameters(m, iterated=iterated, cold=cold, stall_cpu_s=stall_cpu_s,
+                                         route_pool=route_pool)
+        deadline = _Deadline(t0, time_limit_s)
+        assignment = None
+        if initial_routes is not None:
+            assignment = self._run_from_routes(m, params, initial_routes, deadline)
+        if assignment is None:
+            assignment = self._run_search(m, params, deadline, iterated=iterated, start_routes=start_routes)
+        return self._outcome(m, assignment, time.monotonic() - t0, time_limit_s, iterated=iterated)
+
+    def _build_model(self, p: RoutingProblem, costs: ArcCosts) -> _Model:
+        """The routing model of ``p``: nodes, arc costs, load and time dimensions, optional visits."""
+        from ortools.constraint_solver import pywrapcp
+
         n, nv = p.n, len(p.vehicles)
         open_end = n  # a virtual node reached at zero cost from anywhere: the end of open routes
         starts = [p.index_of(v.start_stop_id) for v in p.vehicles]
@@ -321,168 +477,116 @@ class OrToolsRoutingSolver:
         manager = pywrapcp.RoutingIndexManager(size, nv, starts, ends)
         routing = pywrapcp.RoutingModel(manager)
         node_of = [manager.IndexToNode(i) for i in range(routing.Size() + nv)]
+        m = _Model(p, manager, routing, size, starts, ends, node_of)
+        time_cbs = self._set_arc_costs(m, costs)
+        _add_load_dimensions(m, costs)
+        _add_time_dimension(m, time_cbs)
+        _add_optional_visits(m)
+        return m
 
-        def pad(m: np.ndarray) -> np.ndarray:
-            out = np.zeros((size, size), dtype=np.int64)
-            out[:n, :n] = m
-            return out
-
+    def _set_arc_costs(self, m: _Model, costs: ArcCosts) -> list[int]:
+        """Register the cost matrices, set the objective's arc costs and the fixed vehicle costs (in its
+        integer units, stored in ``m.unit``); returns the per-vehicle time callbacks."""
+        p, routing, nv = m.problem, m.routing, len(m.problem.vehicles)
         dist_scale = self._distance_scale
-        dist_int = pad(np.rint(costs.distance_m * dist_scale).astype(np.int64))
-        service_ms = np.array([s.service_s for s in p.stops] + [0.0] * (size - n)) * TIME_SCALE
-        time_int = [pad(np.rint(costs.time_s[k] * TIME_SCALE).astype(np.int64))
+        m.dist_int = m.pad(np.rint(costs.distance_m * dist_scale).astype(np.int64))
+        service_ms = np.array([s.service_s for s in p.stops] + [0.0] * (m.size - p.n)) * TIME_SCALE
+        time_int = [m.pad(np.rint(costs.time_s[k] * TIME_SCALE).astype(np.int64))
                     + np.rint(service_ms).astype(np.int64)[:, None] for k in range(nv)]
-        co2_int = [pad(np.rint(costs.co2_empty_g[k] * CO2_SCALE).astype(np.int64)) for k in range(nv)]
-
-        def register(matrix: np.ndarray) -> int:
-            # Matrices stay in C++: a Python callback per arc evaluation would cut the search rate ~10x.
-            return routing.RegisterTransitMatrix(matrix.tolist())
-
-        # Vehicles with the same profile/speed share callbacks: OR-Tools groups them in one cost class.
-        cache: dict[bytes, int] = {}
-
-        def register_cached(matrix: np.ndarray) -> int:
-            key = matrix.tobytes()
-            if key not in cache:
-                cache[key] = register(matrix)
-            return cache[key]
-
-        dist_cb = register_cached(dist_int)
-        time_cbs = [register_cached(m) for m in time_int]
+        co2_int = [m.pad(np.rint(costs.co2_empty_g[k] * CO2_SCALE).astype(np.int64)) for k in range(nv)]
+        dist_cb = m.register(m.dist_int)
+        time_cbs = [m.register(matrix) for matrix in time_int]
         if p.objective == "distance":
             routing.SetArcCostEvaluatorOfAllVehicles(dist_cb)
-            unit = dist_scale
+            m.unit = dist_scale
         elif p.objective == "time":
             for k in range(nv):
                 routing.SetArcCostEvaluatorOfVehicle(time_cbs[k], k)
-            unit = TIME_SCALE
+            m.unit = TIME_SCALE
         else:
             for k in range(nv):
-                routing.SetArcCostEvaluatorOfVehicle(register_cached(co2_int[k]), k)
-            unit = CO2_SCALE
+                routing.SetArcCostEvaluatorOfVehicle(m.register(co2_int[k]), k)
+            m.unit = CO2_SCALE
         for k, v in enumerate(p.vehicles):
             if v.fixed_cost > 0:
-                routing.SetFixedCostOfVehicle(int(round(v.fixed_cost * unit)), k)
+                routing.SetFixedCostOfVehicle(int(round(v.fixed_cost * m.unit)), k)
+        return time_cbs
 
-        demands = [int(round(s.demand_kg * LOAD_SCALE)) for s in p.stops] + [0] * (size - n)
-        caps = [int(math.floor(v.capacity_kg * LOAD_SCALE + 1e-9)) for v in p.vehicles]
-        if any(demands):
-            if all(d >= 0 for d in demands) or all(d <= 0 for d in demands):
-                # Single-direction demand: the classic capacity dimension (cumul = load served so far)
-                # propagates best; the on-board load is needed only for the CO2 energy term below.
-                served = [abs(d) for d in demands]
-                cb = routing.RegisterUnaryTransitVector(served)
-                routing.AddDimensionWithVehicleCapacity(cb, 0, caps, True, "served")
-            if p.objective == "co2" or not (all(d >= 0 for d in demands) or all(d <= 0 for d in demands)):
-                cb = routing.RegisterUnaryTransitVector(demands)
-                routing.AddDimensionWithVehicleCapacity(cb, 0, caps, False, "load")
-                if p.objective == "co2":
-                    # energy = sum over arcs of (load cumul at the arc's start) x (transit of "co2_slope")
-                    slope = [pad(np.rint(costs.co2_per_kg_g[k] * CO2_SCALE / LOAD_SCALE)
-                                 .astype(np.int64)) for k in range(nv)]
-                    slope_cbs = [register_cached(m) for m in slope]
-                    routing.AddDimensionWithVehicleTransits(slope_cbs, 0, int(2**62), True, "co2_slope")
-                    for k in range(nv):
-                        routing.SetPathEnergyCostOfVehicle("load", "co2_slope", 1, k)
+    def _search_parameters(self, m: _Model, *, iterated: bool, cold: bool, stall_cpu_s: float | None,
+                           route_pool: dict[tuple[int, ...], int] | None) -> Any:
+        """The search parameters (time limit set later), plus the solution callbacks: stop on a stalled
+        best cost after ``stall_cpu_s`` of CPU time, and collect routes into ``route_pool``."""
+        from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-        has_windows = any(s.window_open_s > 0 or math.isfinite(s.window_close_s) for s in p.stops)
-        if has_windows or p.objective == "time":
-            horizon = int(max([s.window_close_s for s in p.stops if math.isfinite(s.window_close_s)]
-                              + [BIG_TIME_S]) * TIME_SCALE) + 1
-            routing.AddDimensionWithVehicleTransits(time_cbs, horizon, horizon, False, "time")
-            tdim = routing.GetDimensionOrDie("time")
-            for i, s in enumerate(p.stops):
-                lo = int(s.window_open_s * TIME_SCALE)
-                hi = int(s.window_close_s * TIME_SCALE) if math.isfinite(s.window_close_s) else horizon
-                if s.is_depot:
-                    for k in range(nv):
-                        if starts[k] == i:
-                            tdim.CumulVar(routing.Start(k)).SetRange(lo, hi)
-                        if ends[k] == i:
-                            tdim.CumulVar(routing.End(k)).SetRange(lo, hi)
-                else:
-                    tdim.CumulVar(manager.NodeToIndex(i)).SetRange(lo, hi)
-            for k in range(nv):
-                routing.AddVariableMinimizedByFinalizer(tdim.CumulVar(routing.End(k)))
-                routing.AddVariableMaximizedByFinalizer(tdim.CumulVar(routing.Start(k)))
-
-        used_depots = set(starts) | set(ends)
-        for i, s in enumerate(p.stops):
-            if i in used_depots:
-                continue
-            if s.is_depot:
-                routing.AddDisjunction([manager.NodeToIndex(i)], 0)
-            elif p.allow_dropping:
-                routing.AddDisjunction([manager.NodeToIndex(i)], int(round(p.drop_penalty * unit)))
-
-        params = self._parameters(p, has_windows, pywrapcp, routing_enums_pb2, iterated=iterated)
+        p, routing = m.problem, m.routing
+        params = self._parameters(p, m.has_windows, pywrapcp, routing_enums_pb2, iterated=iterated)
         if iterated and cold:
             # A short search from a good plan: anneal at the final temperature only (re-heating would lose it).
-            mean_arc = float(dist_int[:n, :n].mean()) if p.objective == "distance" else 0.0
+            mean_arc = float(m.dist_int[:p.n, :p.n].mean()) if p.objective == "distance" else 0.0
             sa = params.iterated_local_search_parameters.reference_solution_acceptance_strategy.simulated_annealing
             if mean_arc > 0:
                 sa.automatic_temperatures = False
                 sa.initial_temperature = sa.final_temperature = ILS_COLD * mean_arc
         if stall_cpu_s is not None:
-            # Stop once the best cost has not improved for stall_cpu_s of this process's CPU time: on a
-            # loaded machine a wall-clock share would end the search before it reaches a local optimum.
-            solver = routing.solver()
-            best: float | None = None
-            best_at_s = time.process_time()
-
-            def on_solution() -> None:
-                nonlocal best, best_at_s
-                value = routing.CostVar().Value()  # the cost variable exists only once the model is closed
-                now = time.process_time()
-                if best is None or value < best:
-                    best, best_at_s = value, now
-                elif now - best_at_s > stall_cpu_s:
-                    solver.FinishCurrentSearch()
-
-            routing.AddAtSolutionCallback(on_solution)
+            _stop_when_stalled(routing, stall_cpu_s)
         if route_pool is not None:
-            self._collect_routes(routing, node_of, route_pool)
-        remaining = time_limit_s - (time.monotonic() - t0)
-        params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
-        assignment = None
-        if initial_routes is not None:
-            routes = [[int(i) for i in r if 0 <= int(i) < n and not p.stops[int(i)].is_depot]
-                      for r in list(initial_routes)[:nv]]
-            routes += [[] for _ in range(nv - len(routes))]
-            # Reading the warm start runs under the limit the model is closed with: on a loaded machine a
-            # replan's last 10 ms ran out while it was read, and the cold search left found no plan at all.
-            # Reading is bounded work, so it gets WARM_START_READ_S; the search then gets what is left.
-            read_params = type(params)()
-            read_params.CopyFrom(params)
-            read_params.time_limit.FromMilliseconds(int(max(remaining, WARM_START_READ_S) * 1000))
-            routing.CloseModelWithParameters(read_params)
-            initial = routing.ReadAssignmentFromRoutes(routes, True)
-            if initial is not None:
-                remaining = time_limit_s - (time.monotonic() - t0)
-                params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
-                assignment = routing.SolveFromAssignmentWithParameters(initial, params)
-                if assignment is None:
-                    # The limit hit before the search even accepted the warm start (a replan's ~100 ms on a
-                    # loaded machine): ReadAssignmentFromRoutes has checked the warm start against the
-                    # model, so it is the best plan known, not a reason to report no plan.
-                    assignment = initial
+            self._collect_routes(routing, m.node_of, route_pool)
+        return params
+
+    @staticmethod
+    def _run_from_routes(m: _Model, params: Any, initial_routes: Sequence[Sequence[int]],
+                         deadline: _Deadline) -> Any:
+        """Guided local search warm-started from ``initial_routes``; None when they do not fit the model."""
+        p, routing, nv = m.problem, m.routing, len(m.problem.vehicles)
+        remaining = deadline.apply(params)
+        routes = [[int(i) for i in r if 0 <= int(i) < p.n and not p.stops[int(i)].is_depot]
+                  for r in list(initial_routes)[:nv]]
+        routes += [[] for _ in range(nv - len(routes))]
+        # Reading the warm start runs under the limit the model is closed with: on a loaded machine a
+        # replan's last 10 ms ran out while it was read, and the cold search left found no plan at all.
+        # Reading is bounded work, so it gets WARM_START_READ_S; the search then gets what is left.
+        read_params = type(params)()
+        read_params.CopyFrom(params)
+        read_params.time_limit.FromMilliseconds(int(max(remaining, WARM_START_READ_S) * 1000))
+        routing.CloseModelWithParameters(read_params)
+        initial = routing.ReadAssignmentFromRoutes(routes, True)
+        if initial is None:
+            return None
+        deadline.apply(params)
+        assignment = routing.SolveFromAssignmentWithParameters(initial, params)
         if assignment is None:
-            remaining = time_limit_s - (time.monotonic() - t0)
-            params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
-            if iterated and start_routes is not None:
-                # The iterated local search has no warm start, but its first solution strategy extends locked
-                # route prefixes: locking every route whole makes the given plan its first solution. The locks
-                # bind only that first solution; the search then changes the routes freely.
-                routing.CloseModelWithParameters(params)
-                locks = [[manager.NodeToIndex(int(i)) for i in r] for r in start_routes if r]
-                routing.ApplyLocksToAllVehicles(locks + [[] for _ in range(nv - len(locks))], False)
-                remaining = time_limit_s - (time.monotonic() - t0)
-                params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
-            if iterated:
-                assignment = routing.SolveWithIteratedLocalSearch(params)
-            else:
-                assignment = routing.SolveWithParameters(params)
-        elapsed = time.monotonic() - t0
+            # The limit hit before the search even accepted the warm start (a replan's ~100 ms on a
+            # loaded machine): ReadAssignmentFromRoutes has checked the warm start against the
+            # model, so it is the best plan known, not a reason to report no plan.
+            assignment = initial
+        return assignment
+
+    @staticmethod
+    def _run_search(m: _Model, params: Any, deadline: _Deadline, *, iterated: bool,
+                    start_routes: Sequence[Sequence[int]] | None) -> Any:
+        """The search without a warm start (guided local search, or the iterated search, whose first
+        solution is ``start_routes`` when given); the assignment, or None when it found no plan."""
+        routing, nv = m.routing, len(m.problem.vehicles)
+        deadline.apply(params)
+        if iterated and start_routes is not None:
+            # The iterated local search has no warm start, but its first solution strategy extends locked
+            # route prefixes: locking every route whole makes the given plan its first solution. The locks
+            # bind only that first solution; the search then changes the routes freely.
+            routing.CloseModelWithParameters(params)
+            locks = [[m.manager.NodeToIndex(int(i)) for i in r] for r in start_routes if r]
+            routing.ApplyLocksToAllVehicles(locks + [[] for _ in range(nv - len(locks))], False)
+            deadline.apply(params)
+        if iterated:
+            return routing.SolveWithIteratedLocalSearch(params)
+        return routing.SolveWithParameters(params)
+
+    @staticmethod
+    def _outcome(m: _Model, assignment: Any, elapsed_s: float, time_limit_s: float, *,
+                 iterated: bool) -> SolveOutcome:
+        """The routes (stop indices per vehicle), dropped customers and status read from ``assignment``."""
+        from ortools.constraint_solver import routing_enums_pb2
+
+        p, routing, nv = m.problem, m.routing, len(m.problem.vehicles)
         status_code = routing.status()
         if iterated and assignment is not None:
             # SolveWithIteratedLocalSearch leaves the status unset; a plan it returns has had its full time.
@@ -491,15 +595,15 @@ class OrToolsRoutingSolver:
             reason = "no feasible plan (capacity, time windows or fleet size)"
             if status_code in (routing_enums_pb2.RoutingSearchStatus.ROUTING_FAIL_TIMEOUT,):
                 reason = f"no feasible plan found within {time_limit_s:.3g} s"
-            return SolveOutcome([[] for _ in range(nv)], [], "infeasible", elapsed, reason)
+            return SolveOutcome([[] for _ in range(nv)], [], "infeasible", elapsed_s, reason)
         out_routes = []
         visited = set()
         for k in range(nv):
             idx = assignment.Value(routing.NextVar(routing.Start(k)))
             route = []
             while not routing.IsEnd(idx):
-                route.append(node_of[idx])
-                visited.add(node_of[idx])
+                route.append(m.node_of[idx])
+                visited.add(m.node_of[idx])
                 idx = assignment.Value(routing.NextVar(idx))
             out_routes.append(route)
         dropped = [i for i in p.customers() if i not in visited]
@@ -507,7 +611,7 @@ class OrToolsRoutingSolver:
             routing_enums_pb2.RoutingSearchStatus.ROUTING_OPTIMAL: "optimal",
             routing_enums_pb2.RoutingSearchStatus.ROUTING_SUCCESS: "feasible",
         }.get(status_code, "deadline")
-        return SolveOutcome(out_routes, dropped, status, elapsed)
+        return SolveOutcome(out_routes, dropped, status, elapsed_s)
 
     @staticmethod
     def _reduced_costs(columns: list[tuple[frozenset[int], int, tuple[int, ...]]], customers: set[int], nv: int,

@@ -35,7 +35,7 @@ from carbon_ai_nodes.actuation.safety_envelope import (
 )
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
-from carbon_ai_nodes.fusion.ekf import MOTION_SOURCES
+from carbon_ai_nodes.fusion.fusion_params import MOTION_SOURCES
 from carbon_ai_nodes.ros.stamps import header_stamp_s, to_time
 
 _USABLE_PLAN = (RoutePlan.STATUS_OPTIMAL, RoutePlan.STATUS_FEASIBLE, RoutePlan.STATUS_DEADLINE)

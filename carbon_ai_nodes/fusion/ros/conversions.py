@@ -19,19 +19,8 @@ from sensor_msgs.msg import Imu, NavSatFix, NavSatStatus
 
 from carbon_ai_msgs.msg import EngineTelemetry, SourceHealth, VehicleState
 from carbon_ai_nodes.common.frames import yaw_pitch_quaternion
-from carbon_ai_nodes.fusion.ekf import (
-    PSI,
-    E,
-    EngineSample,
-    FusedState,
-    GnssFix,
-    ImuSample,
-    N,
-    R,
-    U,
-    V,
-    WheelSpeed,
-)
+from carbon_ai_nodes.fusion.measurements import EngineSample, GnssFix, ImuSample, WheelSpeed
+from carbon_ai_nodes.fusion.state import PSI, E, FusedState, N, R, U, V
 from carbon_ai_nodes.ros.stamps import stamp_or_now
 
 UNKNOWN_VARIANCE = 1e6  # for quantities the filter does not estimate (roll, lateral speed, ...)

@@ -6,7 +6,8 @@ Publishes ``vehicle_state`` (VehicleState, reliable) and, while anything subscri
 (nav_msgs/Odometry, for rviz and other stacks): with ``publish_mode`` ``input`` (the default) right after each
 accepted motion measurement, at most about ``rate_hz``, and nothing while no motion source delivers (downstream
 deadlines then see the silence); with ``timer`` the prediction at ``rate_hz`` whatever the inputs do.
-The EKF lives in ``carbon_ai_nodes.fusion.ekf``.
+The EKF lives in ``carbon_ai_nodes.fusion.ekf``, its inputs in ``fusion.measurements``, its parameters in
+``fusion.fusion_params``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from sensor_msgs.msg import Imu, NavSatFix
 
 from carbon_ai_msgs.msg import EngineTelemetry, SourceHealth, VehicleState
 from carbon_ai_nodes.common.errors import InputRejectedError
-from carbon_ai_nodes.fusion.ekf import MOTION_SOURCES, SOURCES, FusionFilter, FusionParams
+from carbon_ai_nodes.fusion.ekf import FusionFilter
+from carbon_ai_nodes.fusion.fusion_params import MOTION_SOURCES, SOURCES, FusionParams
 from carbon_ai_nodes.fusion.ros import conversions as conv
 from carbon_ai_nodes.ros import qos
 from carbon_ai_nodes.ros.node_base import CarbonNode, configured, run_node
