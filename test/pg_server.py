@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 
 def _bin(name: str) -> str | None:
     found = shutil.which(name)
@@ -82,3 +84,14 @@ class PostgresServer:
             self._run(str(_bin("pg_ctl")), "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (skips with the reason when none can be started here)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()

@@ -6,7 +6,7 @@ import calendar
 import itertools
 
 import pytest
-from pg_server import PostgresServer, unavailable_reason
+from pg_server import postgres  # noqa: F401  (the fixture)
 
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.uplink.fleet_store import SCHEMA_VERSION, month_bounds, open_store
@@ -14,16 +14,6 @@ from carbon_ai_nodes.uplink.summary_codec import Summary
 
 _names = itertools.count()
 T0 = calendar.timegm((2026, 11, 30, 23, 59, 0))  # windows cross into December: two month partitions
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,14 +59,13 @@ def test_a_newer_schema_is_refused_naming_both_versions(db_url):
     store = open_store(db_url)
     cur = store._conn.cursor()
     cur.execute(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})")
-    store._conn.commit()
     store.close()
     with pytest.raises(ConfigError, match=rf"schema version {SCHEMA_VERSION + 1} is newer .*\(up to "
                                           rf"{SCHEMA_VERSION}\): upgrade carbon_ai"):
         open_store(db_url)
 
 
-def test_postgresql_keeps_one_partition_per_month(postgres):
+def test_postgresql_keeps_one_partition_per_month(postgres):  # noqa: F811
     store = open_store(postgres.create_database(f"fleet{next(_names)}"))
     assert store.partitions() == []
     store.write(summaries("van1", 1, 2, 3, 4, 5, 6, 7, 8))  # 23:59:10 .. 00:00:30: November and December

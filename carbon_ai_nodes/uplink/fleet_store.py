@@ -69,7 +69,7 @@ def month_bounds(t_s: float) -> tuple[str, float, float]:
 
 
 class FleetStore:
-    """Summaries of a fleet in one database; use :func:`open_store`. Not thread-safe: one per thread."""
+    """Summaries of a fleet in one database; use :func:`open_store`. One thread at a time (no locking here)."""
 
     def __init__(self, url: str, conn: Any, dialect: str) -> None:
         self.url = url
@@ -80,15 +80,23 @@ class FleetStore:
         self._migrate()
 
     # ------------------------------------------------------------------ schema
-    def _migrate(self) -> None:
+    def _begin(self) -> Any:
+        """A cursor in a new write transaction. Both connections are in autocommit, so reads hold no
+        transaction open (an idle one would block a new month's partition); SQLite takes the write lock at once
+        (BEGIN IMMEDIATE), so two processes migrating or writing at once queue instead of failing half way."""
         cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        return cur
+
+    def _migrate(self) -> None:
+        cur = self._begin()
         if self.dialect == "postgresql":
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         cur.execute("SELECT MAX(version) FROM schema_version")
         have = cur.fetchone()[0] or 0
         if have > SCHEMA_VERSION:
-            self._conn.rollback()
+            cur.execute("ROLLBACK")
             raise ConfigError(
                 f"fleet store {self.safe_url()}: schema version {have} is newer than this carbon_ai understands "
                 f"(up to {SCHEMA_VERSION}): upgrade carbon_ai, or point --db at another database")
@@ -96,7 +104,7 @@ class FleetStore:
             for sql in MIGRATIONS[version][0 if self.dialect == "sqlite" else 1]:
                 cur.execute(sql)
             cur.execute(f"INSERT INTO schema_version (version) VALUES ({self._ph})", (version,))
-        self._conn.commit()
+        cur.execute("COMMIT")
 
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
@@ -141,7 +149,7 @@ class FleetStore:
             return []
         received = time.time() if received_s is None else received_s
         ph = self._ph
-        cur = self._conn.cursor()
+        cur = self._begin()
         try:
             if self.dialect == "postgresql":
                 self._ensure_partitions({s.window_start_s for s in summaries})
@@ -159,9 +167,11 @@ class FleetStore:
                 cur.execute(f"INSERT INTO summaries ({', '.join(_COLUMNS)}) "
                             f"VALUES ({', '.join([ph] * len(_COLUMNS))})", values)
                 new.append(s)
-            self._conn.commit()
+            cur.execute("COMMIT")
         except BaseException:
-            self._conn.rollback()
+            # psycopg's transaction status 2/3: in a transaction / a failed one (4: connection lost, nothing to undo)
+            if self._conn.in_transaction if self.dialect == "sqlite" else self._conn.info.transaction_status in (2, 3):
+                cur.execute("ROLLBACK")
             raise
         return new
 
@@ -219,7 +229,9 @@ def open_store(url: str) -> FleetStore:
         if not parent.is_dir():
             raise ConfigError(f"--db {url!r}: directory {str(parent)!r} does not exist: create it first")
         try:
-            conn = sqlite3.connect(path, timeout=30.0)
+            # isolation_level None: transactions are _begin()'s; check_same_thread off: a receiver opens the store
+            # in its main thread and writes from the MQTT loop's thread, one at a time
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")  # a report can read while the receiver writes
         except sqlite3.Error as exc:
             raise ConfigError(f"--db {url!r}: cannot open {path!r} ({exc}): check the path and permissions") \
@@ -232,7 +244,7 @@ def open_store(url: str) -> FleetStore:
             raise ConfigError(f"--db {url.split('@')[-1]!r}: psycopg is not installed: run ./setup.sh "
                               "(or pip install 'psycopg[binary]')") from exc
         try:
-            conn = psycopg.connect(url, connect_timeout=10)
+            conn = psycopg.connect(url, connect_timeout=10, autocommit=True)  # transactions: _begin()
         except psycopg.Error as exc:
             host, detail = url.split("@")[-1], " ".join(str(exc).split())
             raise ConfigError(f"--db postgresql://...@{host}: cannot connect ({detail}): check that the "
