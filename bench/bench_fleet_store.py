@@ -95,7 +95,7 @@ def main() -> int:
             print(f"skipping PostgreSQL: {reason}", file=sys.stderr)
             args.db.remove("postgresql")
         else:
-            pg = PostgresServer().start()
+            pg = PostgresServer(durable=True).start()  # fsync on, as SQLite's commits
     print("db          assets  stored  summaries/s  e2e p50 ms  e2e p99 ms  B/summary  MB/asset-month")
     try:
         for kind in args.db:

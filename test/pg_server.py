@@ -44,7 +44,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One postgres on 127.0.0.1:``port``; ``url`` connects as superuser to database ``postgres``."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable  # False: fsync off (tests); True: PostgreSQL's defaults (benchmarks)
         self.root = Path(tempfile.mkdtemp(prefix="cai-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -66,7 +67,8 @@ class PostgresServer:
         self._run(str(_bin("initdb")), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
         self._run(str(_bin("pg_ctl")), "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "120",
-                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+                  + ("" if self.durable else " -c fsync=off"), "start")
         return self
 
     def create_database(self, name: str) -> str:

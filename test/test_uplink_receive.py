@@ -115,3 +115,37 @@ def test_no_destination_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "no destination: give --db sqlite:///fleet.db" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_two_receivers_on_a_shared_subscription_store_each_summary_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    store = open_store(url)  # migrated before both receivers start
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        receivers = [subprocess.Popen(
+            [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+             str(broker.port), "--db", url, "--shared", "rx", "--timeout", "120"],
+            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            for proc in receivers:  # each prints "subscribed" once its SUBSCRIBE is sent
+                assert proc.stderr is not None and "subscribed to $share/rx/" in proc.stderr.readline()
+            # until both subscriptions are live a batch may reach no one: resend the first until it is stored
+            assert wait_for(lambda: (pub.publish("cai/v1/van2/s", batch(1), qos=1).wait_for_publish(10),
+                                     store.count() >= 1)[1])
+            for seq in range(2, 41):
+                pub.publish("cai/v1/van2/s", batch(seq), qos=1).wait_for_publish(10)
+            assert wait_for(lambda: store.count() >= 40)
+            for proc in receivers:
+                proc.send_signal(2)  # SIGINT: the receiver stops and prints its counts
+            errs = [proc.communicate(timeout=60)[1] for proc in receivers]
+            rows = store.rows(0, 2e9)
+        finally:
+            store.close()
+            pub.loop_stop()
+            for proc in receivers:
+                proc.kill()
+    assert [r["sequence"] for r in rows] == list(range(1, 41))
+    new = [int(err.split(" new,")[0].rsplit(" ", 1)[1]) for err in errs]
+    assert sum(new) == 40 and min(new) > 0, errs  # both took a share, and no summary was stored twice

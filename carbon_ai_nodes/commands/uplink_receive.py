@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="cai/v1", help="topic prefix of the bridges (default cai/v1)")
     parser.add_argument("--db", default="", help="fleet store URL: sqlite:///fleet.db or postgresql://user@host/db")
     parser.add_argument("--out", default="", help="JSON-lines file to append summaries to")
+    parser.add_argument("--shared", default="", metavar="GROUP",
+                        help="MQTT 5 shared subscription $share/GROUP/...: receivers of a group split the messages")
     parser.add_argument("--client-id", default="", help="fixed id: the broker keeps a persistent session")
     parser.add_argument("--tls-ca", default="", help="CA file: connect with TLS")
     parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
@@ -206,9 +208,15 @@ def run(args: argparse.Namespace) -> int:
                           "and/or --out FILE.jsonl")
     receiver = Receiver(Path(args.out) if args.out else None, store=open_store(args.db) if args.db else None)
     topic = f"{args.prefix.rstrip('/')}/+/s"
+    if args.shared:
+        topic = f"$share/{args.shared}/{topic}"
     persistent = bool(args.client_id)
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                         protocol=mqtt.MQTTv311, clean_session=not persistent)
+    if args.shared:  # shared subscriptions are MQTT 5; a session is kept with clean_start below
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                             protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                             protocol=mqtt.MQTTv311, clean_session=not persistent)
     if args.tls_ca:
         client.tls_set_context(tls_context(args.tls_ca, args.tls_cert, args.tls_key))
     if args.username:
@@ -226,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
     client.on_message = lambda c, u, msg: receiver.handle(msg.topic, bytes(msg.payload))
     client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]  # seconds; paho sleeps floats, annotates int
     try:
-        client.connect(args.host, args.port, keepalive=30)
+        if args.shared:
+            client.connect(args.host, args.port, keepalive=30, clean_start=not persistent)
+        else:
+            client.connect(args.host, args.port, keepalive=30)
     except OSError as exc:
         raise ConfigError(f"cannot connect to {args.host}:{args.port}: {exc}") from exc
     client.loop_start()
@@ -234,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         while time.monotonic() < end and not (args.count and receiver.new >= args.count):
             time.sleep(0.05)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM is how a long-running receiver stops: still print the tally
+        pass
     finally:
         client.loop_stop()
         client.disconnect()
