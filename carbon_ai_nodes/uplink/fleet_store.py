@@ -244,11 +244,11 @@ def open_store(url: str) -> FleetStore:
             raise ConfigError(f"--db {url.split('@')[-1]!r}: psycopg is not installed: run ./setup.sh "
                               "(or pip install 'psycopg[binary]')") from exc
         try:
-            conn = psycopg.connect(url, connect_timeout=10, autocommit=True)  # transactions: _begin()
+            pg_conn = psycopg.connect(url, connect_timeout=10, autocommit=True)  # transactions: _begin()
         except psycopg.Error as exc:
             host, detail = url.split("@")[-1], " ".join(str(exc).split())
             raise ConfigError(f"--db postgresql://...@{host}: cannot connect ({detail}): check that the "
                               "server runs, the host, port, user, password and database name") from exc
-        return FleetStore(url, conn, "postgresql")
+        return FleetStore(url, pg_conn, "postgresql")
     raise ConfigError(f"--db {url!r}: unknown database URL: use sqlite:///fleet.db or "
                       "postgresql://user:password@host:5432/dbname")
