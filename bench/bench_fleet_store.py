@@ -14,6 +14,7 @@ p50/p99) and database bytes per stored summary, scaled to an asset-month of 24/7
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def run_one(db_kind: str, assets: int, windows: int, pg) -> dict[str, float]:
     rows = store.rows(0, 4e9)
     size = store.size_bytes() - empty_bytes
     store.close()
+    shutil.rmtree(work, ignore_errors=True)
     if len(rows) != total:
         raise RuntimeError(f"{len(rows)} of {total} stored: {err[-2000:]}")
     delays = sorted(r["received_s"] - r["window_end_s"] for r in rows)
