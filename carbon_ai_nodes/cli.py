@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "plan": "plan",
     "schedule": "schedule",
     "uplink-receive": "uplink_receive",
+    "report": "report",
     "bench": "bench",
     "params": "params",
     "doctor": "doctor",

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt_broker import MosquittoBroker
+from paho.mqtt.enums import CallbackAPIVersion
+from pg_server import postgres  # noqa: F401  (the fixture)
+from test_mqtt_link import wait_for
 
 from carbon_ai_nodes.commands.uplink_receive import Receiver, plot
+from carbon_ai_nodes.uplink.fleet_store import open_store
 from carbon_ai_nodes.uplink.summary_codec import Summary, encode_batch
 
 
@@ -62,3 +72,80 @@ def test_a_hostile_gap_range_costs_no_memory(tmp_path):
                                                     gap="expired", lost_first=3, lost_last=2**63)]))
     r.close()
     assert r.accounting("van2") == {"delivered": 1, "gap_records": 1, "lost_reported": 2**63 - 2, "silent": 0}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fleet.db'}"
+    return request.getfixturevalue("postgres").create_database("rx")
+
+
+def test_a_redelivered_summary_is_stored_once_through_a_real_broker(tmp_path, db_url):
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+             str(broker.port), "--db", db_url, "--count", "3", "--timeout", "60"],
+            stderr=subprocess.PIPE, text=True)
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        store = open_store(db_url)
+        try:
+            # the subscription exists once a batch arrives: resend until it is stored (redeliveries already)
+            assert wait_for(lambda: (pub.publish("cai/v1/van2/s", batch(1, 2), qos=1).wait_for_publish(10),
+                                     store.count() >= 2)[1])
+            pub.publish("cai/v1/van2/s", batch(1, 2), qos=1).wait_for_publish(10)  # one more redelivery
+            pub.publish("cai/v1/van2/s", batch(3), qos=1).wait_for_publish(10)
+            _, err = proc.communicate(timeout=60)
+            rows = store.rows(0, 2e9)
+        finally:
+            store.close()
+            pub.loop_stop()
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [r["sequence"] for r in rows] == [1, 2, 3]
+    assert rows[2]["co2_kg"] == pytest.approx(0.3)
+    assert "3 new" in err and "0 database errors" in err and "Traceback" not in err, err
+    assert int(err.split(" duplicates dropped")[0].rsplit(" ", 1)[1]) >= 2, err
+
+
+def test_no_destination_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--port", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "no destination: give --db sqlite:///fleet.db" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_two_receivers_on_a_shared_subscription_store_each_summary_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    store = open_store(url)  # migrated before both receivers start
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        receivers = [subprocess.Popen(
+            [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+             str(broker.port), "--db", url, "--shared", "rx", "--timeout", "120"],
+            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            for proc in receivers:  # each prints "subscribed" once its SUBSCRIBE is sent
+                assert proc.stderr is not None and "subscribed to $share/rx/" in proc.stderr.readline()
+            # until both subscriptions are live a batch may reach no one: resend the first until it is stored
+            assert wait_for(lambda: (pub.publish("cai/v1/van2/s", batch(1), qos=1).wait_for_publish(10),
+                                     store.count() >= 1)[1])
+            for seq in range(2, 41):
+                pub.publish("cai/v1/van2/s", batch(seq), qos=1).wait_for_publish(10)
+            assert wait_for(lambda: store.count() >= 40)
+            for proc in receivers:
+                proc.send_signal(2)  # SIGINT: the receiver stops and prints its counts
+            errs = [proc.communicate(timeout=60)[1] for proc in receivers]
+            rows = store.rows(0, 2e9)
+        finally:
+            store.close()
+            pub.loop_stop()
+            for proc in receivers:
+                proc.kill()
+    assert [r["sequence"] for r in rows] == list(range(1, 41))
+    new = [int(err.split(" new,")[0].rsplit(" ", 1)[1]) for err in errs]
+    assert sum(new) == 40 and min(new) > 0, errs  # both took a share, and no summary was stored twice

@@ -1,8 +1,10 @@
-"""Subscribe to carbon summaries at an MQTT broker and append each one, once, to a JSON-lines file.
+"""Subscribe to carbon summaries at an MQTT broker and keep each one, once: in the fleet store (``--db``,
+SQLite or PostgreSQL, see carbon_ai_nodes/uplink/fleet_store.py) and/or appended to a JSON-lines file (``--out``).
 
 Duplicates (same asset and sequence, e.g. resent after a reconnect) are dropped, also across runs: the output
-file is read back at start. Malformed messages are counted and skipped. Gap records (a bridge saying "of
-sequences N..M, any you have not received is lost", or "estimates from T1 to T2 were not summarised") are
+file is read back at start, and the store keeps each (asset, sequence) once by its key. Malformed messages
+are counted and skipped. Gap records (a bridge saying "of sequences N..M, any you have not received is lost",
+or "estimates from T1 to T2 were not summarised") are
 written to the file too, with their ``gap`` reason, and logged; a summary that arrives after a gap record named
 it still counts as delivered. At exit the tool prints, per asset, what was delivered, reported lost and missing
 without any gap record (a silent loss: there should be none). With a fixed --client-id the broker
@@ -18,8 +20,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-HELP = "receive uplink summaries from an MQTT broker into a JSON-lines file (deduplicated)"
+if TYPE_CHECKING:
+    from carbon_ai_nodes.uplink.fleet_store import FleetStore
+
+HELP = "receive uplink summaries from an MQTT broker into the fleet database and/or a JSON-lines file (deduplicated)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="localhost", help="broker host (default localhost)")
     parser.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
     parser.add_argument("--prefix", default="cai/v1", help="topic prefix of the bridges (default cai/v1)")
-    parser.add_argument("--out", required=True, help="JSON-lines file to append summaries to")
+    parser.add_argument("--db", default="", help="fleet store URL: sqlite:///fleet.db or postgresql://user@host/db")
+    parser.add_argument("--out", default="", help="JSON-lines file to append summaries to")
+    parser.add_argument("--shared", default="", metavar="GROUP",
+                        help="MQTT 5 shared subscription $share/GROUP/...: receivers of a group split the messages")
     parser.add_argument("--client-id", default="", help="fixed id: the broker keeps a persistent session")
     parser.add_argument("--tls-ca", default="", help="CA file: connect with TLS")
     parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
@@ -42,16 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Receiver:
     """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps, gap records and malformed messages."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, out: Path | None, log: Callable[[str], None] | None = None,
+                 store: FleetStore | None = None) -> None:
         self.out = out
+        self.store = store
         self.log = log or (lambda line: print(f"uplink-receive: {line}", file=sys.stderr, flush=True))
         self.seen: dict[str, set[int]] = {}
         self.last_seq: dict[str, int] = {}
         # lost ranges named by gap records, as (first, last) intervals: a hostile range must not become a set
         self.reported: dict[str, list[tuple[int, int]]] = {}
         self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
-        self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = 0
-        if out.exists():
+        self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = self.db_errors = 0
+        if out is not None and out.exists():
             for line in out.read_text().splitlines():
                 try:
                     rec = json.loads(line)
@@ -61,7 +72,7 @@ class Receiver:
                                      int(rec["lost_last"]))
                 except (ValueError, KeyError, TypeError):
                     continue
-        self._file = out.open("a")
+        self._file = out.open("a") if out is not None else None
 
     def _mark(self, asset: str, seq: int) -> None:
         self.seen.setdefault(asset, set()).add(seq)
@@ -91,8 +102,16 @@ class Receiver:
             self.malformed += 1
             self.log(f"ignored malformed message on {topic[:80]!r}: {exc}")
             return
+        fresh = None
+        if self.store is not None:
+            try:
+                fresh = {s.sequence for s in self.store.write(summaries)}
+            except Exception as exc:  # noqa: BLE001 - sqlite3/psycopg errors: count and go on, never crash
+                self.db_errors += 1
+                self.log(f"database error, {len(summaries)} summaries on {topic[:80]!r} not stored: {exc}")
+                return
         for s in summaries:
-            if s.sequence in self.seen.get(s.asset_id, ()):
+            if s.sequence in self.seen.get(s.asset_id, ()) or (fresh is not None and s.sequence not in fresh):
                 self.duplicates += 1
                 continue
             if s.sequence > self.last_seq.get(s.asset_id, 0) + 1 and s.asset_id in self.last_seq:
@@ -107,9 +126,11 @@ class Receiver:
                 self.log(f"{s.asset_id}: gap record {s.sequence}: {rows}: "
                          f"{s.gap.replace('_', ' ')}; data from {_utc(s.window_start_s)} to {_utc(s.window_end_s)} "
                          "is not (fully) summarised")
-            self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
+            if self._file is not None:
+                self._file.write(json.dumps(s.as_dict(), separators=(",", ":")) + "\n")
             self.new += 1
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
 
     def accounting(self, asset: str) -> dict[str, int]:
         """Per asset: summaries delivered, gap records, sequences lost and reported, and missing silently
@@ -127,8 +148,11 @@ class Receiver:
                 "silent": silent}
 
     def close(self) -> None:
-        """Close the output file."""
-        self._file.close()
+        """Close the output file and the store."""
+        if self._file is not None:
+            self._file.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -176,13 +200,23 @@ def run(args: argparse.Namespace) -> int:
     from paho.mqtt.enums import CallbackAPIVersion
 
     from carbon_ai_nodes.common.errors import ConfigError
+    from carbon_ai_nodes.uplink.fleet_store import open_store
     from carbon_ai_nodes.uplink.mqtt_link import tls_context
 
-    receiver = Receiver(Path(args.out))
+    if not (args.db or args.out):
+        raise ConfigError("uplink-receive: no destination: give --db sqlite:///fleet.db (or postgresql://...) "
+                          "and/or --out FILE.jsonl")
+    receiver = Receiver(Path(args.out) if args.out else None, store=open_store(args.db) if args.db else None)
     topic = f"{args.prefix.rstrip('/')}/+/s"
+    if args.shared:
+        topic = f"$share/{args.shared}/{topic}"
     persistent = bool(args.client_id)
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                         protocol=mqtt.MQTTv311, clean_session=not persistent)
+    if args.shared:  # shared subscriptions are MQTT 5; a session is kept with clean_start below
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                             protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                             protocol=mqtt.MQTTv311, clean_session=not persistent)
     if args.tls_ca:
         client.tls_set_context(tls_context(args.tls_ca, args.tls_cert, args.tls_key))
     if args.username:
@@ -200,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
     client.on_message = lambda c, u, msg: receiver.handle(msg.topic, bytes(msg.payload))
     client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]  # seconds; paho sleeps floats, annotates int
     try:
-        client.connect(args.host, args.port, keepalive=30)
+        if args.shared:
+            client.connect(args.host, args.port, keepalive=30, clean_start=not persistent)
+        else:
+            client.connect(args.host, args.port, keepalive=30)
     except OSError as exc:
         raise ConfigError(f"cannot connect to {args.host}:{args.port}: {exc}") from exc
     client.loop_start()
@@ -208,18 +245,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         while time.monotonic() < end and not (args.count and receiver.new >= args.count):
             time.sleep(0.05)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM is how a long-running receiver stops: still print the tally
+        pass
     finally:
         client.loop_stop()
         client.disconnect()
         receiver.close()
+    db = receiver.store.safe_url() if receiver.store else ""
     print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
-          f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed -> {args.out}",
+          f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed, "
+          f"{receiver.db_errors} database errors -> {' + '.join(filter(None, [db, args.out]))}",
           file=sys.stderr)
     for asset in sorted(receiver.seen):
         a = receiver.accounting(asset)
         print(f"uplink-receive: {asset}: {a['delivered']} summaries delivered, {a['gap_records']} gap records, "
               f"{a['lost_reported']} lost and reported, {a['silent']} missing without a gap record",
               file=sys.stderr)
-    if args.plot and receiver.out.exists() and receiver.out.stat().st_size:
+    if args.plot and receiver.out is not None and receiver.out.exists() and receiver.out.stat().st_size:
         plot(receiver.out, args.plot)
     return 0
