@@ -66,10 +66,18 @@ class PostgresServer:
         """initdb, then start and wait until it accepts connections."""
         self._run(str(_bin("initdb")), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data directory and wait until it accepts connections."""
         self._run(str(_bin("pg_ctl")), "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "120",
                   "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
                   + ("" if self.durable else " -c fsync=off"), "start")
         return self
+
+    def halt(self) -> None:
+        """Stop the server (an outage), keeping its data for :meth:`resume`."""
+        self._run(str(_bin("pg_ctl")), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def create_database(self, name: str) -> str:
         """A fresh database; returns its URL."""
@@ -83,7 +91,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop fast and remove the directory."""
         try:
-            self._run(str(_bin("pg_ctl")), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

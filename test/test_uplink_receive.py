@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_broker import MosquittoBroker
 from paho.mqtt.enums import CallbackAPIVersion
-from pg_server import postgres  # noqa: F401  (the fixture)
+from pg_server import PostgresServer, postgres, unavailable_reason  # noqa: F401  (postgres: the fixture)
 from test_mqtt_link import wait_for
 
 from carbon_ai_nodes.commands.uplink_receive import Receiver, plot
@@ -149,3 +149,46 @@ def test_two_receivers_on_a_shared_subscription_store_each_summary_once(tmp_path
     assert [r["sequence"] for r in rows] == list(range(1, 41))
     new = [int(err.split(" new,")[0].rsplit(" ", 1)[1]) for err in errs]
     assert sum(new) == 40 and min(new) > 0, errs  # both took a share, and no summary was stored twice
+
+
+def test_summaries_that_arrive_while_the_database_is_down_are_stored_once_it_is_back(tmp_path):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()  # its own server: this test stops it
+    log = tmp_path / "receiver.txt"
+    try:
+        db_url = server.create_database("rx")
+        with MosquittoBroker(tmp_path / "broker") as broker, log.open("w") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "carbon_ai_nodes.cli", "uplink-receive", "--host", "127.0.0.1", "--port",
+                 str(broker.port), "--db", db_url, "--client-id", "rx-outage", "--count", "4", "--timeout", "120"],
+                stderr=err_file, text=True)
+            pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            store = open_store(db_url)
+            try:
+                assert wait_for(lambda: (pub.publish("cai/v1/van2/s", batch(1), qos=1).wait_for_publish(10),
+                                         store.count() >= 1)[1])  # the receiver is subscribed and storing
+                store.close()
+                server.halt()  # the outage: these three arrive while the database is down
+                for seq in (2, 3, 4):
+                    pub.publish("cai/v1/van2/s", batch(seq), qos=1).wait_for_publish(10)
+                assert wait_for(lambda: "holding messages" in log.read_text(), 60), log.read_text()
+                server.resume()
+                proc.wait(timeout=120)
+                store = open_store(db_url)
+                rows = store.rows(0, 2e9)
+            finally:
+                store.close()
+                pub.loop_stop()
+                proc.kill()
+    finally:
+        server.stop()
+    err = log.read_text()
+    assert proc.returncode == 0, err
+    assert [r["sequence"] for r in rows] == [1, 2, 3, 4], err  # nothing lost, nothing twice
+    assert "holding messages (not acknowledged to the broker) and retrying" in err, err
+    assert err.count("database error:") == 1 and "database back after" in err, err  # logged once per outage
+    assert "Traceback" not in err, err

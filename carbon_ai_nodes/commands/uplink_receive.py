@@ -8,7 +8,8 @@ or "estimates from T1 to T2 were not summarised") are
 written to the file too, with their ``gap`` reason, and logged; a summary that arrives after a gap record named
 it still counts as delivered. At exit the tool prints, per asset, what was delivered, reported lost and missing
 without any gap record (a silent loss: there should be none). With a fixed --client-id the broker
-keeps the subscription while the receiver is away (persistent session, QoS 1), so nothing is missed.
+keeps the subscription while the receiver is away (persistent session, QoS 1), so nothing is missed. A message
+is acknowledged to the broker only once stored: while the database is down it is held and retried.
 Use it to check a vehicle's link end to end, or as the receiving end in tests.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from carbon_ai_nodes.uplink.fleet_store import FleetStore
+
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0  # backoff between writes while the database is down
 
 HELP = "receive uplink summaries from an MQTT broker into the fleet database and/or a JSON-lines file (deduplicated)"
 
@@ -62,6 +66,7 @@ class Receiver:
         self.reported: dict[str, list[tuple[int, int]]] = {}
         self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
         self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = self.db_errors = 0
+        self.db_down = False  # the last write failed: the store is unavailable
         if out is not None and out.exists():
             for line in out.read_text().splitlines():
                 try:
@@ -91,8 +96,10 @@ class Receiver:
         """How many of first..last have not arrived."""
         return last - first + 1 - sum(1 for n in self.seen.get(asset, ()) if first <= n <= last)
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One MQTT message; never raises for bad input."""
+    def handle(self, topic: str, payload: bytes) -> bool:
+        """One MQTT message; never raises for bad input. False: the store could not take it (database down):
+        nothing of it was kept, try the same message again later; True: done with it (stored, a duplicate, or
+        malformed and counted)."""
         from carbon_ai_nodes.common.errors import InputRejectedError
         from carbon_ai_nodes.uplink.summary_codec import asset_from_topic, decode_batch
 
@@ -101,15 +108,21 @@ class Receiver:
         except InputRejectedError as exc:
             self.malformed += 1
             self.log(f"ignored malformed message on {topic[:80]!r}: {exc}")
-            return
+            return True
         fresh = None
         if self.store is not None:
             try:
                 fresh = {s.sequence for s in self.store.write(summaries)}
-            except Exception as exc:  # noqa: BLE001 - sqlite3/psycopg errors: count and go on, never crash
+            except Exception as exc:  # noqa: BLE001 - sqlite3/psycopg errors: count, hold the message, retry
                 self.db_errors += 1
-                self.log(f"database error, {len(summaries)} summaries on {topic[:80]!r} not stored: {exc}")
-                return
+                if not self.db_down:  # once per outage, not once per retry
+                    self.log(f"database error: {' '.join(str(exc).split())[:300]}; holding messages "
+                             "(not acknowledged to the broker) and retrying")
+                self.db_down = True
+                return False
+            if self.db_down:
+                self.log(f"database back after {self.db_errors} failed writes")
+                self.db_down = False
         for s in summaries:
             if s.sequence in self.seen.get(s.asset_id, ()) or (fresh is not None and s.sequence not in fresh):
                 self.duplicates += 1
@@ -131,6 +144,7 @@ class Receiver:
             self.new += 1
         if self._file is not None:
             self._file.flush()
+        return True
 
     def accounting(self, asset: str) -> dict[str, int]:
         """Per asset: summaries delivered, gap records, sequences lost and reported, and missing silently
@@ -213,10 +227,10 @@ def run(args: argparse.Namespace) -> int:
     persistent = bool(args.client_id)
     if args.shared:  # shared subscriptions are MQTT 5; a session is kept with clean_start below
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                             protocol=mqtt.MQTTv5)
+                             protocol=mqtt.MQTTv5, manual_ack=True)
     else:
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                             protocol=mqtt.MQTTv311, clean_session=not persistent)
+                             protocol=mqtt.MQTTv311, clean_session=not persistent, manual_ack=True)
     if args.tls_ca:
         client.tls_set_context(tls_context(args.tls_ca, args.tls_cert, args.tls_key))
     if args.username:
@@ -231,7 +245,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"uplink-receive: subscribed to {topic} at {args.host}:{args.port}", file=sys.stderr, flush=True)
 
     client.on_connect = on_connect
-    client.on_message = lambda c, u, msg: receiver.handle(msg.topic, bytes(msg.payload))
+    # A message is acknowledged only once it is stored: while the database is down it stays unacknowledged, the
+    # broker sends no more than its in-flight window meanwhile, and a persistent session (--client-id) gets the
+    # unacknowledged ones again after a restart of the receiver. Stored on this thread, in arrival order.
+    inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    client.on_message = lambda c, u, msg: inbox.put(msg)
     client.reconnect_delay_set(0.2, 2.0)  # type: ignore[arg-type]  # seconds; paho sleeps floats, annotates int
     try:
         if args.shared:
@@ -242,15 +260,33 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot connect to {args.host}:{args.port}: {exc}") from exc
     client.loop_start()
     end = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
+    held: mqtt.MQTTMessage | None = None  # a message the store could not take yet
+    retry_s = RETRY_MIN_S
     try:
         while time.monotonic() < end and not (args.count and receiver.new >= args.count):
-            time.sleep(0.05)
+            if held is None:
+                try:
+                    held = inbox.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+            if receiver.handle(held.topic, bytes(held.payload)):
+                client.ack(held.mid, held.qos)
+                held, retry_s = None, RETRY_MIN_S
+            else:
+                time.sleep(min(retry_s, max(end - time.monotonic(), 0.0)))
+                retry_s = min(retry_s * 2.0, RETRY_MAX_S)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM is how a long-running receiver stops: still print the tally
         pass
     finally:
         client.loop_stop()
         client.disconnect()
         receiver.close()
+    unstored = (held is not None) + inbox.qsize()
+    if unstored:
+        print(f"uplink-receive: {unstored} messages not stored (database unavailable) and not acknowledged: "
+              + ("the broker keeps them for --client-id " + args.client_id if persistent else
+                 "without --client-id the broker drops them with the session; use a fixed --client-id"),
+              file=sys.stderr)
     db = receiver.store.safe_url() if receiver.store else ""
     print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
           f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed, "

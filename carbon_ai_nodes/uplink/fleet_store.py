@@ -149,6 +149,7 @@ class FleetStore:
             return []
         received = time.time() if received_s is None else received_s
         ph = self._ph
+        self._reconnect_if_lost()
         cur = self._begin()
         try:
             if self.dialect == "postgresql":
@@ -174,6 +175,15 @@ class FleetStore:
                 cur.execute("ROLLBACK")
             raise
         return new
+
+    def _reconnect_if_lost(self) -> None:
+        """PostgreSQL: a connection the server dropped (restart, failover) is opened again, so writing resumes
+        when the server is back (the receiver retries; psycopg.OperationalError while it is still down)."""
+        if self.dialect == "postgresql" and self._conn.broken:
+            import psycopg
+
+            self._conn = psycopg.connect(self.url, connect_timeout=10, autocommit=True)
+            self._months.clear()  # (partitions made meanwhile by another receiver are found by IF NOT EXISTS)
 
     # ------------------------------------------------------------------ reading
     def rows(self, start_s: float, end_s: float, asset_id: str = "") -> list[dict[str, Any]]:
