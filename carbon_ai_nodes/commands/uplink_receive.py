@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Receiver:
-    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps, gap records and malformed messages."""
+    """Dedup by (asset, sequence), append JSON lines, count duplicates, gaps, gap records, malformed messages and
+    implausible summaries (refused)."""
 
     def __init__(self, out: Path | None, log: Callable[[str], None] | None = None,
                  store: FleetStore | None = None) -> None:
@@ -67,6 +68,8 @@ class Receiver:
         self.gap_seqs: dict[str, set[int]] = {}  # sequences that are gap records
         self.new = self.duplicates = self.malformed = self.gaps = self.gap_records = self.db_errors = 0
         self.db_down = False  # the last write failed: the store is unavailable
+        self.implausible = 0  # decoded summaries no vehicle could have sent (summary_plausibility), refused
+        self.implausible_assets: set[str] = set()
         if out is not None and out.exists():
             for line in out.read_text().splitlines():
                 try:
@@ -102,6 +105,7 @@ class Receiver:
         malformed and counted)."""
         from carbon_ai_nodes.common.errors import InputRejectedError
         from carbon_ai_nodes.uplink.summary_codec import asset_from_topic, decode_batch
+        from carbon_ai_nodes.uplink.summary_plausibility import implausible_reason
 
         try:
             summaries = decode_batch(asset_from_topic(topic), payload)
@@ -109,6 +113,18 @@ class Receiver:
             self.malformed += 1
             self.log(f"ignored malformed message on {topic[:80]!r}: {exc}")
             return True
+        now_s = time.time()
+        kept = []
+        for s in summaries:
+            reason = implausible_reason(s, now_s)
+            if not reason:
+                kept.append(s)
+                continue
+            self.implausible += 1
+            if s.asset_id not in self.implausible_assets:  # once per asset; the count is in the exit tally
+                self.implausible_assets.add(s.asset_id)
+                self.log(f"{s.asset_id}: refused summary {s.sequence}: {reason} (further ones only counted)")
+        summaries = kept
         fresh = None
         if self.store is not None:
             try:
@@ -290,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     db = receiver.store.safe_url() if receiver.store else ""
     print(f"uplink-receive: {receiver.new} new, {receiver.duplicates} duplicates dropped, "
           f"{receiver.gaps} gaps, {receiver.gap_records} gap records, {receiver.malformed} malformed, "
+          f"{receiver.implausible} implausible refused, "
           f"{receiver.db_errors} database errors -> {' + '.join(filter(None, [db, args.out]))}",
           file=sys.stderr)
     for asset in sorted(receiver.seen):
