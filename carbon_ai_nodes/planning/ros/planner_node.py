@@ -44,6 +44,7 @@ from carbon_ai_msgs.msg import (
     VehicleState,
 )
 from carbon_ai_msgs.srv import PlanRoute
+from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
 from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.planning.load_schedule import Asset, Job, ScheduleProblem, load_jobs_file, solve_schedule
@@ -304,8 +305,10 @@ class Planner(CarbonNode[PlannerParams]):
 
     def _on_estimate(self, msg: CarbonEstimate) -> None:
         model, physics = msg.co2_rate_g_s, msg.physics_co2_rate_g_s
-        if not (math.isfinite(model) and math.isfinite(physics)) or model < 0 or physics < 0:
-            self.reject("carbon_estimate", "nan", f"co2_rate_g_s={model}, physics={physics}")
+        try:
+            check_co2_rates(model, physics)
+        except InputRejectedError as exc:
+            self.reject("carbon_estimate", exc.reason, exc.detail)
             return
         self.accept("carbon_estimate")
         if physics > 0.1 and not msg.is_out_of_distribution:
