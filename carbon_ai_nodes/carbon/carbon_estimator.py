@@ -45,6 +45,11 @@ class CarbonInferenceParams(ParamSet):
     vehicle_profile: str = param("", "Vehicle profile YAML (one profile, or a list: the first is used) (required)")
     model_path: str = param(
         "", "Residual model .onnx; empty = the model shipped with the package; 'none' = physics only")
+    model_public_key: str = param(
+        "", "Fleet Ed25519 public key (PEM, `carbon-ai model keygen`); set = a model runs only with a manifest "
+            "this key signed for the vehicle's profile (`carbon-ai model sign`); an unsigned, altered or other-class "
+            "model is refused (at start the physics model serves; swaps keep the old model); empty = not checked",
+        read_only=True)
     backend: str = param("auto", "Inference backend; auto tries them in this order",
                          choices=("auto", "tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda",
                                   "onnxruntime-cpu", "physics"))
