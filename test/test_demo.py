@@ -240,6 +240,7 @@ def test_calibration_track_errors_and_summary():
     track = report.CalibrationTrack(t, np.full(20, 1100.0), np.full(20, 50.0), np.full(20, 1000.0),
                                     np.where(t < 10, 2.0, 1.0), np.full(20, 1.5), np.ones(20))
     err = track.window_error_pct("calibrated", 5.0)
+    assert np.isnan(err[:5]).all()  # the first window is not full yet
     assert err[5] == pytest.approx(100.0) and err[-1] == pytest.approx(0.0)
     assert track.window_error_pct("generic", 5.0)[-1] == pytest.approx(50.0)
     s = track.summary(5.0)

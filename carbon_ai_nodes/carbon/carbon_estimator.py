@@ -88,6 +88,9 @@ class CarbonInferenceParams(ParamSet):
     calibration_payload_reset_fraction: float = param(
         0.05, "A payload change above this fraction of the estimated mass re-opens the mass estimate",
         gt=0.0, max=1.0, read_only=True)
+    calibration_sample_period_s: float = param(
+        1.0, "The calibration learns from the mean of each such period of states (fused acceleration is noisy and "
+             "states repeat each fuel reading); 0 = from every state", unit="s", min=0.0, max=60.0, read_only=True)
 
 
 @dataclasses.dataclass(slots=True)  # slots: built and read once per message on the hot path

@@ -496,7 +496,8 @@ class CalibrationTrack:
 
     def window_error_pct(self, which: str, window_s: float) -> np.ndarray:
         """|sum of ``which`` ('calibrated' or 'generic') - sum of the meter| / sum of the meter over the
-        ``window_s`` before each sample, %; NaN while the meter burned nothing in the window."""
+        ``window_s`` before each sample, %; NaN in the first window (a few samples of a starting engine gave
+        thousands of %) and while the meter burned nothing in the window."""
         model = np.nan_to_num(getattr(self, f"{which}_g_s"))
         meter = np.nan_to_num(self.meter_g_s)
         dt = np.diff(self.t_s, prepend=self.t_s[0] if len(self.t_s) else 0.0)
@@ -505,7 +506,8 @@ class CalibrationTrack:
         dm = cm - np.where(start > 0, cm[np.maximum(start - 1, 0)], 0.0)
         dr = cr - np.where(start > 0, cr[np.maximum(start - 1, 0)], 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(dr > 1e-9, np.abs(dm - dr) / dr * 100.0, np.nan)
+            full = self.t_s >= self.t_s[0] + window_s if len(self.t_s) else np.zeros(0, bool)
+            return np.where(full & (dr > 1e-9), np.abs(dm - dr) / dr * 100.0, np.nan)
 
     def summary(self, window_s: float) -> dict[str, float]:
         """The run's end: mass estimate, its 1 sigma and error against the true mass (%), and both models' CO2

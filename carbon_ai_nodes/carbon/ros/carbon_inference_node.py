@@ -259,7 +259,8 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             self.get_logger().info(f"{asset.name}: no calibration ({profile.kind}, {profile.fuel}: the calibrated "
                                    "model covers combustion road vehicles)")
             return
-        config = CalibrationConfig(payload_reset_fraction=params.calibration_payload_reset_fraction)
+        config = CalibrationConfig(payload_reset_fraction=params.calibration_payload_reset_fraction,
+                                   sample_period_s=params.calibration_sample_period_s)
         path = calibration_path(params.calibration_file, asset.name if params.assets else "")
         loaded, warning = VehicleCalibration.load(path, profile, config) if path else (None, "")
         if warning:
