@@ -270,8 +270,8 @@ def test_legs_of_one_grade_burn_what_one_run_burns_where_fastsim_follows_the_tra
 def test_a_trace_the_plant_falls_behind_on_is_driven_in_legs_on_its_own_grades():
     pytest.importorskip("fastsim")
     spec = PlantSpec(LINE_HAUL)
-    # at the foot of a 3 % climb the 32 t plant needs about 170 kW at once, its engine (a 6 s power ramp in the
-    # file) gives about 95 kW more than it was giving: it falls behind, and in one run the rest is driven flat
+    # at the foot of a 3 % climb the 32 t plant needs more power at once than the file's 6 s power ramp lets its
+    # engine add in a step: it falls behind, and in one run the rest (climb and descent) is driven flat
     trace = launch_climb_descent(0.03)
     with pytest.raises(PlantError, match="grade lookup fault"):
         drive(spec, trace)

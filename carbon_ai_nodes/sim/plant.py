@@ -464,8 +464,8 @@ def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0, speed_mps: flo
     fix = "the plant's engine or mass does not fit the trace: smooth it, or size the plant to the vehicle (scale: true)"
     status, value = _run_forked(sd)
     if status == "crashed":
-        raise PlantError(f"trace not drivable by plant {spec.label}: FASTSim crashed ({value}; FASTSim 3.1.0 does "
-                         f"this on some traces its engine cannot follow up a grade); {fix}")
+        raise PlantError(f"trace not drivable by plant {spec.label}: FASTSim crashed ({value}; FASTSim 3.1.0's "
+                         f"achieved-speed solver does this where the plant falls behind on a grade); {fix}")
     if status == "error" and "exceeds current max charge power" in value:
         # seen with the Renault Zoe as shipped too (2 % down at 6 m/s), so not the scaling: FASTSim's BEV asks its
         # motor for all the braking, instead of friction-braking what the motor or battery cannot take
@@ -491,9 +491,9 @@ def drive_legs(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0,
     from the first (``grade.iter().all(|g| g != g0)``: never, the first equals itself), so it is a constant
     holding the first sample's grade and the rest of the run is driven on that. An interpolator over distance
     cannot be put in instead (``Cycle.from_dict(..., skip_init=True)``): 3.1.0 stops at the first step of any cycle
-    that has one (simdrive/mod.rs:441; FASTSim's own, built by that branch, too). On a leg of one grade that
-    constant is the leg's grade (the leg's first sample, whose grade no step uses, is given it), so the plant may
-    fall behind inside a leg and still climb or descend what the trace did. Every leg's grade history is still
+    that has one (simdrive/mod.rs:441; FASTSim's own too, built when the first grade is NaN). On a leg of one grade
+    that constant is the leg's grade (the leg's first sample, whose grade no step uses, is given it), so the plant
+    may fall behind inside a leg and still climb or descend what the trace did. Every leg's grade history is still
     checked (:func:`_check_grade`)."""
     if not by_grade:
         try:
@@ -596,8 +596,8 @@ def score(spec: PlantSpec, trace: Trace) -> PlantResult:
             times.append(t[first + 1:first + n])
             dists.append(dist_m + hist_d[1:n])
             energies.append(energy_j + hist_e[1:n])
-            energy_j += float(hist_e[n - 1])
-            dist_m += float(hist_d[n - 1])
+            energy_j += float(part["state"][energy_key])
+            dist_m += float(out["state"]["dist_meters"])
     series = (np.concatenate(times), np.concatenate(dists), np.concatenate(energies) * co2_g_per_j)
     return PlantResult(spec.label, energy_j / lhv_j_per_l, energy_j * co2_g_per_j / 1000.0, energy_j / 1e6,
                        dist_m / 1000.0, trace.distance_m / 1000.0, float(trace.time_s[-1] - trace.time_s[0]), series,
