@@ -318,8 +318,11 @@ def eco_laps(profile: VehicleProfile, veh: Any, spec: PlantSpec,
 
     def no_figure(exc: PlantError) -> str:
         text = str(exc).splitlines()[0]
-        return "no figure (FASTSim 3.1.0 grade lookup fault, sim/plant.py)" if "grade lookup fault" in text \
-            else f"no figure ({text[:100]})"
+        if "grade lookup fault" in text:
+            return "no figure (FASTSim 3.1.0 grade lookup fault, sim/plant.py)"
+        if "FASTSim crashed" in text:  # its achieved-speed solver, where the plant falls behind on a grade
+            return "no figure (FASTSim 3.1.0 crashed: the plant fell behind the lap on a grade, sim/plant.py)"
+        return f"no figure ({text[:100]})"
 
     rows = []
     try:

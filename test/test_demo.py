@@ -65,8 +65,10 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
         assert [s["vehicle_id"] for s in scores] == ["truck1", "truck2"]
         for s in scores:
             assert s["plant"].startswith("Line_Haul_Conv scaled") and s["by_model"]["co2_kg"] > 0
-            if fastsim_installed and "grade lookup fault" in s["status"]:
-                continue  # FASTSim 3.1.0 drove part of it on the wrong grade: no figure rather than a wrong one
+            if fastsim_installed and ("grade lookup fault" in s["status"] or "FASTSim crashed" in s["status"]):
+                # FASTSim 3.1.0 would drive part of it on the wrong grade, or crashes where the plant falls behind
+                # on a grade (sim/plant.drive_legs): no figure rather than a wrong one
+                continue
             if fastsim_installed:
                 assert s["status"] == "ok", s["status"]
                 assert s["by_plant"]["co2_kg"] > 0 and math.isfinite(s["model_vs_meter_pct"])

@@ -111,10 +111,13 @@ def test_full_lap_saving_holds_by_the_independent_plant(scenario, vehicle, dwell
         try:
             eco, base = (score(spec, traces[k]) for k in ("eco", "baseline"))
         except PlantError as exc:
-            if "grade lookup fault" not in str(exc):
+            if "FASTSim crashed" not in str(exc):
                 raise
-            # FASTSim 3.1.0 drove part of the lap on the wrong grade (sim/plant._check_grade): no figure, not a
-            # wrong one; test_caps_let_gravity_bring_the_speed_back_after_a_crest scores it with the plant engine
+            # truck2's eco lap meets the foot of the 5 % ramp loaded at 12 m/s and slows at full power: the plant
+            # (1,800 kW less its transmission and auxiliaries, about 1,730 kW at the wheel) is about 3 % short there,
+            # and FASTSim 3.1.0 cannot fall behind a trace on that grade: its achieved-speed solver crashes
+            # (config/plants/README.md). No figure rather than a wrong one; test_caps_let_gravity_bring_the_speed_
+            # back_after_a_crest scores the stretch with the plant engine
             pytest.xfail(f"{vehicle}: {exc}")
         assert eco.distance_km == pytest.approx(base.distance_km, rel=0.01)  # the same lap
         return (1.0 - eco.co2_g_per_km / base.co2_g_per_km) * 100.0

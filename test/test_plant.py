@@ -11,7 +11,7 @@ import pytest
 
 from carbon_ai_nodes.common.errors import ConfigError, PlantError, PlantUnavailableError
 from carbon_ai_nodes.graph.scenario import CONFIG_DIR
-from carbon_ai_nodes.sim.plant import PlantSpec, Trace, grade_along_route, score
+from carbon_ai_nodes.sim.plant import PlantSpec, Trace, drive, drive_legs, grade_along_route, score
 from carbon_ai_nodes.sim.vehicle_sim import Route
 
 LINE_HAUL = str(CONFIG_DIR / "plants" / "Line_Haul_Conv.yaml")
@@ -233,14 +233,56 @@ def test_a_payload_change_mid_trace_drives_in_pieces_and_sums_them():
 
 def test_a_run_fastsim_drove_on_the_wrong_grade_is_refused_not_reported():
     pytest.importorskip("fastsim")
-    # the trace starts at 5 m/s, the plant at rest: FASTSim 3.1.0 falls behind at once and from then on looks the
-    # grade up in an interpolator holding only the first sample's (0): the 3 % climb would be driven flat
+    # the trace at 10 m/s, the plant made to start at rest: FASTSim 3.1.0 falls behind at once and from then on
+    # looks the grade up in an interpolator holding only the first sample's (0): the 3 % climb would be driven flat
     t = np.arange(0.0, 30.0)
-    trace = Trace(t, np.full_like(t, 5.0), np.concatenate([[0.0], np.full(29, 0.03)]))
+    trace = Trace(t, np.full_like(t, 10.0), np.concatenate([[0.0], np.full(29, 0.03)]))
     with pytest.raises(PlantError, match=r"FASTSim drove \d+ % of the moving trace on another grade.*grade lookup"):
-        score(PlantSpec(LINE_HAUL), trace)
-    climbing = score(PlantSpec(LINE_HAUL), Trace(t, np.minimum(t, 5.0), np.full_like(t, 0.03)))  # from rest: fine
-    assert climbing.fuel_l > 0
+        drive(PlantSpec(LINE_HAUL), trace, speed_mps=0.0)
+    # the plant starts at the trace's first speed (FASTSim's own start is at rest), so it climbs from the first step
+    climbing = score(PlantSpec(LINE_HAUL), trace)
+    level = score(PlantSpec(LINE_HAUL), Trace(t, trace.speed_mps, np.zeros_like(t)))
+    assert climbing.fuel_l > 1.5 * level.fuel_l
+    assert climbing.distance_km == pytest.approx(trace.distance_m / 1000.0, rel=0.01)
+
+
+def launch_climb_descent(climb: float) -> Trace:
+    """A flat launch to 12 m/s at 0.2 m/s^2, held; a ``climb`` (120-180 s), flat, a 2 % descent (240 s on)."""
+    t = np.arange(0.0, 301.0)
+    grade = np.where((t > 120) & (t <= 180), climb, np.where(t > 240, -0.02, 0.0))
+    return Trace(t, np.minimum(t * 0.2, 12.0), grade)
+
+
+def test_legs_of_one_grade_burn_what_one_run_burns_where_fastsim_follows_the_trace():
+    pytest.importorskip("fastsim")
+    spec = PlantSpec(LINE_HAUL)
+    trace = launch_climb_descent(0.01)  # a 1 % climb the 32 t plant follows: one run, on the trace's grades
+    whole = drive_legs(spec, trace)
+    legs = drive_legs(spec, trace, by_grade=True)
+    assert len(whole) == 1 and [first for first, _ in legs] == [0, 120, 180, 240]
+    fuel_j = [sum(out["pt_type"]["Conv"]["fc"]["state"]["energy_fuel_joules"] for _, out in run)
+              for run in (whole, legs)]
+    dist_m = [sum(out["state"]["dist_meters"] for _, out in run) for run in (whole, legs)]
+    assert fuel_j[1] == pytest.approx(fuel_j[0], rel=1e-3)  # within 0.1 %
+    assert dist_m[1] == pytest.approx(dist_m[0], rel=1e-4)  # each leg restarts its engine power ramp
+
+
+def test_a_trace_the_plant_falls_behind_on_is_driven_in_legs_on_its_own_grades():
+    pytest.importorskip("fastsim")
+    spec = PlantSpec(LINE_HAUL)
+    # at the foot of a 3 % climb the 32 t plant needs more power at once than the file's 6 s power ramp lets its
+    # engine add in a step: it falls behind, and in one run the rest (climb and descent) is driven flat
+    trace = launch_climb_descent(0.03)
+    with pytest.raises(PlantError, match="grade lookup fault"):
+        drive(spec, trace)
+    legs = drive_legs(spec, trace)
+    assert [first for first, _ in legs] == [0, 120, 180, 240]
+    driven = np.concatenate([np.asarray(out["history"]["grade_curr"])[1:] for _, out in legs])
+    assert np.array_equal(driven, trace.grade[1:])  # every step on the recorded grade
+    scored = score(spec, trace)
+    assert scored.distance_km == pytest.approx(trace.distance_m / 1000.0, rel=0.01)  # behind a few metres
+    level = score(spec, Trace(trace.time_s, trace.speed_mps, np.zeros_like(trace.time_s)))
+    assert scored.fuel_l > 1.2 * level.fuel_l  # the climb costs more than the descent returns
 
 
 # ---------------------------------------------------------------------------------------------- electric plant

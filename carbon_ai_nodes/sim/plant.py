@@ -388,9 +388,10 @@ def _first_line_of(message: str) -> str:
     return "; ".join((telling or lines)[:4]).rstrip("]")
 
 
-def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0) -> Any:
-    """The FASTSim vehicle of ``spec`` with its overrides applied (mass plus ``payload_kg``, fuel cut, scale).
-    PlantError on a bad file."""
+def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0, speed_mps: float = 0.0) -> Any:
+    """The FASTSim vehicle of ``spec`` with its overrides applied (mass plus ``payload_kg``, fuel cut, scale),
+    moving at ``speed_mps`` (m/s; FASTSim starts a run at its state's speed, not the trace's). PlantError on a
+    bad file."""
     fastsim = _fastsim()
     if spec.model_only:
         raise PlantError(f"no plant: {spec.model_only}")
@@ -411,6 +412,7 @@ def load_vehicle(spec: PlantSpec, payload_kg: float = 0.0) -> Any:
         pt["dfco_cntrl"]["dfco_enabled"] = spec.fuel_cut
     if spec.scale:
         _scale(data, pt, spec)
+    data["state"]["speed_ach_meters_per_second"] = speed_mps
     try:
         return fastsim.Vehicle.from_dict(data)
     except Exception as exc:  # noqa: BLE001
@@ -445,14 +447,14 @@ def _scale(data: dict[str, Any], pt: dict[str, Any], spec: PlantSpec) -> None:
         motor["pwr_out_max_init_watts"] = motor["pwr_out_max_watts"]
 
 
-def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, Any]:
+def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0, speed_mps: float | None = None) -> dict[str, Any]:
     """FASTSim's record of the plant of ``spec`` driving ``trace`` (its ``SimDrive.to_dict()["veh"]``: state and
-    per-step history). FASTSim may fall slightly behind a trace the plant's engine cannot quite follow (its
-    ``AllowChecked`` trace-miss option: within 5 % / 100 m of distance); beyond that the trace is undrivable and a
-    PlantError says where. ``payload_kg`` (kg) adds to a mass override. Raises PlantUnavailableError when FASTSim is
-    missing."""
+    per-step history), starting at ``speed_mps`` (m/s; default the trace's first). FASTSim may fall slightly behind
+    a trace the plant's engine cannot quite follow (its ``AllowChecked`` trace-miss option: within 5 % / 100 m of
+    distance); beyond that the trace is undrivable and a PlantError says where. ``payload_kg`` (kg) adds to a mass
+    override. Raises PlantUnavailableError when FASTSim is missing."""
     fastsim = _fastsim()
-    veh = load_vehicle(spec, payload_kg)
+    veh = load_vehicle(spec, payload_kg, float(trace.speed_mps[0]) if speed_mps is None else speed_mps)
     params = fastsim.SimParams.default().to_dict()
     params["trace_miss_opts"] = "AllowChecked"
     cycle = fastsim.Cycle.from_dict({"time_seconds": trace.time_s.tolist(),
@@ -462,8 +464,8 @@ def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, A
     fix = "the plant's engine or mass does not fit the trace: smooth it, or size the plant to the vehicle (scale: true)"
     status, value = _run_forked(sd)
     if status == "crashed":
-        raise PlantError(f"trace not drivable by plant {spec.label}: FASTSim crashed ({value}; FASTSim 3.1.0 does "
-                         f"this on some traces its engine cannot follow up a grade); {fix}")
+        raise PlantError(f"trace not drivable by plant {spec.label}: FASTSim crashed ({value}; FASTSim 3.1.0's "
+                         f"achieved-speed solver does this where the plant falls behind on a grade); {fix}")
     if status == "error" and "exceeds current max charge power" in value:
         # seen with the Renault Zoe as shipped too (2 % down at 6 m/s), so not the scaling: FASTSim's BEV asks its
         # motor for all the braking, instead of friction-braking what the motor or battery cannot take
@@ -476,6 +478,40 @@ def drive(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0) -> dict[str, A
         raise PlantError(f"trace not drivable by plant {spec.label}{at} ({_first_line_of(value)[:300]}); {fix}")
     _check_grade(value, trace, spec.label)
     return value
+
+
+def drive_legs(spec: PlantSpec, trace: Trace, payload_kg: float = 0.0,
+               by_grade: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`drive` ``trace``, or where FASTSim 3.1.0 would drive part of it on the wrong grade (or ``by_grade``),
+    drive it in legs of one grade each: ``[(first sample of the leg, FASTSim record of the leg)]``, each leg
+    starting where the last one ended (sample and speed the plant reached).
+
+    Why: once FASTSim 3.1.0 falls behind a trace (``cyc_met_overall`` false for good) it takes the grade from
+    ``Cycle.grade_interp``, which its ``Cycle::init`` builds over distance only when *every* sample's grade differs
+    from the first (``grade.iter().all(|g| g != g0)``: never, the first equals itself), so it is a constant
+    holding the first sample's grade and the rest of the run is driven on that. An interpolator over distance
+    cannot be put in instead (``Cycle.from_dict(..., skip_init=True)``): 3.1.0 stops at the first step of any cycle
+    that has one (simdrive/mod.rs:441; FASTSim's own too, built when the first grade is NaN). On a leg of one grade
+    that constant is the leg's grade (the leg's first sample, whose grade no step uses, is given it), so the plant
+    may fall behind inside a leg and still climb or descend what the trace did. Every leg's grade history is still
+    checked (:func:`_check_grade`)."""
+    if not by_grade:
+        try:
+            return [(0, drive(spec, trace, payload_kg))]
+        except PlantError as exc:
+            if "grade lookup fault" not in str(exc):
+                raise
+    steps = trace.grade[1:]
+    cuts = [i for i in range(1, len(steps)) if steps[i] != steps[i - 1]]  # sample i ends a leg, starts the next
+    legs: list[tuple[int, dict[str, Any]]] = []
+    speed = float(trace.speed_mps[0])
+    for first, last in zip([0, *cuts], [*cuts, len(trace.time_s) - 1], strict=True):
+        t = trace.time_s[first:last + 1]
+        grade = np.full(len(t), trace.grade[first + 1])
+        out = drive(spec, Trace(t - t[0], trace.speed_mps[first:last + 1], grade), payload_kg, speed)
+        legs.append((first, out))
+        speed = float(out["state"]["speed_ach_meters_per_second"])
+    return legs
 
 
 def _run_forked(sd: Any) -> tuple[str, Any]:
@@ -552,16 +588,16 @@ def score(spec: PlantSpec, trace: Trace) -> PlantResult:
     for a, b in zip([0, *cuts], [*cuts, len(payload) - 1], strict=True):
         t = trace.time_s[a:b + 1]
         piece = Trace(t - t[0], trace.speed_mps[a:b + 1], trace.grade[a:b + 1])
-        out = drive(spec, piece, float(payload[a]))
-        part = out["pt_type"][_powertrain(spec)][store]
-        hist_e = np.asarray(part.get("history", {}).get(energy_key, []), float)[1:len(t)]
-        hist_d = np.asarray(out.get("history", {}).get("dist_meters", []), float)[1:len(t)]
-        n = min(len(hist_e), len(hist_d))
-        times.append(t[1:n + 1])
-        dists.append(dist_m + hist_d[:n])
-        energies.append(energy_j + hist_e[:n])
-        energy_j += float(part["state"][energy_key])
-        dist_m += float(out["state"]["dist_meters"])
+        for first, out in drive_legs(spec, piece, float(payload[a])):
+            part = out["pt_type"][_powertrain(spec)][store]
+            hist_e = np.asarray(part.get("history", {}).get(energy_key, []), float)
+            hist_d = np.asarray(out.get("history", {}).get("dist_meters", []), float)
+            n = min(len(hist_e), len(hist_d))
+            times.append(t[first + 1:first + n])
+            dists.append(dist_m + hist_d[1:n])
+            energies.append(energy_j + hist_e[1:n])
+            energy_j += float(part["state"][energy_key])
+            dist_m += float(out["state"]["dist_meters"])
     series = (np.concatenate(times), np.concatenate(dists), np.concatenate(energies) * co2_g_per_j)
     return PlantResult(spec.label, energy_j / lhv_j_per_l, energy_j * co2_g_per_j / 1000.0, energy_j / 1e6,
                        dist_m / 1000.0, trace.distance_m / 1000.0, float(trace.time_s[-1] - trace.time_s[0]), series,
