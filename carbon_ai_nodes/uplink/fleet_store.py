@@ -27,11 +27,19 @@ from typing import Any
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.uplink.summary_codec import Summary
 
-# Columns of ``summaries`` besides the key: the decoded CarbonSummary fields, when it arrived, the raw record.
-# The CSB1 payload carries no model id, emission factor or measured-fuel share; those are not invented here.
+# Columns of ``summaries`` besides the key: the decoded CarbonSummary fields, when it arrived, the raw record,
+# and (schema 2) the CSB3 audit fields. A CSB1/CSB2 sender's summary leaves those NULL: unknown, never invented.
 _FIELDS = ("window_start_s", "window_end_s", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg",
            "estimate_count", "worst_latency_us", "gap", "lost_first", "lost_last")
-_COLUMNS = ("asset_id", "sequence", *_FIELDS, "received_s", "raw_json")
+AUDIT_COLUMNS = ("measured_s", "measured_co2_kg", "modelled_co2_kg", "co2_sigma_kg", "model_ids", "emission_factor")
+_COLUMNS = ("asset_id", "sequence", *_FIELDS, "received_s", "raw_json", *AUDIT_COLUMNS)
+# Written out, not derived from AUDIT_COLUMNS: a released migration step must never change.
+_AUDIT_DDL = ["ALTER TABLE summaries ADD COLUMN measured_s DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN measured_co2_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN modelled_co2_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN co2_sigma_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN model_ids TEXT",
+              "ALTER TABLE summaries ADD COLUMN emission_factor TEXT"]
 
 _SUMMARY_COLUMNS = """
     asset_id TEXT NOT NULL, sequence BIGINT NOT NULL,
@@ -55,6 +63,9 @@ MIGRATIONS: dict[int, tuple[list[str], list[str]]] = {
          "PARTITION BY RANGE (window_start_s)",
          "CREATE INDEX summaries_window ON summaries (window_start_s)"],
     ),
+    # CSB3: measured vs modelled CO2, model ids, emission factor, uncertainty; NULL for older senders' rows.
+    # ADD COLUMN with no default is instant on both (no table rewrite) and reaches every month partition.
+    2: (_AUDIT_DDL, _AUDIT_DDL),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _LOCK_KEY = 0x0CA1F1EE7  # PostgreSQL advisory lock: one migrator / partition creator at a time
@@ -162,7 +173,8 @@ class FleetStore:
                     continue  # stored before: a redelivery, a resend after reconnect, another receiver's
                 row = s.as_dict()
                 values = [s.asset_id, s.sequence, *(row.get(f, "" if f == "gap" else 0) for f in _FIELDS),
-                          received, json.dumps(row, separators=(",", ":"))]
+                          received, json.dumps(row, separators=(",", ":")),
+                          *(row.get(f) for f in AUDIT_COLUMNS)]  # None (NULL) when the sender had no CSB3
                 values[_COLUMNS.index("lost_first")] = str(s.lost_first)  # up to 2**64: NUMERIC, not BIGINT
                 values[_COLUMNS.index("lost_last")] = str(s.lost_last)
                 cur.execute(f"INSERT INTO summaries ({', '.join(_COLUMNS)}) "
