@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import Any
 
 from carbon_ai_nodes.common.errors import InputRejectedError
 
@@ -250,7 +251,7 @@ class _Reader:
         except UnicodeDecodeError as exc:
             raise InputRejectedError("bad_text", f"not UTF-8 at {self.pos - n}") from exc
 
-    def audit(self, table: list[str], co2_mg: int, record: int) -> dict[str, float | str | None]:
+    def audit(self, table: list[str], co2_mg: int, record: int) -> dict[str, Any]:
         """One record's CSB3 audit fields, as Summary keyword arguments (empty: none were sent)."""
         model_ref = self.varint()
         if not model_ref:
