@@ -281,6 +281,7 @@ class SummaryWindow:
         if math.isfinite(s.metered_fuel_rate_lph) and math.isfinite(self._g_per_l):
             w.measured_s += dt
             w.measured_co2_kg += s.metered_fuel_rate_lph * dt / 3600.0 * self._g_per_l / 1000.0
+            w.emission_factor = _joined(w.emission_factor, factor_label(self._g_per_l))  # (an earlier window's)
         else:  # no meter, or no factor to turn its litres into CO2 (an electric drive)
             w.modelled_co2_kg += s.co2_rate_g_s * dt / 1000.0
             w.co2_sigma_kg += s.uncertainty_g_s * dt / 1000.0
