@@ -8,7 +8,8 @@ from setuptools import find_packages, setup
 
 PACKAGE = "carbon_ai_nodes"
 
-# One executable per node, as `ros2 run carbon_ai_nodes <name>` expects, plus the carbon-ai command. The node list
+# One executable per node, as `ros2 run carbon_ai_nodes <name>` expects (node_entry: quiet stop while starting),
+# plus the carbon-ai command. The node list
 # is carbon_ai_nodes/node_registry.py, read by path: it imports nothing, so no dependency is needed to build.
 NODES = runpy.run_path(str(Path(__file__).resolve().parent / PACKAGE / "node_registry.py"))["NODES"]
 
@@ -35,7 +36,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            f"{node.name} = {node.module}:main" for node in NODES
+            f"{node.name} = {PACKAGE}.node_entry:{node.name}" for node in NODES
         ]
         + [f"carbon-ai = {PACKAGE}.cli:main"],
     },

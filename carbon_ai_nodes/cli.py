@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "schedule": "schedule",
     "uplink-receive": "uplink_receive",
     "report": "report",
+    "model": "model",
     "bench": "bench",
     "params": "params",
     "doctor": "doctor",

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from carbon_ai_nodes.sim import report
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -80,14 +82,17 @@ def test_demo_writes_a_consistent_report_with_plots(tmp_path):
                 assert s["by_plant"]["distance_km"] * 1000 == pytest.approx(sum(trace.speed_mps), rel=0.05, abs=1.0)
             else:
                 assert s["status"] == "not installed" and "plant: not installed" in md
-    for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png"):
+    for plot in ("co2_rate.png", "routes.png", "plant_vs_model.png", "calibration.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
         assert plot in md
+    # the self-calibrating model's state at the end, beside the simulator's true mass (185-405 t loaded or not)
+    assert set(report["calibration"]) == {"truck1", "truck2"}
+    for c in report["calibration"].values():
+        assert 150_000 < c["true_mass_kg"] < 420_000 and c["mass_kg"] > 0 and c["mass_sigma_kg"] > 0
 
 
 def test_same_distance_cut():
-    from carbon_ai_nodes.sim import report
 
     # run a: 10 m/s for 10 s (100 m); run b: 5 m/s for 10 s (50 m): both compared over the first 50 m
     t = [float(i) for i in range(11)]
@@ -101,7 +106,6 @@ def test_same_distance_cut():
 
 
 def test_report_totals_and_saving_maths():
-    from carbon_ai_nodes.sim import report
 
     v1 = report.vehicle_result("a", [0, 1, 2], [10, 10, 10], [3600, 3600, 3600], [0, 2], [5, 5])
     assert v1.co2_kg == pytest.approx(0.02) and v1.fuel_l == pytest.approx(2.0)
@@ -119,7 +123,6 @@ def test_plant_scores_lead_the_report_and_say_why_a_vehicle_has_none(monkeypatch
     import sys as _sys
 
     from carbon_ai_nodes.graph.scenario import CONFIG_DIR
-    from carbon_ai_nodes.sim import report
     from carbon_ai_nodes.sim.plant import PlantSpec
 
     t = [float(i) for i in range(121)]
@@ -180,7 +183,6 @@ def test_run_scores_the_driven_traces_with_each_plant(tmp_path):
 
 def test_a_vehicle_that_cannot_be_scored_says_why_never_nan():
     from carbon_ai_nodes.graph.scenario import CONFIG_DIR
-    from carbon_ai_nodes.sim import report
     from carbon_ai_nodes.sim.plant import PlantResult, PlantSpec
 
     pacifica = PlantSpec(str(CONFIG_DIR / "plants" / "2026_Chrysler_Pacifica_Select.yaml"), 3300.0, "gasoline")
@@ -208,7 +210,6 @@ def test_a_vehicle_that_cannot_be_scored_says_why_never_nan():
 
 
 def test_an_electric_vehicle_reads_in_battery_kwh_beside_the_model():
-    from carbon_ai_nodes.sim import report
     from carbon_ai_nodes.sim.plant import PlantResult
 
     t = [float(i) for i in range(101)]
@@ -231,3 +232,18 @@ def test_an_electric_vehicle_reads_in_battery_kwh_beside_the_model():
                                             "g/km")
     md = "\n".join(report.plant_markdown(["optimised", "baseline"], [[failed], [s]]))
     assert "- tractor1 (optimised run): plant error: trace not drivable" in md and "nan" not in md.lower()
+
+
+def test_calibration_track_errors_and_summary():
+    """The demo's calibration figures: window error against the meter and the end-of-run mass error."""
+    t = np.arange(0.0, 20.0, 1.0)
+    track = report.CalibrationTrack(t, np.full(20, 1100.0), np.full(20, 50.0), np.full(20, 1000.0),
+                                    np.where(t < 10, 2.0, 1.0), np.full(20, 1.5), np.ones(20))
+    err = track.window_error_pct("calibrated", 5.0)
+    assert np.isnan(err[:5]).all()  # the first window is not full yet
+    assert err[5] == pytest.approx(100.0) and err[-1] == pytest.approx(0.0)
+    assert track.window_error_pct("generic", 5.0)[-1] == pytest.approx(50.0)
+    s = track.summary(5.0)
+    assert s["mass_error_pct"] == pytest.approx(10.0) and s["generic_error_pct"] == pytest.approx(50.0)
+    silent = report.CalibrationTrack(t, *(np.zeros(20) for _ in range(6)))
+    assert np.isnan(silent.window_error_pct("calibrated", 5.0)).all()  # the meter burned nothing: no figure

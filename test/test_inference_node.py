@@ -217,3 +217,48 @@ def test_diagnostics_show_the_estimators_error_against_the_fuel_meter(probe):
                                 timeout_s=20), [kv.key for a in diags for s in a.status for kv in s.values]
         assert float(diag_value(diags, ours, "fuel_model_vs_measured_pct")) == pytest.approx(expected, abs=0.11)
         assert node.stop() == 0
+
+
+def test_with_a_fleet_key_only_models_signed_for_the_vehicle_run(probe, tmp_path):
+    """model_public_key set: a model the fleet key signed for this profile serves; a swap to an unsigned one, to
+    one whose bytes changed after signing, or to one signed for another class is refused while it keeps
+    serving; a node started on an unsigned model serves physics and says why."""
+    import shutil
+
+    from test_model_signature import altered_model
+
+    from carbon_ai_nodes.carbon import model_signature as ms
+
+    ms.generate_key_pair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    key = ms.load_private_key(tmp_path / "fleet.key")
+    paths = {name: tmp_path / f"{name}.onnx" for name in ("signed", "unsigned", "tampered", "for_vans")}
+    for p in paths.values():
+        shutil.copyfile(MODEL, p)
+    ms.sign_model(paths["signed"], key, ["example sedan"])
+    ms.sign_model(paths["tampered"], key, ["example sedan"])
+    altered_model(MODEL, paths["tampered"])
+    ms.sign_model(paths["for_vans"], key, ["delivery van"])
+    ns = "/inf_signed"
+    got = probe.collect(CarbonEstimate, f"{ns}/carbon_estimate", qos.command(depth=50))
+    pub = probe.publisher(VehicleState, f"{ns}/vehicle_state", qos.command(depth=50))
+    swap = probe.node.create_client(SwapModel, f"{ns}/swap_model")
+    params = {"vehicle_profile": SEDAN, "model_public_key": str(tmp_path / "fleet.pub")}
+    with NodeProcess("carbon_inference", namespace=ns, params={**params, "model_path": str(paths["signed"])}) as node:
+        assert swap.wait_for_service(timeout_sec=30), node.output
+        for name, words in (("unsigned", "unsigned"), ("tampered", "changed after it was signed"),
+                            ("for_vans", "signed for ['delivery van'], not for ['example sedan']")):
+            result = probe.call(swap, SwapModel.Request(model_path=str(paths[name])), timeout_s=20.0)
+            assert not result.success and words in result.message, result.message
+            assert result.model_id.startswith("signed-")  # the signed model keeps serving
+        assert probe.wait_for_subscribers(pub, timeout_s=30), node.output
+        pub.publish(vstate(1.0))
+        assert probe.spin_until(lambda: len(got) == 1, timeout_s=20), node.output
+        assert got[0].model_id.startswith("signed-") and got[0].backend == "onnxruntime-cpu"
+        assert node.stop() == 0
+    with NodeProcess("carbon_inference", namespace=ns, params={**params, "model_path": str(paths["unsigned"])}) as node:
+        assert probe.wait_for_subscribers(pub, timeout_s=30), node.output
+        pub.publish(vstate(2.0))
+        assert probe.spin_until(lambda: len(got) == 2, timeout_s=20), node.output
+        assert got[1].backend == "physics"
+        assert "[skipped signature: " in node.output and "unsigned" in node.output
+        assert node.stop() == 0

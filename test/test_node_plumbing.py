@@ -4,6 +4,10 @@ start-up validation, lifecycle transitions, runtime parameter checks, /diagnosti
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -129,3 +133,37 @@ def test_probe_call_names_the_missing_service(probe):
     client = probe.node.create_client(GetState, "/nobody/get_state")
     with pytest.raises(TimeoutError, match="service /nobody/get_state not available within 0.5 s"):
         probe.call(client, GetState.Request(), timeout_s=0.5)
+
+
+def _wait_until_importing_numpy(proc: subprocess.Popen, timeout_s: float = 60.0) -> bool:
+    """True once the process has numpy's extension mapped: it is inside the node module's imports (sensor_msgs
+    imports numpy), before any node code runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "numpy" in Path(f"/proc/{proc.pid}/maps").read_text():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return False
+
+
+@pytest.mark.parametrize("how", ["console script (ros2 run / ros2 launch)", "python -m (carbon-ai run)"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_node_is_still_importing_exits_quietly(how, sig):
+    """ros2 launch shutting down just after a node was (re)started: its SIGINT lands in the imports, before the
+    node has handlers. CI saw Python's KeyboardInterrupt traceback from inside numpy's import here."""
+    if how.startswith("console"):
+        argv = [str(REPO / "install" / "carbon_ai_nodes" / "lib" / "carbon_ai_nodes" / "fusion")]
+    else:
+        argv = [sys.executable, "-m", "carbon_ai_nodes.node_entry", "fusion"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until_importing_numpy(proc), "the node never got to its imports"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "Traceback" not in out + err, out + err
+    assert proc.returncode == 0, (proc.returncode, out + err)

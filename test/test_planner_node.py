@@ -238,3 +238,44 @@ def test_grid_intensity_change_replans_electric_co2_plans_only(probe):
         assert later.plan.expected_co2_kg == pytest.approx(first.plan.expected_co2_kg * 100.0 / 400.0, rel=1e-3)
         assert node.stop() == 0
         assert "Traceback" not in node.output
+
+
+@pytest.mark.slow
+def test_routes_are_priced_with_the_calibrated_model_once_it_is_confident(probe, tmp_path):
+    """carbon_inference's saved calibration of a haul truck (10 % heavier, more rolling and drag, a thirstier
+    engine than its profile): the generic model prices routes until it is confident, then the calibrated one,
+    and /diagnostics says which."""
+    from test_eco_speed_calibrated import learned_truck
+
+    from carbon_ai_nodes.carbon.vehicle_calibration import VehicleCalibration
+    from carbon_ai_nodes.common.vehicle_profile import load_profile
+
+    profile = load_profile(REPO / "config" / "vehicles" / "haul_truck.yaml")
+    path = tmp_path / "truck1.json"
+    VehicleCalibration(profile).save(path)  # the profile's prior: not confident
+    diags = probe.collect(DiagnosticArray, "/diagnostics", qos.diagnostics())
+
+    def diag(key: str) -> str | None:
+        values = [kv.value for d in diags for st in d.status if st.hardware_id == "/mine/planner"
+                  for kv in st.values if kv.key == key]
+        return values[-1] if values else None
+
+    with NodeProcess("planner", namespace="/mine", params={
+        "diagnostics_period_s": 0.3, "calibration_file": str(path), "calibration_check_period_s": 0.5,
+    }) as node:
+        client = probe.node.create_client(PlanRoute, "/mine/plan_route")
+        trucks = _request(5, profile="haul truck", fleet="truck", n_vehicles=1)
+        generic = probe.call(client, trucks, timeout_s=30.0)
+        assert generic.success, (generic.message, node.output)
+        assert probe.spin_until(lambda: diag("co2_model") == "generic" and "not confident" in (
+            diag("co2_model_note") or ""), timeout_s=20), node.output
+
+        learned_truck(profile, 0.0)[0].save(path)
+        assert probe.spin_until(lambda: diag("co2_model") == "calibrated", timeout_s=20), node.output
+        calibrated = probe.call(client, trucks, timeout_s=30.0)
+        assert calibrated.success, calibrated.message
+        # the same optimal tour, priced for the heavier, draggier, thirstier truck the data describe
+        assert calibrated.plan.expected_co2_kg > generic.plan.expected_co2_kg * 1.1
+        assert "now priced with the calibrated model" in node.output
+        assert node.stop() == 0
+        assert "Traceback" not in node.output

@@ -21,6 +21,7 @@ from carbon_ai_nodes.planning.routing_model import (
     Stop,
     Vehicle,
     arc_costs,
+    calibrated_co2_model,
     co2_depends_on_grid,
     default_co2_model,
     evaluate_routes,
@@ -345,3 +346,17 @@ def test_a_regenerating_downhill_arc_costs_nothing_and_still_plans():
     assert costs.co2_empty_g[0][0, 1] == 0.0 and costs.co2_empty_g[0][1, 0] > 0.0  # down free, back up not
     plan = OrToolsRoutingSolver().solve(p, costs, time_limit_s=1.0)
     assert sorted(i for r in plan.routes for i in r) == [1, 2]
+
+
+def test_a_calibrated_profile_is_priced_by_its_rates_and_the_rest_by_the_base_model():
+    calls = []
+
+    def rates(speed_mps: float, accel_mps2: float, grade: float, payload_kg: float) -> tuple[float, float]:
+        calls.append((speed_mps, accel_mps2, grade, payload_kg))
+        return 30.0 + payload_kg / 1000.0, 40.0  # g/s, L/h
+
+    model = calibrated_co2_model(stand_in_co2, {"haul truck", "haul_truck"}, rates)
+    assert model("haul truck", 10.0, 0.05, 2000.0) == pytest.approx(3.2)  # 32 g/s over 10 m/s
+    assert calls[-1] == (10.0, 0.0, 0.05, 2000.0)  # a steady cruise: no acceleration
+    assert model("haul_truck", 0.0, 0.0, 0.0) == pytest.approx(300.0)  # standing: as at 0.1 m/s, finite
+    assert model("delivery van", 10.0, 0.0, 50.0) == stand_in_co2("delivery van", 10.0, 0.0, 50.0)

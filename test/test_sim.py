@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from carbon_ai_nodes.carbon.emission_model import accessory_kw
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.common.params import ParameterError
 from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
@@ -42,6 +43,18 @@ def test_truck_loads_at_shovel_climbs_slower_loaded_and_burns_more():
     assert s.fuel_lph > 300.0 and s.co2_g_s > 200.0
     assert s.up_m > 0.0
     assert s.co2_g == pytest.approx(s.fuel_l * 2689.0, rel=0.01)  # diesel CO2 per litre
+
+
+def test_engine_load_is_the_engines_output_share_not_the_wheels():
+    """J1939's engine load (SPN 92) includes the driveline loss and the accessories: the calibrated mass reads
+    brake power = accessories + wheel / eta_dt from it (it read low by eta_dt when the simulator sent wheel / rated)."""
+    sim = haul_sim(stop_dwell_s=2.0)
+    run(sim, 60.0)  # loaded, on the ramp
+    s, p = sim.truth, sim.profile
+    assert s.power_kw > 100.0
+    expected_kw = min(s.power_kw / p.drivetrain_efficiency + accessory_kw(p), p.rated_power_kw)
+    assert s.engine_load_pct == pytest.approx(expected_kw / p.rated_power_kw * 100.0)
+    assert s.engine_load_pct > s.power_kw / p.rated_power_kw * 100.0 + 1.0
 
 
 def test_speed_limit_command_is_obeyed_and_expires():

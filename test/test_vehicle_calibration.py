@@ -276,3 +276,35 @@ def test_fleet_calibration_files_and_diagnostics():
     assert float(diag["mass_kg.sigma"]) > 0 and diag["samples"] == "300"
     assert abs(float(diag["error_60s_pct"])) < 5.0  # the calibrated model against the meter, last minute
     assert all(not k.startswith("rejected.") or int(v) > 0 for k, v in diag.items())
+
+
+def fused_rate(trace, hz: int = 25, accel_noise_mps2: float = 0.3, speed_noise_mps: float = 0.02, seed: int = 5):
+    """The 1 Hz ``trace`` as carbon_inference receives it from fusion: (time, fused speed, true and fused
+    acceleration, grade, whether the 10 Hz engine telemetry is fresh) at ``hz``, speed and acceleration with white
+    noise; returns the true speed too, for the engine."""
+    rng = np.random.default_rng(seed)
+    for (t, v, a, g), nxt in zip(trace, trace[1:], strict=False):
+        for k in range(hz):
+            v_true = v + k / hz * (nxt[1] - v)
+            yield (t + k / hz, v_true, v_true + speed_noise_mps * rng.standard_normal(), a,
+                   a + accel_noise_mps2 * rng.standard_normal(), g, k % (hz // 10) == 0)
+
+
+@pytest.mark.parametrize("period_s, within_pct", [(1.0, 5.0), (0.0, None)])
+def test_fused_states_are_averaged_before_learning(period_s, within_pct):
+    """A 120 s van demo learned from every 20-50 Hz fused state: the noisy acceleration in the regressors pulled
+    the mass 18-25 % low and the repeated fuel readings made the filter sure of it. Averaged per second, with the
+    acceleration from the slope of the speeds: within 5 % (with 0.02 m/s of white noise on each fused speed;
+    0.05 m/s leaves it 11 % low); unaveraged, the same data put it far off."""
+    truck = Truck()
+    cal = VehicleCalibration(PROFILE, CalibrationConfig(sample_period_s=period_s), payload_kg=PAYLOAD_KG)
+    fuel_lph = load_pct = math.nan
+    for t, v_true, v, a_true, a, g, fresh in fused_rate(drive(600)):
+        if fresh:  # engine channels held between telemetry messages, as fusion carries them
+            fuel_lph, load_pct = truck.engine(v_true, a_true, g)
+        cal.update(CalibrationSample(t, v, a, g, PAYLOAD_KG, 800 + 40 * v, load_pct, fuel_lph))
+    error_pct = (cal.parameters()["mass_kg"][0] / truck.mass_kg - 1.0) * 100.0
+    if within_pct is not None:
+        assert abs(error_pct) <= within_pct, error_pct
+    else:
+        assert abs(error_pct) > 15.0, error_pct  # what the node did before it averaged

@@ -45,6 +45,11 @@ class CarbonInferenceParams(ParamSet):
     vehicle_profile: str = param("", "Vehicle profile YAML (one profile, or a list: the first is used) (required)")
     model_path: str = param(
         "", "Residual model .onnx; empty = the model shipped with the package; 'none' = physics only")
+    model_public_key: str = param(
+        "", "Fleet Ed25519 public key (PEM, `carbon-ai model keygen`); set = a model runs only with a manifest "
+            "this key signed for the vehicle's profile (`carbon-ai model sign`); an unsigned, altered or other-class "
+            "model is refused (at start the physics model serves; swaps keep the old model); empty = not checked",
+        read_only=True)
     backend: str = param("auto", "Inference backend; auto tries them in this order",
                          choices=("auto", "tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda",
                                   "onnxruntime-cpu", "physics"))
@@ -83,6 +88,9 @@ class CarbonInferenceParams(ParamSet):
     calibration_payload_reset_fraction: float = param(
         0.05, "A payload change above this fraction of the estimated mass re-opens the mass estimate",
         gt=0.0, max=1.0, read_only=True)
+    calibration_sample_period_s: float = param(
+        1.0, "The calibration learns from the mean of each such period of states (fused acceleration is noisy and "
+             "states repeat each fuel reading); 0 = from every state", unit="s", min=0.0, max=60.0, read_only=True)
 
 
 @dataclasses.dataclass(slots=True)  # slots: built and read once per message on the hot path

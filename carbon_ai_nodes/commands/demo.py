@@ -107,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
         latency[stage] = report.percentiles_ms(recordings[0].ages_ms.get(stage, []))
     latency["inference (carbon_estimate.inference_latency_us)"] = report.percentiles_ms(recordings[0].inference_ms)
     backends = sorted(recordings[0].backends)
-    plots = _plots(scenario, recordings, out) + plant_plot(scenario.name, recordings, scores, out)
+    tracks = recordings[0].calibration_tracks()
+    window_s = min(60.0, max(5.0, args.duration / 4))  # a minute, as /diagnostics' error; shorter for short runs
+    calibration = {v: t.summary(window_s) for v, t in tracks.items()}
+    plots = (_plots(scenario, recordings, out) + plant_plot(scenario.name, recordings, scores, out)
+             + calibration_plot(scenario.name, tracks, window_s, out))
     missing = recordings[0].skipped
     notes = ["Plant figures: NREL FASTSim re-drove each vehicle's recorded wheel-odometer speed (1 s means) with the "
              "route's grade, over the same distance as the other columns (plant files and why each: "
@@ -125,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
                   f"({report.saving_pct(p['baseline_co2_kg'], p['expected_co2_kg']):.1f} % less), lap time "
                   f"{p['baseline_duration_s']:.0f} -> {p['expected_duration_s']:.0f} s"
                   for v, p in sorted(predicted.items())]
+    if calibration:
+        notes.append(f"Self-calibrating model at the end of the optimised run (calibrated_estimate; CO2 error "
+                     f"against the simulator's fuel meter over the last {window_s:.0f} s; calibration.png):")
+        notes += [f"- {v}: mass {c['mass_kg'] / 1000:.1f} t ± {c['mass_sigma_kg'] / 1000:.1f} t (simulator "
+                  f"{c['true_mass_kg'] / 1000:.1f} t, {c['mass_error_pct']:+.1f} %); CO2 error calibrated "
+                  f"{c['calibrated_error_pct']:.1f} %, generic {c['generic_error_pct']:.1f} %"
+                  for v, c in sorted(calibration.items())]
     (out / "report.md").write_text(report.markdown(scenario.name, runs, latency, backends, missing, plots, notes,
                                                    scores))
     (out / "report.json").write_text(json.dumps(report.json_safe({
@@ -132,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "saving_pct_per_km": report.saving_pct(runs[1].co2_g_per_km, runs[0].co2_g_per_km),
         "compared_distance_m": common, "predicted_full_loop": predicted,
         "latency_ms": latency, "backends": backends, "missing_nodes": missing, "plots": plots,
+        "calibration": calibration,
         "plant": {"runs": {rec.label: [s.as_dict() for s in run] for rec, run in zip(recordings, scores, strict=True)},
                   "traces": traces,
                   "saving_pct_by_plant": report.plant_saving_pct(scores[0], scores[1], "plant"),
@@ -163,7 +175,18 @@ class _Recording:
         self.modes: dict[str, list[int]] = {v: [] for v in vehicles}
         self.skipped: list[str] = []
         self.predicted: dict[str, dict[str, float]] = {}  # eco_speed's full-loop prediction per vehicle
+        # calibrated_estimate per vehicle: t, mass, mass sigma, true mass, calibrated / generic / meter CO2 g/s
+        self.calibration: dict[str, list[tuple[float, ...]]] = {v: [] for v in vehicles}
         self.t0 = 0.0
+
+    def calibration_tracks(self):
+        """Each vehicle's calibrated_estimate stream as a report.CalibrationTrack (vehicles without one left out)."""
+        import numpy as np
+
+        from carbon_ai_nodes.sim import report
+
+        return {v: report.CalibrationTrack(*np.asarray(rows, float).T) for v, rows in self.calibration.items()
+                if rows}
 
     def result(self, until_distance_m: dict[str, float]):
         from carbon_ai_nodes.sim import report
@@ -187,8 +210,9 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import NavSatFix
 
-    from carbon_ai_msgs.msg import ActuatorCommand, CarbonEstimate, RoutePlan, VehicleState
+    from carbon_ai_msgs.msg import ActuatorCommand, CalibratedEstimate, CarbonEstimate, RoutePlan, VehicleState
     from carbon_ai_nodes.common.errors import CarbonAIError
+    from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
     from carbon_ai_nodes.graph.runner import GraphRunner
     from carbon_ai_nodes.ros import qos
     from carbon_ai_nodes.ros.probe import Probe
@@ -196,6 +220,9 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
 
     vehicles = [v.id for v in scenario.vehicles]
     rec = _Recording(label, vehicles)
+    # the simulator's mass is the profile's plus its payload (vehicle_sim.py)
+    profile_mass_kg = {v.id: VehicleProfile.from_mapping(v.profile).mass_kg for v in scenario.vehicles}
+    payload = {v: math.nan for v in vehicles}
     probe = Probe("demo")
     clock = probe.node.get_clock()
 
@@ -237,6 +264,17 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
                 rec.estimate[v][1].append(msg.co2_rate_g_s)
                 rec.estimate[v][2].append(msg.fuel_rate_lph)
 
+        def on_calibrated(msg, v=v, empty_kg=profile_mass_kg[v]) -> None:
+            if recording[0]:
+                payload_kg = payload[v] if math.isfinite(payload[v]) else 0.0
+                rec.calibration[v].append((to_seconds(msg.header.stamp) - rec.t0, msg.mass_kg, msg.mass_sigma_kg,
+                                           empty_kg + payload_kg, msg.co2_rate_g_s, msg.generic_co2_rate_g_s,
+                                           msg.measured_co2_rate_g_s))
+
+        def on_state(msg, v=v) -> None:
+            age("vehicle_state", msg)
+            payload[v] = msg.payload_kg  # the simulator's payload channel is its true payload
+
         def on_command(msg, v=v) -> None:
             age("actuator_command", msg)
             if recording[0]:
@@ -254,7 +292,8 @@ def _record(scenario, run_dir, baseline: bool, duration_s: float, startup_timeou
         n.create_subscription(CarbonEstimate, f"/{v}/sim/true_emission", on_truth, qos.command())
         n.create_subscription(Odometry, f"/{v}/odom/wheel", on_odom, qos.sensor())
         n.create_subscription(NavSatFix, f"/{v}/gnss/fix", on_fix, qos.sensor())
-        n.create_subscription(VehicleState, f"/{v}/vehicle_state", lambda m: age("vehicle_state", m), qos.command())
+        n.create_subscription(VehicleState, f"/{v}/vehicle_state", on_state, qos.command())
+        n.create_subscription(CalibratedEstimate, f"/{v}/calibrated_estimate", on_calibrated, qos.command())
         n.create_subscription(CarbonEstimate, f"/{v}/carbon_estimate", on_estimate, qos.command())
         n.create_subscription(ActuatorCommand, f"/{v}/actuator_command", on_command, qos.command())
 
@@ -364,6 +403,40 @@ def plant_plot(name: str, recordings: Sequence[PlantTraces], scores, out) -> lis
     fig.savefig(out / "plant_vs_model.png", dpi=110)
     plt.close(fig)
     return ["plant_vs_model.png"]
+
+
+def calibration_plot(name: str, tracks, window_s: float, out) -> list[str]:
+    """calibration.png: per vehicle, the calibrated mass (±1 sigma) against the simulator's, and the CO2 error of
+    the calibrated and the generic model against the fuel meter over the last ``window_s``; [] without tracks."""
+    if not tracks:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(tracks), figsize=(5.5 * len(tracks), 7), squeeze=False)
+    for col, (v, tr) in enumerate(sorted(tracks.items())):
+        ax, ax2 = axes[0][col], axes[1][col]
+        ax.plot(tr.t_s, tr.mass_kg / 1000.0, color="tab:blue", label="calibrated mass")
+        ax.fill_between(tr.t_s, (tr.mass_kg - tr.mass_sigma_kg) / 1000.0, (tr.mass_kg + tr.mass_sigma_kg) / 1000.0,
+                        color="tab:blue", alpha=0.2, label="±1 σ")
+        ax.plot(tr.t_s, tr.true_mass_kg / 1000.0, "k--", label="simulator's mass")
+        ax.set_title(v)
+        ax.set_ylabel("mass (t)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        for which, colour in (("calibrated", "tab:blue"), ("generic", "tab:red")):
+            ax2.plot(tr.t_s, tr.window_error_pct(which, window_s), color=colour, label=f"{which} model")
+        ax2.set_xlabel("time since the vehicles started (s)")
+        ax2.set_ylabel(f"CO2 error vs fuel meter, last {window_s:.0f} s (%)")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=8)
+    fig.suptitle(f"{name}: the self-calibrating model converging (optimised run)")
+    fig.tight_layout()
+    fig.savefig(out / "calibration.png", dpi=110)
+    plt.close(fig)
+    return ["calibration.png"]
 
 
 def _baseline_duration(msg) -> float:

@@ -136,7 +136,7 @@ def node_ros_args(*, namespace: str = "", remaps: Mapping[str, str] | None = Non
 
 
 class NodeProcess:
-    """One carbon_ai node (``python -m <its module in node_registry>``) as a separate process.
+    """One carbon_ai node (``python -m carbon_ai_nodes.node_entry <node>``) as a separate process.
 
     Output goes to files (never a pipe that could fill and block the node). Use as a context manager;
     :meth:`stop` sends SIGTERM (or the given signal) and returns the exit status.
@@ -156,7 +156,8 @@ class NodeProcess:
     ) -> None:
         ros_args = node_ros_args(namespace=namespace, remaps=remaps, params_file=params_file, params=params,
                                  node_name=node_name)
-        self.argv = [sys.executable, "-m", node_module(module), *extra_args]
+        node_module(module)  # an unknown node name fails here, naming the known ones
+        self.argv = [sys.executable, "-m", "carbon_ai_nodes.node_entry", module, *extra_args]
         if ros_args:
             self.argv += ["--ros-args", *ros_args]
         # Tests point CARBON_AI_LOG_DIR at pytest's temporary directory, so logs do not pile up in /tmp.

@@ -257,12 +257,8 @@ def placeholder_cruise_co2_g_per_m(mass_kg: float, speed_mps: float, grade: floa
     return fuel_j_per_m / 35.8e6 * 2680.0
 
 
-def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
-    """The shared emission model (``carbon.emission_model.cruise_co2_g_per_m``) for profiles found in
-    ``profile_paths`` (YAML files or directories of them); vehicles whose profile is unknown use
-    :func:`placeholder_cruise_co2_g_per_m` with a 10 t mass.
-    """
-    from carbon_ai_nodes.carbon.emission_model import cruise_co2_g_per_m
+def load_profile_map(profile_paths: Sequence[str]) -> dict[str, VehicleProfile]:
+    """The profiles in ``profile_paths`` (YAML files or directories of them), keyed by name and by file stem."""
     from carbon_ai_nodes.common.vehicle_profile import load_profiles
 
     profiles: dict[str, VehicleProfile] = {}
@@ -273,6 +269,17 @@ def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
             for prof in load_profiles(f):
                 profiles[prof.name] = prof
                 profiles.setdefault(f.stem, prof)
+    return profiles
+
+
+def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
+    """The shared emission model (``carbon.emission_model.cruise_co2_g_per_m``) for profiles found in
+    ``profile_paths`` (YAML files or directories of them); vehicles whose profile is unknown use
+    :func:`placeholder_cruise_co2_g_per_m` with a 10 t mass.
+    """
+    from carbon_ai_nodes.carbon.emission_model import cruise_co2_g_per_m
+
+    profiles = load_profile_map(profile_paths)
 
     # Electric profiles re-rated to a reported grid intensity, keyed (profile, gCO2/kWh); bounded because
     # intensities change all day and only the latest few matter.
@@ -292,6 +299,20 @@ def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
                 prof = at_grid[key]
             return float(cruise_co2_g_per_m(prof, speed_mps, grade, payload_kg))
         return placeholder_cruise_co2_g_per_m(10000.0, speed_mps, grade, payload_kg)
+
+    return co2
+
+
+def calibrated_co2_model(base: Co2PerMetre, names: set[str],
+                         rates: Callable[[float, float, float, float], tuple[float, float]]) -> Co2PerMetre:
+    """``base`` with the vehicles whose profile is one of ``names`` (a profile's name and file stem) priced by
+    their calibrated model: ``rates(speed_mps, accel_mps2, grade, payload_kg) -> (CO2 g/s, fuel L/h)``
+    (eco_speed.calibrated_model) at a steady cruise, divided by the speed (g/m; below 0.1 m/s as at 0.1 m/s)."""
+
+    def co2(name: str, speed_mps: float, grade: float, payload_kg: float, **grid: float) -> float:
+        if name in names:
+            return float(rates(speed_mps, 0.0, grade, payload_kg)[0]) / max(speed_mps, 0.1)
+        return base(name, speed_mps, grade, payload_kg, **grid)
 
     return co2
 
@@ -502,6 +523,14 @@ class PlannerParams(ParamSet):
     schedule_time_limit_s: float = param(2.0, "Load-schedule solver time limit", unit="s", gt=0.0, max=600.0)
     state_timeout_s: float = param(2.0, "vehicle_state older than this is stale", unit="s", gt=0.0)
     max_stops: int = param(500, "Largest route request accepted", min=2, max=5000)
+    calibration_file: str = param(
+        "", "A vehicle's calibration saved by carbon_inference (its calibration_file); once confident, routes of "
+            "vehicles with that profile are priced with the calibrated model; empty = the generic model")
+    calibration_confidence: float = param(
+        0.05, "Relative 1-sigma the calibration must reach before it replaces the generic model", gt=0.0, max=1.0)
+    calibration_check_period_s: float = param(
+        60.0, "While pricing with the generic model, re-read calibration_file this often (0 = only at start)",
+        unit="s", min=0.0, max=86400.0, read_only=True)
 
 
 # --------------------------------------------------------------------------------------------- planning

@@ -94,6 +94,11 @@ class PlantEngine:
                    isinstance(control, Mapping) and "StartStop" in control,
                    FUEL_LHV_MJ_PER_L[fuel] * 1e6, FUEL_CO2_G_PER_L[fuel])
 
+    def output_power_w(self, wheel_power_w: float) -> float:
+        """The engine's output (brake) power, W, for a wheel power (W): through the transmission, plus the
+        auxiliaries, at most the rated power (what J1939's engine load, SPN 92, is a share of)."""
+        return min(max(wheel_power_w, 0.0) / self.transmission_eff + self.aux_w, self.rated_power_w)
+
     def fuel_power_w(self, wheel_power_w: float, speed_mps: float, accel_mps2: float = 0.0) -> float:
         """Fuel power (W, LHV) for a wheel power (W; negative = braking or coasting) at ``speed_mps`` (m/s) and
         ``accel_mps2`` (m/s^2)."""
@@ -102,7 +107,7 @@ class PlantEngine:
         if wheel_power_w <= 0.0 and self.fuel_cut and speed_mps >= max(self.fuel_cut_min_speed_mps, STOPPED_MPS) \
                 and accel_mps2 <= self.fuel_cut_max_accel_mps2:
             return 0.0
-        out_w = min(max(wheel_power_w, 0.0) / self.transmission_eff + self.aux_w, self.rated_power_w)
+        out_w = self.output_power_w(wheel_power_w)
         eff = float(np.interp(out_w / self.rated_power_w, self.frac, self.eff))
         return max(out_w / eff if eff > 0 else 0.0, self.idle_fuel_w)
 

@@ -478,3 +478,47 @@ def markdown(scenario: str, runs: Sequence[RunResult], latency: Mapping[str, Map
     for plot in plots:
         lines += [f"![{plot}]({plot})", ""]
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationTrack:
+    """One vehicle's calibrated_estimate stream over a run (arrays of equal length; NaN = not available):
+    stamp (s from the run's start), estimated mass and its 1 sigma (kg), the simulator's true mass (kg), and the
+    CO2 rates (g/s) of the calibrated model, the generic model and the fuel meter."""
+
+    t_s: np.ndarray
+    mass_kg: np.ndarray
+    mass_sigma_kg: np.ndarray
+    true_mass_kg: np.ndarray
+    calibrated_g_s: np.ndarray
+    generic_g_s: np.ndarray
+    meter_g_s: np.ndarray
+
+    def window_error_pct(self, which: str, window_s: float) -> np.ndarray:
+        """|sum of ``which`` ('calibrated' or 'generic') - sum of the meter| / sum of the meter over the
+        ``window_s`` before each sample, %; NaN in the first window (a few samples of a starting engine gave
+        thousands of %) and while the meter burned nothing in the window."""
+        model = np.nan_to_num(getattr(self, f"{which}_g_s"))
+        meter = np.nan_to_num(self.meter_g_s)
+        dt = np.diff(self.t_s, prepend=self.t_s[0] if len(self.t_s) else 0.0)
+        cm, cr = np.cumsum(model * dt), np.cumsum(meter * dt)
+        start = np.searchsorted(self.t_s, self.t_s - window_s, side="left")
+        dm = cm - np.where(start > 0, cm[np.maximum(start - 1, 0)], 0.0)
+        dr = cr - np.where(start > 0, cr[np.maximum(start - 1, 0)], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            full = self.t_s >= self.t_s[0] + window_s if len(self.t_s) else np.zeros(0, bool)
+            return np.where(full & (dr > 1e-9), np.abs(dm - dr) / dr * 100.0, np.nan)
+
+    def summary(self, window_s: float) -> dict[str, float]:
+        """The run's end: mass estimate, its 1 sigma and error against the true mass (%), and both models' CO2
+        error against the meter over the last ``window_s``."""
+        if not len(self.t_s):
+            return {}
+        last = len(self.t_s) - 1
+        true = float(self.true_mass_kg[last])
+        return {"mass_kg": float(self.mass_kg[last]), "mass_sigma_kg": float(self.mass_sigma_kg[last]),
+                "true_mass_kg": true,
+                "mass_error_pct": (float(self.mass_kg[last]) / true - 1.0) * 100.0 if true > 0 else math.nan,
+                "window_s": window_s,
+                "calibrated_error_pct": float(self.window_error_pct("calibrated", window_s)[last]),
+                "generic_error_pct": float(self.window_error_pct("generic", window_s)[last])}

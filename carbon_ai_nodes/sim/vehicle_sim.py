@@ -27,7 +27,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from carbon_ai_nodes.carbon.emission_model import physics_rates
+from carbon_ai_nodes.carbon.emission_model import accessory_kw, physics_rates
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.common.frames import G_MPS2, wrap_angle
 from carbon_ai_nodes.common.geodesy import LocalFrame
@@ -384,8 +384,21 @@ class VehicleSim:
         s.fuel_l += fuel * dt_s / 3600.0
         s.co2_g += co2 * dt_s
         s.engine_speed_rpm = min(750.0 + 40.0 * s.speed_mps, 2100.0)
-        s.engine_load_pct = min(max(power, 0.0) / self.profile.rated_power_kw * 100.0, 100.0)
+        s.engine_load_pct = self._engine_load_pct(power)
         return s
+
+    def _engine_load_pct(self, wheel_kw: float) -> float:
+        # J1939's engine load (SPN 92) is the engine's output share: the wheel power through the driveline plus
+        # the accessories. Reported as wheel / rated, the calibrated mass in a demo read low by the driveline
+        # efficiency (vehicle_calibration takes brake power = accessories + wheel / eta_dt).
+        p = self.profile
+        if self.engine is not None:
+            brake_kw = self.engine.output_power_w(wheel_kw * 1000.0) / 1000.0
+        elif getattr(p, "kind", "road") == "road" and p.fuel != "electric":
+            brake_kw = max(wheel_kw, 0.0) / p.drivetrain_efficiency + accessory_kw(p)
+        else:  # an electric drive or a machine: the shaft power itself
+            brake_kw = max(wheel_kw, 0.0)
+        return min(brake_kw / p.rated_power_kw * 100.0, 100.0)
 
     def _advance_route(self, ds: float) -> None:
         s = self.truth

@@ -33,6 +33,7 @@ from carbon_ai_nodes.actuation.safety_envelope import (
     Setpoint,
     motion_sources_problem,
 )
+from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.fusion.fusion_params import MOTION_SOURCES
@@ -88,11 +89,10 @@ def vehicle_position(msg: VehicleState, asset_id: str,
 
 
 def co2_rate(msg: CarbonEstimate, asset_id: str) -> tuple[float | None, float]:
-    """(stamp_s, co2_rate_g_s) of a CarbonEstimate for this asset; the rate must be finite and >= 0."""
+    """(stamp_s, co2_rate_g_s) of a CarbonEstimate for this asset (common.carbon_estimate_rules: finite, negative
+    while an electric drive regenerates)."""
     _check_asset(msg.asset_id, asset_id)
-    _finite("co2_rate_g_s", msg.co2_rate_g_s)
-    if msg.co2_rate_g_s < 0:
-        raise InputRejectedError("out_of_range", f"co2_rate_g_s={msg.co2_rate_g_s}")
+    check_co2_rates(msg.co2_rate_g_s, msg.physics_co2_rate_g_s)
     return header_stamp_s(msg.header.stamp), msg.co2_rate_g_s
 
 

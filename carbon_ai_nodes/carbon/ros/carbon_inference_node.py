@@ -19,6 +19,7 @@ import math
 import sys
 import time
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.service import Service
 from std_msgs.msg import Header
@@ -34,7 +35,8 @@ from carbon_ai_nodes.carbon.carbon_estimator import (
 )
 from carbon_ai_nodes.carbon.emission_model import FUEL_CO2_G_PER_L, physics_rates
 from carbon_ai_nodes.carbon.model_file import SHIPPED_MODEL
-from carbon_ai_nodes.carbon.residual_backend import Selection, select_backend
+from carbon_ai_nodes.carbon.model_signature import load_public_key, verify_model
+from carbon_ai_nodes.carbon.residual_backend import Selection, load_backend, select_backend
 from carbon_ai_nodes.carbon.ros.conversions import carbon_estimate, header_copy, new_carbon_estimate, state_input
 from carbon_ai_nodes.carbon.vehicle_calibration import (
     CalibrationConfig,
@@ -90,6 +92,8 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         self.model_error = ""
         self._prepared: tuple[tuple, Selection] | None = None
         self._srv: Service | None = None
+        self.public_key: Ed25519PublicKey | None = None  # set: only models the fleet key signed for us are run
+        self.vehicle_classes: list[str] = []  # the profile names a model's manifest must cover
         self.add_on_set_parameters_callback(self._check_model_change)
 
     # ------------------------------------------------------------------ lifecycle
@@ -101,6 +105,8 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         if len(files) != len(names):
             raise ConfigError(f"carbon_inference.asset_profiles: {len(files)} entries for {len(names)} assets")
         profiles = [load_profile(f) for f in files]
+        self.public_key = load_public_key(params.model_public_key) if params.model_public_key else None
+        self.vehicle_classes = sorted({p.name for p in profiles})
         self.selection = self._select(params)
         self.get_logger().info(self.selection.describe())
         self.assets = []
@@ -172,6 +178,13 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
         backend = params.backend
         if not path and backend == "auto":
             backend = "physics"
+        if path and backend != "physics" and self.public_key is not None:
+            try:
+                verify_model(path, self.public_key, self.vehicle_classes)
+            except ModelError as exc:
+                if model_path is not None or backend != "auto":
+                    raise  # a swap or a change is refused (the old model keeps serving); an explicit backend too
+                return Selection(load_backend("physics", ""), {"signature": str(exc)})  # start-up: physics serves
         try:
             return select_backend(path, backend, cache_dir=params.engine_cache_dir, fp16=params.fp16)
         except ModelError as exc:
@@ -246,7 +259,8 @@ class CarbonInference(CarbonNode[CarbonInferenceParams]):
             self.get_logger().info(f"{asset.name}: no calibration ({profile.kind}, {profile.fuel}: the calibrated "
                                    "model covers combustion road vehicles)")
             return
-        config = CalibrationConfig(payload_reset_fraction=params.calibration_payload_reset_fraction)
+        config = CalibrationConfig(payload_reset_fraction=params.calibration_payload_reset_fraction,
+                                   sample_period_s=params.calibration_sample_period_s)
         path = calibration_path(params.calibration_file, asset.name if params.assets else "")
         loaded, warning = VehicleCalibration.load(path, profile, config) if path else (None, "")
         if warning:

@@ -44,8 +44,10 @@ from carbon_ai_msgs.msg import (
     VehicleState,
 )
 from carbon_ai_msgs.srv import PlanRoute
+from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
 from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
+from carbon_ai_nodes.planning.eco_speed import calibrated_model
 from carbon_ai_nodes.planning.load_schedule import Asset, Job, ScheduleProblem, load_jobs_file, solve_schedule
 from carbon_ai_nodes.planning.ros import route_conversions as conv
 from carbon_ai_nodes.planning.routing_model import (
@@ -56,8 +58,10 @@ from carbon_ai_nodes.planning.routing_model import (
     RoutingProblem,
     RoutingSolver,
     arc_costs,
+    calibrated_co2_model,
     co2_depends_on_grid,
     default_co2_model,
+    load_profile_map,
     plan_routes,
     replan_routes,
 )
@@ -73,6 +77,8 @@ class Planner(CarbonNode[PlannerParams]):
         super().__init__("planner", PlannerParams)
         self.solver: RoutingSolver | None = None
         self.co2_model: Co2PerMetre | None = None
+        self.model = "generic"  # which emission model prices routes: "generic" (profiles) or "calibrated"
+        self.model_note = ""  # why the generic model prices them ('' when the calibrated one does)
         self.problem: RoutingProblem | None = None
         # The current plan's problem as requested, before congestion: clearing a report restores from it.
         self.base_problem: RoutingProblem | None = None
@@ -99,6 +105,9 @@ class Planner(CarbonNode[PlannerParams]):
 
         self.solver = OrToolsRoutingSolver()
         self.co2_model = _co2_model(params.vehicle_profiles)
+        self._check_calibration()
+        if params.calibration_file and params.calibration_check_period_s > 0:
+            self.timer(params.calibration_check_period_s, self._check_calibration, name="calibration")
         self.jobs = load_jobs_file(params.load_jobs_file) if params.load_jobs_file else None
         self._plan_pub = self.publisher(RoutePlan, "route_plan", qos.latched())
         self._schedule_pub = self.publisher(LoadSchedule, "load_schedule", qos.latched())
@@ -115,11 +124,14 @@ class Planner(CarbonNode[PlannerParams]):
         self.timer(1.0, self.poll_watchdog, name="watchdog")
 
     def params_changed(self, old: PlannerParams, new: PlannerParams) -> None:
-        if new.vehicle_profiles != old.vehicle_profiles:
+        if new.vehicle_profiles != old.vehicle_profiles or new.calibration_file != old.calibration_file:
             try:
                 self.co2_model = _co2_model(new.vehicle_profiles)
             except CarbonAIError as exc:
                 self.get_logger().error(f"{exc}; keeping the previous vehicle profiles")
+            else:
+                self.model, self.model_note = "generic", ""
+                self._check_calibration()
         if new.load_jobs_file != old.load_jobs_file:
             try:
                 self.jobs = load_jobs_file(new.load_jobs_file) if new.load_jobs_file else None
@@ -127,8 +139,34 @@ class Planner(CarbonNode[PlannerParams]):
                 self.get_logger().error(f"planner.load_jobs_file: {exc}; keeping the previous jobs")
             self._last_forecast = None
 
+    def _check_calibration(self) -> None:
+        """Price the calibration's vehicles with their calibrated model once it is confident (logged once)."""
+        p = self.params
+        if self.model == "calibrated" or not p.calibration_file:
+            return
+        profiles = load_profile_map([_resolve(f) for f in p.vehicle_profiles])
+        notes = []
+        for profile in {prof.name: prof for prof in profiles.values()}.values():
+            if profile.kind != "road" or profile.is_electric:
+                continue  # the calibrated model covers combustion road vehicles
+            _, rates, note = calibrated_model(profile, p.calibration_file, p.calibration_confidence)
+            if rates is not None:
+                names = {k for k, prof in profiles.items() if prof.name == profile.name}
+                self.co2_model = calibrated_co2_model(configured(self.co2_model, "planner CO2 model"), names, rates)
+                self.model, self.model_note = "calibrated", ""
+                self.get_logger().info(f"routes of {profile.name} vehicles now priced with the calibrated model "
+                                       f"({p.calibration_file})")
+                return
+            notes.append(note)
+        # the file belongs to one profile: its note is the one that does not say 'calibration of X, not of Y'
+        note = next((n for n in notes if ", not of " not in n), notes[0] if notes else "no vehicle profiles")
+        if note != self.model_note:
+            self.get_logger().info(f"routes priced with the generic model: {note}")
+        self.model_note = note
+
     def diagnostics_values(self) -> dict[str, str]:
         return {
+            "co2_model": self.model, "co2_model_note": self.model_note,
             "plans": str(self.plans_made), "replans": str(self.replans),
             "last_solve_ms": f"{self.last_solve_ms:.1f}",
             "co2_model_correction": f"{self.co2_correction:.3f}",
@@ -304,8 +342,10 @@ class Planner(CarbonNode[PlannerParams]):
 
     def _on_estimate(self, msg: CarbonEstimate) -> None:
         model, physics = msg.co2_rate_g_s, msg.physics_co2_rate_g_s
-        if not (math.isfinite(model) and math.isfinite(physics)) or model < 0 or physics < 0:
-            self.reject("carbon_estimate", "nan", f"co2_rate_g_s={model}, physics={physics}")
+        try:
+            check_co2_rates(model, physics)
+        except InputRejectedError as exc:
+            self.reject("carbon_estimate", exc.reason, exc.detail)
             return
         self.accept("carbon_estimate")
         if physics > 0.1 and not msg.is_out_of_distribution:
