@@ -144,3 +144,18 @@ def test_damaged_csb3_never_escapes_as_anything_but_a_rejection(noise, cut):
             decode_batch("truck1", data)
         except InputRejectedError:
             pass
+
+
+def test_an_electric_drive_regenerating_has_no_factor_and_encodes_without_error():
+    w = SummaryWindow(window_s=10.0)
+    closed = []
+    for i in range(101):  # net -1 g/s (regeneration credited at the grid intensity), no fuel, no meter
+        t = T0 + i * 0.1
+        closed += w.add_state(StateSample(t, 5.0, False))
+        closed += w.add_estimate(EstimateSample(t, -1.0, 2.0, 0.0, 900, 0.1, "physics:physics"))
+    (c,) = closed
+    assert (c.emission_factor, c.measured_s) == ("", 0.0) and c.modelled_co2_kg == pytest.approx(-0.01)
+    s = audited(1, T0, co2_kg=c.co2_kg, sigma=c.co2_sigma_kg, factor=c.emission_factor)
+    s = dataclasses.replace(s, modelled_co2_kg=c.modelled_co2_kg)
+    back = decode_batch("truck1", encode_batch([s]))[0]  # amounts are >= 0 on the wire, as co2_kg always was
+    assert (back.co2_kg, back.modelled_co2_kg, back.emission_factor) == (0.0, 0.0, "")
