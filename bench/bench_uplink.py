@@ -73,11 +73,15 @@ def make_summaries(n: int) -> list[Summary]:
         power_kw = max(0.0, (200.0 + 0.5 * v * v + 1500.0 * a) * v / 1000.0)
         co2 = 0.6 + 0.7 * power_kw  # g/s: idle + ~0.7 g/s per kW for a diesel
         t = t0 + i * 0.1
-        closed = w.add_estimate(EstimateSample(t, co2, co2 * 1.05, co2 / 2.65 * 3.6, 800 + (i * 37) % 1500))
+        closed = w.add_estimate(EstimateSample(t, co2, co2 * 1.05, co2 / 2.65 * 3.6, 800 + (i * 37) % 1500,
+                                               co2 * 0.1, "onnxruntime-cpu:residual-3f2a9c"))
         closed += w.add_state(StateSample(t, v, v < 0.1))
         for c in closed:
             out.append(Summary(ASSET, len(out) + 1, c.start_s, c.end_s, c.co2_kg, c.fuel_l, c.distance_km,
-                               c.idle_s, c.avoided_co2_kg, c.estimate_count, c.worst_latency_us))
+                               c.idle_s, c.avoided_co2_kg, c.estimate_count, c.worst_latency_us,
+                               measured_s=c.measured_s, measured_co2_kg=c.measured_co2_kg,
+                               modelled_co2_kg=c.modelled_co2_kg, co2_sigma_kg=c.co2_sigma_kg,
+                               model_ids=c.model_ids, emission_factor=c.emission_factor))
         i += 1
     return out[:n]
 
@@ -100,13 +104,18 @@ def bytes_section(summaries: list[Summary]) -> None:
         month_wire = month_mqtt + (per_month / batch + pings) * PER_EXCHANGE_TCP_TLS_B
         rows.append((name, payload_b, mqtt_b, month_mqtt / 1e6, month_wire / 1e6))
 
+    audited = summaries
+    summaries = [dataclasses.replace(s, measured_s=None) for s in summaries]  # what a CSB1 sender sends
     add("JSON, 1 per message (baseline)", 1,
         [json.dumps(s.as_dict(), separators=(",", ":")).encode() for s in summaries])
-    for name, k in (("CSB1, linger 0 (1 per message)", 1), ("CSB1, linger 30 s (3 per message)", 3),
-                    ("CSB1, linger 60 s (6 per message)", 6), ("CSB1, linger 120 s (12 per message)", 12),
-                    ("CSB1, catch-up (100 per message)", 100)):
+    for name, k in (("CSB3, linger 0 (1 per message)", 1), ("CSB3, linger 60 s (6 per message)", 6),
+                    ("CSB3, catch-up (100 per message)", 100)):
         if int(default_linger_s / WINDOW_S) == k:
             name += " *default*"
+        add(name, k, [encode_batch(audited[j:j + k]) for j in range(0, len(audited) - k + 1, k)])
+    for name, k in (("CSB1, linger 0 (1 per message)", 1), ("CSB1, linger 30 s (3 per message)", 3),
+                    ("CSB1, linger 60 s (6 per message)", 6), ("CSB1, linger 120 s (12 per message)", 12),
+                    ("CSB1, catch-up (100 per message)", 100)):  # older senders: no audit fields
         payloads = [encode_batch(summaries[j:j + k]) for j in range(0, len(summaries) - k + 1, k)]
         add(name, k, payloads)
     print(f"\n== bytes per summary ({len(summaries)} summaries of {WINDOW_S:.0f} s windows, MQTT 5 QoS 1, "

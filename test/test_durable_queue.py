@@ -139,7 +139,7 @@ def test_codec_round_trip_quantises_to_stated_resolution():
 
 @pytest.mark.parametrize(("payload", "reason"), [
     (b"", "empty"),
-    (b"\x03\x01\x01", "version"),
+    (b"\x04\x01\x01", "version"),
     (b"\x01\x01", "truncated"),
     (b"\x01" + b"\xff" * 20, "bad_varint"),
     (b"\x01\x00\x01\x01", "bad_count"),

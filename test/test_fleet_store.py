@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import itertools
 
 import pytest
 from pg_server import postgres  # noqa: F401  (the fixture)
 
 from carbon_ai_nodes.common.errors import ConfigError
-from carbon_ai_nodes.uplink.fleet_store import SCHEMA_VERSION, month_bounds, open_store
+from carbon_ai_nodes.uplink.fleet_store import AUDIT_COLUMNS, SCHEMA_VERSION, month_bounds, open_store
 from carbon_ai_nodes.uplink.summary_codec import Summary
 
 _names = itertools.count()
@@ -92,3 +93,37 @@ def test_a_bad_url_is_a_clear_error(url, message):
     with pytest.raises(ConfigError, match=message) as err:
         open_store(url)
     assert "secret" not in str(err.value)
+
+
+def test_a_store_created_at_schema_1_with_rows_migrates_to_audit_columns(db_url, monkeypatch):
+    from carbon_ai_nodes.uplink import fleet_store
+
+    # a store as the previous release made it: schema 1 only, rows of CSB1 senders in it (two months)
+    with monkeypatch.context() as m:
+        m.setattr(fleet_store, "MIGRATIONS", {1: fleet_store.MIGRATIONS[1]})
+        m.setattr(fleet_store, "SCHEMA_VERSION", 1)
+        old = open_store(db_url)
+        assert old.schema_version() == 1
+        cur, ph = old._conn.cursor(), old._ph
+        if old.dialect == "postgresql":
+            old._ensure_partitions(s.window_start_s for s in summaries("van1", 1, 20))
+        for s in summaries("van1", 1, 20):
+            cur.execute("INSERT INTO summary_keys (asset_id, sequence) VALUES (%s, %s)".replace("%s", ph),
+                        (s.asset_id, s.sequence))
+            cur.execute("INSERT INTO summaries (asset_id, sequence, window_start_s, window_end_s, co2_kg, fuel_l, "
+                        "distance_km, idle_s, avoided_co2_kg, estimate_count, worst_latency_us, received_s, raw_json) "
+                        f"VALUES ({', '.join([ph] * 13)})",
+                        (s.asset_id, s.sequence, s.window_start_s, s.window_end_s, s.co2_kg, s.fuel_l, s.distance_km,
+                         s.idle_s, s.avoided_co2_kg, s.estimate_count, s.worst_latency_us, T0 + 500, "{}"))
+        old.close()
+    store = open_store(db_url)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    new = dataclasses.replace(summaries("van1", 21)[0], measured_s=4.0, measured_co2_kg=1.5, modelled_co2_kg=3.0,
+                              co2_sigma_kg=0.3, model_ids="physics:physics", emission_factor="diesel 2689 g/L")
+    assert store.write(summaries("van1", 20) + [new]) == [new]  # the old rows still gate redeliveries
+    rows = {r["sequence"]: r for r in store.rows(T0, T0 + 1000)}
+    assert sorted(rows) == [1, 20, 21] and rows[20]["co2_kg"] == pytest.approx(5.0)
+    assert all(rows[q][c] is None for q in (1, 20) for c in AUDIT_COLUMNS)  # unknown, not zero
+    assert [rows[21][c] for c in AUDIT_COLUMNS] == [4.0, 1.5, 3.0, 0.3, "physics:physics", "diesel 2689 g/L"]
+    store.close()
+    assert open_store(db_url).schema_version() == 2  # migrating is done once

@@ -22,6 +22,11 @@ def test_a_real_window_passes_and_each_impossible_one_is_named():
     assert implausible_reason(dataclasses.replace(OK, co2_kg=60.0), NOW_S).startswith("co2_kg=60 in 10 s is over")
     assert implausible_reason(dataclasses.replace(OK, fuel_l=30.0), NOW_S).startswith("fuel_l=30")
     assert implausible_reason(dataclasses.replace(OK, distance_km=2.0), NOW_S).startswith("distance_km=2")
+    audited = dataclasses.replace(OK, measured_s=10.0, measured_co2_kg=0.5, modelled_co2_kg=0.0, co2_sigma_kg=0.0)
+    assert implausible_reason(audited, NOW_S) == ""  # a fully metered window
+    assert implausible_reason(dataclasses.replace(audited, measured_co2_kg=60.0), NOW_S).startswith("measured_co2")
+    assert implausible_reason(dataclasses.replace(audited, co2_sigma_kg=60.0), NOW_S).startswith("co2_sigma_kg=60")
+    assert "longer than its 10 s window" in implausible_reason(dataclasses.replace(audited, measured_s=30.0), NOW_S)
     # a zero-length window is judged as 1 s long, not divided by zero
     instant = dataclasses.replace(OK, window_start_s=NOW_S - 10, co2_kg=4.0)
     assert implausible_reason(instant, NOW_S) == ""

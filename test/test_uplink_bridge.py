@@ -49,9 +49,9 @@ class Feed:
             return
         stamp = self.probe.node.get_clock().now().to_msg()
         e = CarbonEstimate(asset_id="truck1", co2_rate_g_s=3.0, physics_co2_rate_g_s=3.3, fuel_rate_lph=4.0,
-                           inference_latency_us=800)
+                           inference_latency_us=800, uncertainty_g_s=0.3, backend="physics", model_id="physics")
         e.header.stamp = stamp
-        s = VehicleState(asset_id="truck1", speed_mps=12.0)
+        s = VehicleState(asset_id="truck1", speed_mps=12.0, fuel_rate_lph=5.0)  # a fuel meter reading
         s.header.stamp = stamp
         self.est.publish(e)
         self.state.publish(s)
@@ -122,6 +122,13 @@ def test_broker_outage_every_summary_arrives_exactly_once_in_order(probe, tmp_pa
     assert seqs == sorted(set(seqs)), f"duplicates or out of order at the receiver: {seqs}"
     assert set(seqs) == want and seqs == list(range(1, len(seqs) + 1)), (seqs, sorted(want))
     assert all(m.co2_kg > 0 and m.estimate_count > 0 for m in local[1:-1])
+    # CSB3 end to end: every estimate had a meter reading, so the CO2 is the meter's 5 L/h x the estimator's
+    # factor (3 g/s over 4 L/h = 2700 g/L): 3.75 g/s; model and factor as the estimates named them
+    rows = [json.loads(line) for line in out.read_text().splitlines()][1:-1]
+    assert rows and all(r["model_ids"] == "physics:physics" and r["emission_factor"] == "fuel 2700 g/L"
+                        for r in rows), rows[:3]
+    assert all(r["measured_s"] > 0 and r["measured_co2_kg"] == pytest.approx(3.75e-3 * r["measured_s"], rel=0.1)
+               for r in rows), rows[:3]
 
 
 @pytest.mark.slow

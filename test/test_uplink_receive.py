@@ -18,9 +18,10 @@ from carbon_ai_nodes.uplink.fleet_store import open_store
 from carbon_ai_nodes.uplink.summary_codec import Summary, encode_batch
 
 
-def batch(*seqs):
-    return encode_batch([Summary("van2", s, 1e9 + 10 * s, 1e9 + 10 * s + 10, 0.1 * s, 0.0, 0.0, 0.0, 0.0, 1, 1)
-                         for s in seqs])
+def batch(*seqs, **audit):
+    """CSB1 (an older sender), or CSB3 with ``audit`` fields."""
+    return encode_batch([Summary("van2", s, 1e9 + 10 * s, 1e9 + 10 * s + 10, 0.1 * s, 0.0, 0.0, 0.0, 0.0, 1, 1,
+                                 **audit) for s in seqs])
 
 
 def test_duplicates_are_dropped_also_after_a_restart_and_gaps_counted(tmp_path):
@@ -96,7 +97,9 @@ def test_a_redelivered_summary_is_stored_once_through_a_real_broker(tmp_path, db
             assert wait_for(lambda: (pub.publish("cai/v1/van2/s", batch(1, 2), qos=1).wait_for_publish(10),
                                      store.count() >= 2)[1])
             pub.publish("cai/v1/van2/s", batch(1, 2), qos=1).wait_for_publish(10)  # one more redelivery
-            pub.publish("cai/v1/van2/s", batch(3), qos=1).wait_for_publish(10)
+            csb3 = batch(3, measured_s=2.5, measured_co2_kg=0.08, modelled_co2_kg=0.225, co2_sigma_kg=0.0225,
+                         model_ids="physics:physics", emission_factor="")  # a CSB3 sender beside the CSB1 one
+            pub.publish("cai/v1/van2/s", csb3, qos=1).wait_for_publish(10)
             _, err = proc.communicate(timeout=60)
             rows = store.rows(0, 2e9)
         finally:
@@ -106,6 +109,9 @@ def test_a_redelivered_summary_is_stored_once_through_a_real_broker(tmp_path, db
     assert proc.returncode == 0, err
     assert [r["sequence"] for r in rows] == [1, 2, 3]
     assert rows[2]["co2_kg"] == pytest.approx(0.3)
+    assert [rows[2][c] for c in ("measured_s", "measured_co2_kg", "modelled_co2_kg", "co2_sigma_kg", "model_ids",
+                                 "emission_factor")] == [2.5, 0.08, 0.225, 0.0225, "physics:physics", ""]
+    assert rows[0]["measured_s"] is None and rows[0]["model_ids"] is None  # CSB1: unknown
     assert "3 new" in err and "0 database errors" in err and "Traceback" not in err, err
     assert int(err.split(" duplicates dropped")[0].rsplit(" ", 1)[1]) >= 2, err
 

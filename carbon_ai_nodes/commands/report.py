@@ -1,7 +1,8 @@
 """Write the fleet's emissions report from the fleet store: per asset and in total, per UTC month, CO2 (kg),
-fuel, distance, the savings the carbon levers claimed, and data coverage (sequence gaps, gap records, late
-windows), as report.md, report.csv and two PNGs (co2_per_asset.png, coverage.png). Every figure is a sum of
-stored windows. --from and --to are UTC dates, both included.
+fuel, distance, the savings the carbon levers claimed, measured vs modelled CO2 with the model ids, emission
+factors and uncertainty (CSB3 senders; "unknown" for older ones), and data coverage (sequence gaps, gap records,
+late windows), as report.md, report.csv and two PNGs (co2_per_asset.png, coverage.png). Every figure is a sum
+of stored windows, computed in the database. --from and --to are UTC dates, both included.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 HELP = "emissions report (Markdown, CSV, PNG) per asset and month from the fleet database"
 
 _CSV_FIELDS = ("month", "asset_id", "windows", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg",
-               "covered_s", "seq_first", "seq_last", "missing", "coverage_pct", "gap_records", "late", "gaps")
-_NOT_IN_PAYLOAD = ("n/a: the uplink payload (CSB1) does not carry it; the vehicle's CarbonEstimate has backend "
-                   "and model_id")
+               "covered_s", "seq_first", "seq_last", "missing", "coverage_pct", "gap_records", "late", "gaps",
+               "audited", "measured_s", "measured_co2_kg", "modelled_co2_kg", "measured_pct", "co2_sigma_kg",
+               "unaudited_co2_kg", "model_ids", "emission_factors")
+UNKNOWN = "unknown"  # an audit figure no window carried (older senders): said, not invented
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +50,22 @@ def _fmt_gaps(gaps: list[tuple[int, int]]) -> str:
     return " ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps)
 
 
+def _cell(f: Any, name: str) -> Any:
+    """One CSV cell: floats to 6 decimals (percentages 2), lists space-separated, unknown audit figures named."""
+    v = _fmt_gaps(f.gaps) if name == "gaps" else getattr(f, name)
+    if isinstance(v, list):
+        return " ".join(v) or UNKNOWN
+    if v is None:
+        return UNKNOWN
+    return round(v, 2 if name.endswith("_pct") else 6) if isinstance(v, float) else v
+
+
 def _csv_row(f: Any) -> dict[str, Any]:
-    return {name: (round(f.coverage_pct, 2) if name == "coverage_pct" else _fmt_gaps(f.gaps) if name == "gaps"
-                   else round(v, 6) if isinstance(v := getattr(f, name), float) else v) for name in _CSV_FIELDS}
+    return {name: _cell(f, name) for name in _CSV_FIELDS}
+
+
+def _kg(v: float | None) -> str:
+    return UNKNOWN if v is None else f"{v:.3f}"
 
 
 def write_markdown(path: Path, figures: list[Any], args: argparse.Namespace, db: str) -> None:
@@ -72,11 +87,30 @@ def write_markdown(path: Path, figures: list[Any], args: argparse.Namespace, db:
                 lines.append(f"| {name} | {f.windows} | {f.co2_kg:.3f} | {f.fuel_l:.3f} | {f.distance_km:.3f} | "
                              f"{f.avoided_co2_kg:.3f} | {f.coverage_pct:.2f} | {f.missing} | {f.gap_records} | "
                              f"{f.late} | {_fmt_gaps(f.gaps) or '-'} |")
+        lines += ["", "| asset | windows with audit fields | measured CO2 kg | modelled CO2 kg | measured % | "
+                  "model 1-sigma kg | CO2 of windows without (kg) | model ids | emission factors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        for f in figures:
+            if f.month == month:
+                name = "**total**" if f.asset_id == TOTAL else f.asset_id
+                pct = UNKNOWN if f.measured_pct is None else f"{f.measured_pct:.1f}"
+                lines.append(f"| {name} | {f.audited} of {f.windows} | {_kg(f.measured_co2_kg)} | "
+                             f"{_kg(f.modelled_co2_kg)} | {pct} | {_kg(f.co2_sigma_kg)} | {f.unaudited_co2_kg:.3f} "
+                             f"| {_cell(f, 'model_ids')} | {_cell(f, 'emission_factors')} |")
         lines.append("")
     lines += ["## What the figures rest on", "",
-              "- CO2 and fuel: the vehicle's estimates summed per window on the vehicle (measured fuel rate where "
-              "the CAN bus gives one, else the model), sent over the uplink and stored once per (asset, sequence).",
-              f"- Share measured vs modelled, model ids, emission factors, uncertainty: {_NOT_IN_PAYLOAD}.",
+              "- CO2 kg and fuel: the vehicle's estimates summed per window on the vehicle, sent over the uplink "
+              "and stored once per (asset, sequence); sums computed in the database.",
+              "- Measured vs modelled (windows from CSB3 senders): measured CO2 is the fuel meter's litres "
+              "(VehicleState.fuel_rate_lph) times the emission factor the estimator applied, over the seconds "
+              "with a meter reading; modelled CO2 is the estimate over the other seconds. Measured % = measured / "
+              "(measured + modelled). The model 1-sigma is the estimator's uncertainty_g_s summed linearly over "
+              "the modelled seconds (errors taken as fully correlated); the meter's own error is not included.",
+              "- Emission factors: g CO2 per litre as the estimator applied them (its CO2 rate over its fuel "
+              "rate), named after the fuel they match in carbon_ai's emission model (U.S. EPA EPA-420-F-18-008: "
+              "8,887 g/gal gasoline, 10,180 g/gal diesel; CNG: IPCC 2006, 56.1 kg CO2/GJ).",
+              f"- '{UNKNOWN}': windows from senders older than CSB3 carry no split, model or factor; their CO2 is "
+              "listed apart (CO2 of windows without) and not attributed.",
               "- Coverage: sequence numbers that never arrived are counted in the month of the window before them; "
               "gap records are the vehicle's own statement of lost windows.",
               f"- Late: stored more than {args.late_after_s:g} s after the window ended.", ""]
@@ -127,7 +161,7 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the period's windows, aggregate, write the four files."""
+    """Aggregate the period in the database, read its windows for the plots, write the four files."""
     from carbon_ai_nodes.common.errors import ConfigError
     from carbon_ai_nodes.uplink.fleet_report import aggregate
     from carbon_ai_nodes.uplink.fleet_store import open_store
@@ -138,15 +172,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.date_to}: before --from {args.date_from}: swap them")
     store = open_store(args.db)
     try:
-        print(f"report: reading windows {args.date_from} .. {args.date_to} from {store.safe_url()}",
+        print(f"report: aggregating {args.date_from} .. {args.date_to} in {store.safe_url()}",
               file=sys.stderr, flush=True)
+        figures = aggregate(store, start, end, args.asset, args.late_after_s)
+        print("report: reading windows for the plots", file=sys.stderr, flush=True)
         rows = store.rows(start, end, args.asset)
         db = store.safe_url()
     finally:
         store.close()
-    print(f"report: {len(rows)} windows of {len({r['asset_id'] for r in rows})} assets; aggregating",
-          file=sys.stderr, flush=True)
-    figures = aggregate(rows, args.late_after_s)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "report.csv").open("w", newline="") as fh:

@@ -1,21 +1,23 @@
 """The emissions report's numbers: stored summaries aggregated per asset and month, with data coverage.
 
-Every figure is a sum over stored windows (rows of the fleet store), so it traces back to them. Coverage is
-read from the sequence numbers: a bridge numbers its summaries 1, 2, 3, ..., so a missing number is a window
-the fleet does not have. A gap is attributed to the month of the window before it. Gap records (a bridge
-saying which numbers it lost, and why) are counted apart and carry no totals. A window is late when it was
-stored more than ``late_after_s`` after it ended (it was held by an outage of the link or the receiver).
+The sums are the database's (:meth:`FleetStore.totals`, one GROUP BY per month, the same SQL on SQLite and
+PostgreSQL), so every figure is a sum over stored windows and traces back to them. Coverage is read from the
+sequence numbers: a bridge numbers its summaries 1, 2, 3, ..., so a missing number is a window the fleet does
+not have (found in SQL too, :meth:`FleetStore.holes`). A gap is attributed to the month of the window before
+it. Gap records (a bridge saying which numbers it lost, and why) are counted apart and carry no totals. A
+window is late when it was stored more than ``late_after_s`` after it ended.
 
-The uplink payload (CSB1) carries no model id, emission factor, measured-fuel share or uncertainty; the report
-says so instead of inventing them.
+Measured vs modelled, model ids, emission factors and the uncertainty come from CSB3 senders only (see
+summary_codec). The windows of older senders are counted apart (``unaudited_co2_kg``) and their split is
+"unknown", never a guess; a month with no CSB3 window has ``None`` for every audit figure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
-from typing import Any
+
+from carbon_ai_nodes.uplink.fleet_store import FleetStore, month_bounds
 
 TOTAL = "ALL"  # the asset name of the fleet total rows
 
@@ -39,6 +41,22 @@ class MonthFigures:
     gap_records: int = 0
     late: int = 0
     gaps: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # missing ranges, first..last
+    audited: int = 0  # windows from CSB3 senders: the audit figures below are theirs
+    measured_s: float | None = None  # seconds with a fuel meter reading
+    measured_co2_kg: float | None = None  # CO2 from the meter's litres x the emission factor
+    modelled_co2_kg: float | None = None  # CO2 from the model (seconds without a meter reading)
+    co2_sigma_kg: float | None = None  # the model's 1-sigma, summed over its seconds (fully correlated bound)
+    unaudited_co2_kg: float = 0.0  # co2_kg of windows whose split is unknown (CSB1/CSB2 senders)
+    model_ids: list[str] = dataclasses.field(default_factory=list)
+    emission_factors: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def measured_pct(self) -> float | None:
+        """Measured share of the audited windows' CO2 (measured + modelled), %; None when unknown."""
+        if self.measured_co2_kg is None or self.modelled_co2_kg is None:
+            return None
+        total = self.measured_co2_kg + self.modelled_co2_kg
+        return 100.0 * self.measured_co2_kg / total if total > 0 else 0.0
 
     @property
     def coverage_pct(self) -> float:
@@ -52,43 +70,55 @@ def month_of(t_s: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(t_s))
 
 
-def aggregate(rows: Iterable[dict[str, Any]], late_after_s: float = 300.0) -> list[MonthFigures]:
-    """Per asset and month, then the fleet total per month (asset ``ALL``), sorted by month then asset.
+_SUMMED = ("windows", "gap_records", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg", "covered_s",
+           "late", "audited", "unaudited_co2_kg")
+_AUDIT_SUMS = ("measured_s", "measured_co2_kg", "modelled_co2_kg", "co2_sigma_kg")
 
-    ``rows`` are fleet store rows (dicts with the ``summaries`` columns), in any order."""
-    by_asset: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_asset.setdefault(row["asset_id"], []).append(row)
+
+def months(start_s: float, end_s: float) -> list[tuple[str, float, float]]:
+    """The UTC months ``YYYY-MM`` that [start_s, end_s) touches, each with its part of the period (Unix s)."""
+    out, t = [], start_s
+    while t < end_s:
+        _, lo, hi = month_bounds(t)
+        out.append((month_of(lo), t, min(hi, end_s)))
+        t = hi
+    return out
+
+
+def _names(joined: list[str]) -> list[str]:
+    return sorted({n for text in joined for n in text.split("+") if n})
+
+
+def aggregate(store: FleetStore, start_s: float, end_s: float, asset_id: str = "",
+              late_after_s: float = 300.0) -> list[MonthFigures]:
+    """Per asset and month, then the fleet total per month (asset ``ALL``), sorted by month then asset, for the
+    windows starting in [start_s, end_s) (Unix s)."""
     figures: dict[tuple[str, str], MonthFigures] = {}
-    for asset, asset_rows in by_asset.items():
-        asset_rows.sort(key=lambda r: r["sequence"])
-        for i, row in enumerate(asset_rows):
-            month = month_of(row["window_start_s"])
-            f = figures.setdefault((month, asset), MonthFigures(month, asset, seq_first=row["sequence"]))
-            f.seq_last = row["sequence"]
-            if row["gap"]:
-                f.gap_records += 1
-            else:
-                f.windows += 1
-                f.co2_kg += row["co2_kg"]
-                f.fuel_l += row["fuel_l"]
-                f.distance_km += row["distance_km"]
-                f.idle_s += row["idle_s"]
-                f.avoided_co2_kg += row["avoided_co2_kg"]
-                f.covered_s += row["window_end_s"] - row["window_start_s"]
-            if row["received_s"] - row["window_end_s"] > late_after_s:
-                f.late += 1
-            if i + 1 < len(asset_rows) and asset_rows[i + 1]["sequence"] > row["sequence"] + 1:
-                first, last = row["sequence"] + 1, asset_rows[i + 1]["sequence"] - 1
-                f.gaps.append((first, last))
-                f.missing += last - first + 1
+    for month, lo, hi in months(start_s, end_s):
+        srcs: dict[str, tuple[list[str], list[str]]] = {}
+        for asset, model_ids, factor, _ in store.sources(lo, hi, asset_id):
+            srcs.setdefault(asset, ([], []))[0].append(model_ids)
+            srcs[asset][1].append(factor or "unknown")
+        for t in store.totals(lo, hi, asset_id, late_after_s):
+            f = MonthFigures(month, t["asset_id"], **{k: t[k] for k in (*_SUMMED, "seq_first", "seq_last")})
+            if f.audited:
+                for name in _AUDIT_SUMS:
+                    setattr(f, name, t[name])
+                models, factors = srcs.get(f.asset_id, ([], []))
+                f.model_ids, f.emission_factors = _names(models), _names(factors)
+            figures[(month, f.asset_id)] = f
+    for asset, seq, window_start_s, nxt in store.holes(start_s, end_s, asset_id):
+        f = figures[(month_of(window_start_s), asset)]
+        f.gaps.append((seq + 1, nxt - 1))
+        f.missing += nxt - 1 - seq
     for month in sorted({m for m, _ in figures}):
-        total = MonthFigures(month, TOTAL)
-        for (m, _), f in figures.items():
-            if m == month:
-                for name in ("windows", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg", "covered_s",
-                             "missing", "gap_records", "late"):
-                    setattr(total, name, getattr(total, name) + getattr(f, name))
+        mine = [f for (m, _), f in figures.items() if m == month]
+        total = MonthFigures(month, TOTAL, **{k: sum(getattr(f, k) for f in mine) for k in (*_SUMMED, "missing")})
+        if total.audited:
+            for name in _AUDIT_SUMS:
+                setattr(total, name, sum(getattr(f, name) or 0.0 for f in mine))
+            total.model_ids = _names([n for f in mine for n in f.model_ids])
+            total.emission_factors = _names([n for f in mine for n in f.emission_factors])
         figures[(month, TOTAL)] = total
     # fleet totals after each month's assets
     return sorted(figures.values(), key=lambda f: (f.month, f.asset_id == TOTAL, f.asset_id))

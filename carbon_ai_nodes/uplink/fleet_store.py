@@ -27,11 +27,19 @@ from typing import Any
 from carbon_ai_nodes.common.errors import ConfigError
 from carbon_ai_nodes.uplink.summary_codec import Summary
 
-# Columns of ``summaries`` besides the key: the decoded CarbonSummary fields, when it arrived, the raw record.
-# The CSB1 payload carries no model id, emission factor or measured-fuel share; those are not invented here.
+# Columns of ``summaries`` besides the key: the decoded CarbonSummary fields, when it arrived, the raw record,
+# and (schema 2) the CSB3 audit fields. A CSB1/CSB2 sender's summary leaves those NULL: unknown, never invented.
 _FIELDS = ("window_start_s", "window_end_s", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg",
            "estimate_count", "worst_latency_us", "gap", "lost_first", "lost_last")
-_COLUMNS = ("asset_id", "sequence", *_FIELDS, "received_s", "raw_json")
+AUDIT_COLUMNS = ("measured_s", "measured_co2_kg", "modelled_co2_kg", "co2_sigma_kg", "model_ids", "emission_factor")
+_COLUMNS = ("asset_id", "sequence", *_FIELDS, "received_s", "raw_json", *AUDIT_COLUMNS)
+# Written out, not derived from AUDIT_COLUMNS: a released migration step must never change.
+_AUDIT_DDL = ["ALTER TABLE summaries ADD COLUMN measured_s DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN measured_co2_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN modelled_co2_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN co2_sigma_kg DOUBLE PRECISION",
+              "ALTER TABLE summaries ADD COLUMN model_ids TEXT",
+              "ALTER TABLE summaries ADD COLUMN emission_factor TEXT"]
 
 _SUMMARY_COLUMNS = """
     asset_id TEXT NOT NULL, sequence BIGINT NOT NULL,
@@ -55,6 +63,9 @@ MIGRATIONS: dict[int, tuple[list[str], list[str]]] = {
          "PARTITION BY RANGE (window_start_s)",
          "CREATE INDEX summaries_window ON summaries (window_start_s)"],
     ),
+    # CSB3: measured vs modelled CO2, model ids, emission factor, uncertainty; NULL for older senders' rows.
+    # ADD COLUMN with no default is instant on both (no table rewrite) and reaches every month partition.
+    2: (_AUDIT_DDL, _AUDIT_DDL),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _LOCK_KEY = 0x0CA1F1EE7  # PostgreSQL advisory lock: one migrator / partition creator at a time
@@ -162,7 +173,8 @@ class FleetStore:
                     continue  # stored before: a redelivery, a resend after reconnect, another receiver's
                 row = s.as_dict()
                 values = [s.asset_id, s.sequence, *(row.get(f, "" if f == "gap" else 0) for f in _FIELDS),
-                          received, json.dumps(row, separators=(",", ":"))]
+                          received, json.dumps(row, separators=(",", ":")),
+                          *(row.get(f) for f in AUDIT_COLUMNS)]  # None (NULL) when the sender had no CSB3
                 values[_COLUMNS.index("lost_first")] = str(s.lost_first)  # up to 2**64: NUMERIC, not BIGINT
                 values[_COLUMNS.index("lost_last")] = str(s.lost_last)
                 cur.execute(f"INSERT INTO summaries ({', '.join(_COLUMNS)}) "
@@ -203,6 +215,55 @@ class FleetStore:
             d["lost_first"], d["lost_last"] = int(d["lost_first"]), int(d["lost_last"])
             out.append(d)
         return out
+
+    def _where(self, start_s: float, end_s: float, asset_id: str) -> tuple[str, list[Any]]:
+        ph = self._ph
+        sql = f"WHERE window_start_s >= {ph} AND window_start_s < {ph}"
+        return (sql + f" AND asset_id = {ph}", [start_s, end_s, asset_id]) if asset_id else (sql, [start_s, end_s])
+
+    def _select(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        cur = self._conn.cursor()
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+    def totals(self, start_s: float, end_s: float, asset_id: str = "", late_after_s: float = 300.0) \
+            -> list[dict[str, Any]]:
+        """Per asset, sums over the windows starting in [start_s, end_s) (Unix s), computed in the database
+        (one GROUP BY, the same SQL for SQLite and PostgreSQL; the month's partition only, on PostgreSQL).
+
+        Keys: asset_id, windows, gap_records, co2_kg, fuel_l, distance_km, idle_s, avoided_co2_kg, covered_s,
+        seq_first, seq_last, late, audited (windows with audit fields), measured_s, measured_co2_kg,
+        modelled_co2_kg, co2_sigma_kg (None when no window had them), unaudited_co2_kg."""
+        where, params = self._where(start_s, end_s, asset_id)
+        ph, ordinary = self._ph, "gap = ''"
+        audited = f"{ordinary} AND measured_s IS NOT NULL"
+        sql = (f"SELECT asset_id, SUM(CASE WHEN {ordinary} THEN 1 ELSE 0 END), SUM(CASE WHEN {ordinary} THEN 0 "
+               "ELSE 1 END), SUM(co2_kg), SUM(fuel_l), SUM(distance_km), SUM(idle_s), SUM(avoided_co2_kg), "
+               f"SUM(CASE WHEN {ordinary} THEN window_end_s - window_start_s ELSE 0 END), MIN(sequence), "
+               f"MAX(sequence), SUM(CASE WHEN received_s - window_end_s > {ph} THEN 1 ELSE 0 END), "
+               f"SUM(CASE WHEN {audited} THEN 1 ELSE 0 END), SUM(measured_s), SUM(measured_co2_kg), "
+               f"SUM(modelled_co2_kg), SUM(co2_sigma_kg), SUM(CASE WHEN {ordinary} AND measured_s IS NULL "
+               f"THEN co2_kg ELSE 0 END) FROM summaries {where} GROUP BY asset_id ORDER BY asset_id")
+        keys = ("asset_id", "windows", "gap_records", "co2_kg", "fuel_l", "distance_km", "idle_s", "avoided_co2_kg",
+                "covered_s", "seq_first", "seq_last", "late", "audited", "measured_s", "measured_co2_kg",
+                "modelled_co2_kg", "co2_sigma_kg", "unaudited_co2_kg")
+        return [dict(zip(keys, row, strict=True)) for row in self._select(sql, [late_after_s, *params])]
+
+    def sources(self, start_s: float, end_s: float, asset_id: str = "") -> list[tuple[str, str, str, int]]:
+        """(asset, model ids, emission factor, windows) of the audited windows starting in [start_s, end_s)."""
+        where, params = self._where(start_s, end_s, asset_id)
+        return self._select("SELECT asset_id, model_ids, emission_factor, COUNT(*) FROM summaries "
+                            f"{where} AND gap = '' AND measured_s IS NOT NULL "
+                            "GROUP BY asset_id, model_ids, emission_factor ORDER BY 1, 2, 3", params)
+
+    def holes(self, start_s: float, end_s: float, asset_id: str = "") -> list[tuple[str, int, float, int]]:
+        """Sequence numbers that never arrived, found in the database (LEAD over each asset's sequence): one
+        (asset, sequence before the hole, that window's start s, next sequence received) per hole."""
+        where, params = self._where(start_s, end_s, asset_id)
+        return [(a, int(q), float(t), int(n)) for a, q, t, n in self._select(
+            "SELECT asset_id, sequence, window_start_s, nxt FROM (SELECT asset_id, sequence, window_start_s, "
+            f"LEAD(sequence) OVER (PARTITION BY asset_id ORDER BY sequence) AS nxt FROM summaries {where}) AS t "
+            "WHERE nxt > sequence + 1 ORDER BY asset_id, sequence", params)]
 
     def count(self) -> int:
         """Number of stored summaries."""

@@ -1,5 +1,5 @@
 """Which received summaries no vehicle could have sent (pure; no rclpy): the fleet side's guard against forged,
-corrupted or clock-broken summaries that still decode. The CSB1 format already makes negative amounts and a
+corrupted or clock-broken summaries that still decode. The CSB formats already make negative amounts and a
 window ending before it starts impossible; what is left are windows from the future and amounts beyond any
 machine."""
 
@@ -25,7 +25,11 @@ def implausible_reason(s: Summary, now_s: float) -> str:
     window_s = max(s.window_end_s - s.window_start_s, MIN_WINDOW_S)
     for name, amount, limit, unit in (("co2_kg", s.co2_kg, MAX_CO2_KG_PER_S, "kg/s"),
                                       ("fuel_l", s.fuel_l, MAX_FUEL_L_PER_S, "L/s"),
-                                      ("distance_km", s.distance_km, MAX_SPEED_KM_PER_S, "km/s")):
+                                      ("distance_km", s.distance_km, MAX_SPEED_KM_PER_S, "km/s"),
+                                      ("measured_co2_kg", s.measured_co2_kg or 0.0, MAX_CO2_KG_PER_S, "kg/s"),
+                                      ("co2_sigma_kg", s.co2_sigma_kg or 0.0, MAX_CO2_KG_PER_S, "kg/s")):
         if amount / window_s > limit:
             return f"{name}={amount:g} in {window_s:g} s is over {limit:g} {unit}"
+    if (s.measured_s or 0.0) > s.window_end_s - s.window_start_s + 0.05:  # 0.05 s: the payload's 0.1 s steps
+        return f"measured_s={s.measured_s:g} is longer than its {s.window_end_s - s.window_start_s:g} s window"
     return ""

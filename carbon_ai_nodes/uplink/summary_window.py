@@ -2,8 +2,20 @@
 
 Two input streams, each time-stamped (s, the messages' header stamps):
 
-- estimates: CO2 rate (g/s), fuel rate (L/h), physics-baseline CO2 rate (g/s), inference latency (us)
-- states: speed (m/s), idle flag
+- estimates: CO2 rate (g/s), fuel rate (L/h), physics-baseline CO2 rate (g/s), inference latency (us),
+  1-sigma uncertainty (g/s), backend and model id
+- states: speed (m/s), idle flag, the fuel meter's rate (L/h, NaN = no meter)
+
+Measured vs modelled: an estimate counts as measured when the newest state at its arrival (stamped at most
+``max_hold_s`` before it; the estimate is computed from that state) has a finite fuel meter reading. Its held
+interval then adds the meter's litres times the emission factor to ``measured_co2_kg`` and its seconds to
+``measured_s``; otherwise the estimate's CO2 goes to ``modelled_co2_kg`` and its uncertainty to
+``co2_sigma_kg``. The emission factor is the one the estimator applied: its CO2 rate over its fuel rate
+(g/L, exact for every combustion estimate, which scales both by one factor), named after the fuel of
+``emission_model.FUEL_CO2_G_PER_L`` it matches. ``co2_kg`` stays the estimator's figure for the whole window.
+The uncertainty is summed linearly (the model's error in one window is strongly correlated from sample to
+sample, so this is the band for fully correlated errors, not a root-sum-square); the meter's own error is
+not known here and is not included.
 
 Each sample's rates hold from its stamp until the next sample of the same stream (zero-order hold), but for
 at most ``max_hold_s``: a gap in the data is not filled with a guess. Held intervals are split exactly at
@@ -22,29 +34,36 @@ import dataclasses
 import json
 import math
 
-from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
+from carbon_ai_nodes.carbon.emission_model import FUEL_CO2_G_PER_L
+from carbon_ai_nodes.common.carbon_estimate_rules import MAX_CO2_RATE_G_S, check_co2_rates
 from carbon_ai_nodes.common.errors import InputRejectedError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
 
 
 @dataclasses.dataclass(frozen=True)
 class EstimateSample:
-    """One CarbonEstimate: stamp (s), CO2 and physics CO2 rates (g/s), fuel rate (L/h, NaN = none), latency (us)."""
+    """One CarbonEstimate: stamp (s), CO2 and physics CO2 rates (g/s), fuel rate (L/h, NaN = none), latency (us),
+    1-sigma of the CO2 rate (g/s), ``<backend>:<model_id>``; ``metered_fuel_rate_lph`` is set by the window from
+    the state it came from (NaN = no meter reading)."""
 
     stamp_s: float
     co2_rate_g_s: float
     physics_co2_rate_g_s: float
     fuel_rate_lph: float
     latency_us: int
+    uncertainty_g_s: float = 0.0
+    model: str = ""
+    metered_fuel_rate_lph: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
 class StateSample:
-    """One VehicleState: stamp (s), speed (m/s), idle flag."""
+    """One VehicleState: stamp (s), speed (m/s), idle flag, fuel meter rate (L/h, NaN = no meter)."""
 
     stamp_s: float
     speed_mps: float
     is_idle: bool
+    fuel_rate_lph: float = math.nan
 
 
 @dataclasses.dataclass
@@ -60,6 +79,23 @@ class WindowTotals:
     avoided_co2_kg: float = 0.0
     estimate_count: int = 0
     worst_latency_us: int = 0
+    measured_s: float = 0.0
+    measured_co2_kg: float = 0.0
+    modelled_co2_kg: float = 0.0
+    co2_sigma_kg: float = 0.0
+    model_ids: str = ""  # "+"-joined, sorted
+    emission_factor: str = ""  # "+"-joined, sorted; "" = none known
+
+
+def _joined(names: str, name: str) -> str:
+    """``names`` ("+"-joined, sorted) with ``name`` added."""
+    return "+".join(sorted(set(filter(None, names.split("+"))) | {name})) if name else names
+
+
+def factor_label(g_per_l: float) -> str:
+    """``"diesel 2689 g/L"``: an emission factor named after the fuel it matches (``"fuel"`` when none does)."""
+    fuel = next((name for name, value in FUEL_CO2_G_PER_L.items() if abs(value - g_per_l) < 1.0), "fuel")
+    return f"{fuel} {g_per_l:.0f} g/L"
 
 
 # A fuel rate above this is a sensor fault, not a vehicle: a 4 MW mining truck burns ~1000 L/h.
@@ -74,6 +110,8 @@ def check_estimate(s: EstimateSample) -> None:
     check_co2_rates(s.co2_rate_g_s, s.physics_co2_rate_g_s)
     if math.isinf(s.fuel_rate_lph) or not (math.isnan(s.fuel_rate_lph) or 0.0 <= s.fuel_rate_lph <= MAX_FUEL_RATE_LPH):
         raise InputRejectedError("out_of_range", f"fuel rate {s.fuel_rate_lph} L/h")
+    if not 0.0 <= s.uncertainty_g_s <= MAX_CO2_RATE_G_S:  # NaN fails too
+        raise InputRejectedError("out_of_range", f"uncertainty {s.uncertainty_g_s} g/s")
 
 
 def check_state(s: StateSample) -> None:
@@ -109,6 +147,7 @@ class SummaryWindow:
         self._estimates = _Stream()
         self._states = _Stream()
         self._open: dict[int, WindowTotals] = {}
+        self._g_per_l = math.nan  # the estimator's emission factor, from its last estimate with fuel
 
     # ----------------------------------------------------------------- inputs
     def add_estimate(self, sample: EstimateSample) -> list[WindowTotals]:
@@ -116,8 +155,13 @@ class SummaryWindow:
         check_estimate(sample)
         self._admit(self._estimates, sample.stamp_s)
         self._close_interval(self._estimates, sample.stamp_s)
+        state = self._states.last
+        if isinstance(state, StateSample) and 0.0 <= sample.stamp_s - state.stamp_s <= self.max_hold_s \
+                and 0.0 <= state.fuel_rate_lph <= MAX_FUEL_RATE_LPH:
+            sample = dataclasses.replace(sample, metered_fuel_rate_lph=state.fuel_rate_lph)
         w = self._window(sample.stamp_s)
         w.estimate_count += 1
+        w.model_ids = _joined(w.model_ids, sample.model)
         w.worst_latency_us = max(w.worst_latency_us, int(min(max(sample.latency_us, 0), 2**32 - 1)))
         self._estimates.last, self._estimates.open = sample, True
         return self._completed()
@@ -217,16 +261,29 @@ class SummaryWindow:
             seg_end = min(t1, w.end_s)
             dt = seg_end - t0
             if isinstance(s, EstimateSample):
-                w.co2_kg += s.co2_rate_g_s * dt / 1000.0
-                w.avoided_co2_kg += (s.physics_co2_rate_g_s - s.co2_rate_g_s) * dt / 1000.0
-                if not math.isnan(s.fuel_rate_lph):
-                    w.fuel_l += s.fuel_rate_lph * dt / 3600.0
+                self._add_estimate_interval(w, s, dt)
             else:
                 w.distance_km += max(s.speed_mps, 0.0) * dt / 1000.0
                 if s.is_idle:
                     w.idle_s += dt
             t0 = seg_end
         stream.open = False
+
+    def _add_estimate_interval(self, w: WindowTotals, s: EstimateSample, dt: float) -> None:
+        w.co2_kg += s.co2_rate_g_s * dt / 1000.0
+        w.avoided_co2_kg += (s.physics_co2_rate_g_s - s.co2_rate_g_s) * dt / 1000.0
+        if not math.isnan(s.fuel_rate_lph):
+            w.fuel_l += s.fuel_rate_lph * dt / 3600.0
+            if s.fuel_rate_lph > 0.0 and s.co2_rate_g_s > 0.0:
+                self._g_per_l = s.co2_rate_g_s * 3600.0 / s.fuel_rate_lph
+                w.emission_factor = _joined(w.emission_factor, factor_label(self._g_per_l))
+        if math.isfinite(s.metered_fuel_rate_lph) and math.isfinite(self._g_per_l):
+            w.measured_s += dt
+            w.measured_co2_kg += s.metered_fuel_rate_lph * dt / 3600.0 * self._g_per_l / 1000.0
+            w.emission_factor = _joined(w.emission_factor, factor_label(self._g_per_l))  # (an earlier window's)
+        else:  # no meter, or no factor to turn its litres into CO2 (an electric drive)
+            w.modelled_co2_kg += s.co2_rate_g_s * dt / 1000.0
+            w.co2_sigma_kg += s.uncertainty_g_s * dt / 1000.0
 
     def _completed(self) -> list[WindowTotals]:
         done = []

@@ -16,7 +16,8 @@ def estimate_sample(msg: CarbonEstimate) -> EstimateSample:
     return EstimateSample(
         stamp_s=to_seconds(msg.header.stamp), co2_rate_g_s=msg.co2_rate_g_s,
         physics_co2_rate_g_s=msg.physics_co2_rate_g_s, fuel_rate_lph=msg.fuel_rate_lph,
-        latency_us=int(msg.inference_latency_us),
+        latency_us=int(msg.inference_latency_us), uncertainty_g_s=msg.uncertainty_g_s,
+        model=f"{msg.backend}:{msg.model_id}" if msg.backend or msg.model_id else "",
     )
 
 
@@ -24,7 +25,8 @@ def state_sample(msg: VehicleState) -> StateSample:
     """The window core's view of one fused state; InputRejectedError for a state that fails the VehicleState
     rule (core.vehicle_state_rules), standstill noise read as 0 m/s."""
     speed_mps = check_vehicle_state(msg)
-    return StateSample(stamp_s=to_seconds(msg.header.stamp), speed_mps=speed_mps, is_idle=bool(msg.is_idle))
+    return StateSample(stamp_s=to_seconds(msg.header.stamp), speed_mps=speed_mps, is_idle=bool(msg.is_idle),
+                       fuel_rate_lph=msg.fuel_rate_lph)
 
 
 def carbon_summary(summary: Summary, stamp: Time, frame_id: str = "") -> CarbonSummary:

@@ -242,7 +242,9 @@ class UplinkBridge(CarbonNode[UplinkBridgeParams]):
                 asset_id=self.asset_id, sequence=0, window_start_s=w.start_s, window_end_s=w.end_s,
                 co2_kg=w.co2_kg, fuel_l=w.fuel_l, distance_km=w.distance_km, idle_s=w.idle_s,
                 avoided_co2_kg=w.avoided_co2_kg, estimate_count=w.estimate_count,
-                worst_latency_us=w.worst_latency_us,
+                worst_latency_us=w.worst_latency_us, measured_s=w.measured_s, measured_co2_kg=w.measured_co2_kg,
+                modelled_co2_kg=w.modelled_co2_kg, co2_sigma_kg=w.co2_sigma_kg, model_ids=w.model_ids,
+                emission_factor=w.emission_factor,
             )
             markers = {f"window_end/{self.asset_id}": w.end_s}
             try:
