@@ -1,5 +1,5 @@
 """eco_speed plans with the vehicle's calibrated model once its calibration is confident, and says which model
-it used (planning/eco_speed.calibrated_model); the generic model otherwise."""
+it used (planning/calibrated_model.calibrated_model); the generic model otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from test_eco_speed import haul
 
 from carbon_ai_nodes.carbon.emission_model import FUEL_LHV_MJ_PER_L, G_MPS2
 from carbon_ai_nodes.carbon.vehicle_calibration import CalibrationSample, VehicleCalibration
-from carbon_ai_nodes.planning.eco_speed import calibrated_model, eco_profile
+from carbon_ai_nodes.planning.calibrated_model import calibrated_model
+from carbon_ai_nodes.planning.eco_speed import eco_profile
 
 
 def learned_truck(profile, payload_kg: float) -> tuple[VehicleCalibration, float]:

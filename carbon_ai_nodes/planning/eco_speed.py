@@ -24,18 +24,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from carbon_ai_nodes.carbon.emission_model import road_load_n
 from carbon_ai_nodes.common.frames import G_MPS2
-from carbon_ai_nodes.common.params import ParamSet, param
+from carbon_ai_nodes.common.params import param
+from carbon_ai_nodes.planning.calibrated_model import CalibratedModelParams, RatesFn
 
 
 @dataclasses.dataclass(frozen=True)
-class EcoSpeedParams(ParamSet):
+class EcoSpeedParams(CalibratedModelParams):
     """Parameters of the ``eco_speed`` node (eco-driving speed advice on a fixed route)."""
 
     SECTION: ClassVar[str] = "eco_speed"
@@ -55,14 +56,6 @@ class EcoSpeedParams(ParamSet):
     republish_period_s: float = param(2.0, "Send the (unchanged) plan again this often, for consumers that were "
                                       "not active when it was first sent (0 = only on changes)", unit="s",
                                       min=0.0, max=3600.0)
-    calibration_file: str = param(
-        "", "The vehicle's calibration saved by carbon_inference (its calibration_file); once confident, the caps "
-            "are planned with the calibrated model; empty = the generic model")
-    calibration_confidence: float = param(
-        0.05, "Relative 1-sigma the calibration must reach before it replaces the generic model", gt=0.0, max=1.0)
-    calibration_check_period_s: float = param(
-        60.0, "While planning with the generic model, re-read calibration_file this often (0 = only at start)",
-        unit="s", min=0.0, max=86400.0, read_only=True)
 
     def check(self) -> None:
         """The route comes from a scenario."""
@@ -243,10 +236,6 @@ def _forward_coast(profile: Any, pts: RoutePoints, approach: np.ndarray, cruise:
     return env
 
 
-# (speed m/s, accel m/s^2, grade, payload kg) -> (CO2 g/s, fuel L/h): the emission model a plan is costed with
-RatesFn = Callable[[float, float, float, float], tuple[float, float]]
-
-
 def generic_rates(profile: Any) -> RatesFn:
     """The generic physics model of ``profile`` as a :data:`RatesFn`."""
     from carbon_ai_nodes.carbon.emission_model import physics_rates
@@ -256,30 +245,6 @@ def generic_rates(profile: Any) -> RatesFn:
         return r.co2_g_s, r.fuel_lph
 
     return rates
-
-
-def calibrated_model(profile: Any, calibration_file: str, threshold: float) -> tuple[Any, RatesFn | None, str]:
-    """The model to plan with: ``(profile for the dynamics, rates, why)``. A calibration (carbon_inference's
-    ``calibration_file``) that is confident to ``threshold`` gives its calibrated profile and rates; otherwise
-    ``(profile, None, reason)`` and the generic model plans."""
-    from carbon_ai_nodes.carbon.vehicle_calibration import VehicleCalibration
-
-    if not calibration_file:
-        return profile, None, "no calibration_file"
-    if profile.kind != "road" or profile.is_electric:
-        return profile, None, "not a combustion road vehicle"
-    cal, warning = VehicleCalibration.load(calibration_file, profile)
-    if cal is None:
-        return profile, None, warning
-    if not cal.is_confident(threshold):
-        return profile, None, (f"calibration not confident yet (mass {cal.mass_kg:.0f} kg, reference CO2 sigma "
-                               f"{cal.reference_rel_sigma() * 100:.1f} % > {threshold * 100:.1f} %)")
-
-    def rates(v: float, a: float, grade: float, payload_kg: float) -> tuple[float, float]:
-        r = cal.predict(v, a, grade, payload_kg)
-        return r.co2_g_s, r.fuel_lph
-
-    return cal.vehicle_profile(), rates, ""
 
 
 def simulate_loop(profile: Any, pts: RoutePoints, cap_mps: np.ndarray, *, max_accel_mps2: float,

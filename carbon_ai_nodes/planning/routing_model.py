@@ -27,7 +27,8 @@ import numpy as np
 
 from carbon_ai_nodes.common.errors import SolverError
 from carbon_ai_nodes.common.frames import G_MPS2
-from carbon_ai_nodes.common.params import ParamSet, param
+from carbon_ai_nodes.common.params import param
+from carbon_ai_nodes.planning.calibrated_model import CalibratedModelParams
 
 if TYPE_CHECKING:
     from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
@@ -307,7 +308,7 @@ def calibrated_co2_model(base: Co2PerMetre, names: set[str],
                          rates: Callable[[float, float, float, float], tuple[float, float]]) -> Co2PerMetre:
     """``base`` with the vehicles whose profile is one of ``names`` (a profile's name and file stem) priced by
     their calibrated model: ``rates(speed_mps, accel_mps2, grade, payload_kg) -> (CO2 g/s, fuel L/h)``
-    (eco_speed.calibrated_model) at a steady cruise, divided by the speed (g/m; below 0.1 m/s as at 0.1 m/s)."""
+    (planning.calibrated_model) at a steady cruise, divided by the speed (g/m; below 0.1 m/s as at 0.1 m/s)."""
 
     def co2(name: str, speed_mps: float, grade: float, payload_kg: float, **grid: float) -> float:
         if name in names:
@@ -503,7 +504,7 @@ def plan_violations(p: RoutingProblem, plan: RoutePlanResult, tol: float = 1e-6)
 
 # --------------------------------------------------------------------------------------------- parameters
 @dataclasses.dataclass(frozen=True)
-class PlannerParams(ParamSet):
+class PlannerParams(CalibratedModelParams):
     """Parameters of the planner node (carbon-aware routing and load scheduling)."""
 
     SECTION: ClassVar[str] = "planner"
@@ -523,14 +524,6 @@ class PlannerParams(ParamSet):
     schedule_time_limit_s: float = param(2.0, "Load-schedule solver time limit", unit="s", gt=0.0, max=600.0)
     state_timeout_s: float = param(2.0, "vehicle_state older than this is stale", unit="s", gt=0.0)
     max_stops: int = param(500, "Largest route request accepted", min=2, max=5000)
-    calibration_file: str = param(
-        "", "A vehicle's calibration saved by carbon_inference (its calibration_file); once confident, routes of "
-            "vehicles with that profile are priced with the calibrated model; empty = the generic model")
-    calibration_confidence: float = param(
-        0.05, "Relative 1-sigma the calibration must reach before it replaces the generic model", gt=0.0, max=1.0)
-    calibration_check_period_s: float = param(
-        60.0, "While pricing with the generic model, re-read calibration_file this often (0 = only at start)",
-        unit="s", min=0.0, max=86400.0, read_only=True)
 
 
 # --------------------------------------------------------------------------------------------- planning

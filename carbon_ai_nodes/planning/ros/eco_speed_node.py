@@ -20,7 +20,8 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from carbon_ai_msgs.msg import RoutePlan
-from carbon_ai_nodes.planning.eco_speed import EcoProfile, EcoSpeedParams, calibrated_model, eco_profile
+from carbon_ai_nodes.planning.calibrated_model import calibrated_model
+from carbon_ai_nodes.planning.eco_speed import EcoProfile, EcoSpeedParams, eco_profile
 from carbon_ai_nodes.planning.ros import eco_conversions as conv
 from carbon_ai_nodes.ros import qos
 from carbon_ai_nodes.ros.node_base import CarbonNode, run_node

@@ -47,7 +47,7 @@ from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
 from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
-from carbon_ai_nodes.planning.eco_speed import calibrated_model
+from carbon_ai_nodes.planning.calibrated_model import calibrated_model
 from carbon_ai_nodes.planning.load_schedule import Asset, Job, ScheduleProblem, load_jobs_file, solve_schedule
 from carbon_ai_nodes.planning.ros import route_conversions as conv
 from carbon_ai_nodes.planning.routing_model import (
