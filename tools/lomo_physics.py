@@ -6,7 +6,8 @@ Every fold refits the shared engine constants (tools/train_residual.py's PHYSICS
 NAME:LOW:HIGH:STEP:START candidate) without one fitting maker, starting from the shipped constants, and
 predicts that maker. The held-out makers (training/epa.TEST_MANUFACTURERS) are never loaded into a fit or
 scored here. A few steps per fold are not enough to compare terms: on 2026-12-06 four steps per fold put a
-candidate 0.2 points ahead on both tests, and the converged folds showed no difference (docs/carbon_model.md).
+candidate 0.2 points ahead on both tests; refitted to convergence it was 0.18 points behind on HWFE and level on
+FTP-75 (docs/carbon_model.md).
 
   python tools/lomo_physics.py --epa ../shared/data/epa_2022_test_cars_a_to_l.csv --cycles ../shared/data/cycles
 """
