@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -274,13 +274,16 @@ def load_profile_map(profile_paths: Sequence[str]) -> dict[str, VehicleProfile]:
 
 
 def default_co2_model(profile_paths: Sequence[str] = ()) -> Co2PerMetre:
-    """The shared emission model (``carbon.emission_model.cruise_co2_g_per_m``) for profiles found in
-    ``profile_paths`` (YAML files or directories of them); vehicles whose profile is unknown use
-    :func:`placeholder_cruise_co2_g_per_m` with a 10 t mass.
+    """:func:`profile_co2_model` of the profiles found in ``profile_paths`` (YAML files or directories of them)."""
+    return profile_co2_model(load_profile_map(profile_paths))
+
+
+def profile_co2_model(profiles: Mapping[str, VehicleProfile]) -> Co2PerMetre:
+    """The shared emission model (``carbon.emission_model.cruise_co2_g_per_m``) for ``profiles`` (by name and file
+    stem, :func:`load_profile_map`); vehicles whose profile is unknown use :func:`placeholder_cruise_co2_g_per_m`
+    with a 10 t mass.
     """
     from carbon_ai_nodes.carbon.emission_model import cruise_co2_g_per_m
-
-    profiles = load_profile_map(profile_paths)
 
     # Electric profiles re-rated to a reported grid intensity, keyed (profile, gCO2/kWh); bounded because
     # intensities change all day and only the latest few matter.

@@ -46,6 +46,7 @@ from carbon_ai_msgs.msg import (
 from carbon_ai_msgs.srv import PlanRoute
 from carbon_ai_nodes.common.carbon_estimate_rules import check_co2_rates
 from carbon_ai_nodes.common.errors import CarbonAIError, ConfigError, InputRejectedError, SolverError
+from carbon_ai_nodes.common.vehicle_profile import VehicleProfile
 from carbon_ai_nodes.common.vehicle_state_rules import check_vehicle_state
 from carbon_ai_nodes.planning.calibrated_model import calibrated_model
 from carbon_ai_nodes.planning.load_schedule import Asset, Job, ScheduleProblem, load_jobs_file, solve_schedule
@@ -60,9 +61,9 @@ from carbon_ai_nodes.planning.routing_model import (
     arc_costs,
     calibrated_co2_model,
     co2_depends_on_grid,
-    default_co2_model,
     load_profile_map,
     plan_routes,
+    profile_co2_model,
     replan_routes,
 )
 from carbon_ai_nodes.ros import qos
@@ -77,6 +78,7 @@ class Planner(CarbonNode[PlannerParams]):
         super().__init__("planner", PlannerParams)
         self.solver: RoutingSolver | None = None
         self.co2_model: Co2PerMetre | None = None
+        self.profiles: dict[str, VehicleProfile] = {}  # vehicle_profiles, by name and file stem
         self.model = "generic"  # which emission model prices routes: "generic" (profiles) or "calibrated"
         self.model_note = ""  # why the generic model prices them ('' when the calibrated one does)
         self.problem: RoutingProblem | None = None
@@ -104,7 +106,8 @@ class Planner(CarbonNode[PlannerParams]):
         from carbon_ai_nodes.planning.ortools_routing import OrToolsRoutingSolver
 
         self.solver = OrToolsRoutingSolver()
-        self.co2_model = _co2_model(params.vehicle_profiles)
+        self.profiles = _load_profiles(params.vehicle_profiles)
+        self.co2_model = profile_co2_model(self.profiles)
         self._check_calibration()
         if params.calibration_file and params.calibration_check_period_s > 0:
             self.timer(params.calibration_check_period_s, self._check_calibration, name="calibration")
@@ -126,10 +129,11 @@ class Planner(CarbonNode[PlannerParams]):
     def params_changed(self, old: PlannerParams, new: PlannerParams) -> None:
         if new.vehicle_profiles != old.vehicle_profiles or new.calibration_file != old.calibration_file:
             try:
-                self.co2_model = _co2_model(new.vehicle_profiles)
+                self.profiles = _load_profiles(new.vehicle_profiles)
             except CarbonAIError as exc:
                 self.get_logger().error(f"{exc}; keeping the previous vehicle profiles")
             else:
+                self.co2_model = profile_co2_model(self.profiles)
                 self.model, self.model_note = "generic", ""
                 self._check_calibration()
         if new.load_jobs_file != old.load_jobs_file:
@@ -144,14 +148,13 @@ class Planner(CarbonNode[PlannerParams]):
         p = self.params
         if self.model == "calibrated" or not p.calibration_file:
             return
-        profiles = load_profile_map([_resolve(f) for f in p.vehicle_profiles])
         notes = []
-        for profile in {prof.name: prof for prof in profiles.values()}.values():
+        for profile in {prof.name: prof for prof in self.profiles.values()}.values():
             if profile.kind != "road" or profile.is_electric:
                 continue  # the calibrated model covers combustion road vehicles
             _, rates, note = calibrated_model(profile, p.calibration_file, p.calibration_confidence)
             if rates is not None:
-                names = {k for k, prof in profiles.items() if prof.name == profile.name}
+                names = {k for k, prof in self.profiles.items() if prof.name == profile.name}
                 self.co2_model = calibrated_co2_model(configured(self.co2_model, "planner CO2 model"), names, rates)
                 self.model, self.model_note = "calibrated", ""
                 self.get_logger().info(f"routes of {profile.name} vehicles now priced with the calibrated model "
@@ -401,9 +404,9 @@ def _resolve(path: str) -> str:
     raise ConfigError(f"planner.vehicle_profiles: {path} not found (relative to {os.getcwd()} or the package share)")
 
 
-def _co2_model(paths: tuple[str, ...]) -> Co2PerMetre:
+def _load_profiles(paths: tuple[str, ...]) -> dict[str, VehicleProfile]:
     try:
-        return default_co2_model([_resolve(p) for p in paths])
+        return load_profile_map([_resolve(p) for p in paths])
     except ConfigError as exc:
         msg = str(exc)
         raise ConfigError(msg if msg.startswith("planner.") else f"planner.vehicle_profiles: {msg}") from None
