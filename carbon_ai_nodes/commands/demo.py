@@ -399,10 +399,7 @@ def plant_plot(name: str, recordings: Sequence[PlantTraces], scores, out) -> lis
         ax2.grid(alpha=0.3, axis="y")
         ax2.legend(fontsize=8)
     fig.suptitle(f"{name}: CO2 by the independent plant and by carbon_ai's model")
-    fig.tight_layout()
-    fig.savefig(out / "plant_vs_model.png", dpi=110)
-    plt.close(fig)
-    return ["plant_vs_model.png"]
+    return [_save_png(fig, out / "plant_vs_model.png")]
 
 
 def calibration_plot(name: str, tracks, window_s: float, out) -> list[str]:
@@ -433,10 +430,17 @@ def calibration_plot(name: str, tracks, window_s: float, out) -> list[str]:
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
     fig.suptitle(f"{name}: the self-calibrating model converging (optimised run)")
+    return [_save_png(fig, out / "calibration.png")]
+
+
+def _save_png(fig, path) -> str:
+    """Lay out ``fig``, write it to ``path`` (PNG, 110 dpi) and release it; returns the file name for the report."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(out / "calibration.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return ["calibration.png"]
+    return path.name
 
 
 def _baseline_duration(msg) -> float:
@@ -513,9 +517,7 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8, ncol=2)
     fig.suptitle(f"{scenario.name}: carbon optimisation on vs off")
-    fig.tight_layout()
-    fig.savefig(out / "co2_rate.png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, out / "co2_rate.png")
 
     from matplotlib.collections import LineCollection
 
@@ -570,7 +572,4 @@ def _plots(scenario, recordings: list[_Recording], out) -> list[str]:
     ax2.grid(alpha=0.3)
     if plans:
         ax2.legend(fontsize=8, loc="center")
-    fig.tight_layout()
-    fig.savefig(out / "routes.png", dpi=110)
-    plt.close(fig)
-    return ["co2_rate.png", "routes.png"]
+    return ["co2_rate.png", _save_png(fig, out / "routes.png")]
